@@ -1,0 +1,146 @@
+"""Running the emulator: in-process for tests and the demo, or as ``cblr-collect emulator``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import signal
+import ssl
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from .app import create_app
+from .faults import FaultPlan
+from .scenario import Scenario, load_scenario
+from .tenant import Tenant
+
+
+def self_signed_context(host: str, folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context with a certificate made now; returns it and the PEM to trust."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cblr-collector emulator")])
+    now = dt.datetime.now(dt.UTC)
+    alt_names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    try:
+        alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        alt_names.append(x509.DNSName(host))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "emulator-cert.pem", folder / "emulator-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    key_path.unlink()
+    return context, cert_path
+
+
+class EmulatorServer:
+    """``async with EmulatorServer(scenario) as emu:`` serves on loopback until the block ends.
+
+    ``emu.url``, ``emu.token`` (a Live Response key) and ``emu.tenant`` (all server state,
+    for assertions) are set once it is serving; ``emu.cert`` is the PEM to trust with TLS.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | str = "workstation",
+        *,
+        faults: FaultPlan | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: bool = False,
+    ) -> None:
+        self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self.tenant = Tenant(self.scenario, faults)
+        self.host, self.port, self.tls = host, port, tls
+        self.url = ""
+        self.cert: Path | None = None
+        self._runner: web.AppRunner | None = None
+        self._tempdir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def token(self) -> str:
+        return self.tenant.live_response_token
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.tenant.faults
+
+    async def start(self) -> EmulatorServer:
+        context = None
+        if self.tls:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="cblr-emulator-")
+            context, self.cert = self_signed_context(self.host, Path(self._tempdir.name))
+        self._runner = web.AppRunner(create_app(self.tenant), access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    async def __aenter__(self) -> EmulatorServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def ready_line(self) -> str:
+        ready = {
+            "url": self.url,
+            "token": self.token,
+            "devices": [d.id for d in self.scenario.devices],
+            "scenario": self.scenario.name,
+        }
+        if self.cert is not None:
+            ready["ca_cert"] = str(self.cert)
+        return json.dumps(ready)
+
+
+async def serve(server: EmulatorServer) -> None:
+    """Serve until SIGINT or SIGTERM, after printing the one ready line on stdout."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        sys.stdout.write(server.ready_line() + "\n")
+        sys.stdout.flush()
+        await stop.wait()

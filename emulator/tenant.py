@@ -1,0 +1,512 @@
+"""The Cb Defense cloud as one tenant sees it: tokens, live response sessions, commands and
+the file store, driving each device's sensor under its link model."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .content import BytesContent, Content
+from .endpoint import Endpoint, build_endpoint
+from .faults import FaultPlan
+from .protocol import (
+    COMMAND_CANCEL,
+    COMMAND_COMPLETE,
+    COMMAND_ERROR,
+    COMMAND_IN_PROGRESS,
+    COMMAND_PENDING,
+    E_INVALID_PARAMETER,
+    HRESULT_TEXT,
+    LIVE_RESPONSE_KEY,
+    RESULT_TYPE_HRESULT,
+    SESSION_ACTIVE,
+    SESSION_CLOSE,
+    SESSION_INACTIVE,
+    SESSION_PENDING,
+    SESSION_TIMEOUT,
+    SUPPORTED_COMMANDS,
+)
+from .scenario import Scenario
+from .sensor import HANDLERS, mutate, take_range
+from .vfs import SensorError
+
+OPEN_STATUSES = (SESSION_PENDING, SESSION_ACTIVE)
+FINISHED = (COMMAND_COMPLETE, COMMAND_ERROR, COMMAND_CANCEL)
+SLOT_RETRY_AFTER = 5
+MAX_UPLOAD = 256 * 1024**2
+STATUS_FILTERS = {
+    "pending": COMMAND_PENDING,
+    "in progress": COMMAND_IN_PROGRESS,
+    "complete": COMMAND_COMPLETE,
+    "completed": COMMAND_COMPLETE,
+    "error": COMMAND_ERROR,
+    "cancel": COMMAND_CANCEL,
+    "canceled": COMMAND_CANCEL,
+    "cancelled": COMMAND_CANCEL,
+}
+
+
+class ApiError(Exception):
+    """An HTTP error reply with a JSON body."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class FileObject:
+    id: int
+    file_name: str
+    content: Content | None = None
+    upload_start: float = 0.0
+    upload_end: float = 0.0
+    status: int = 0
+    complete: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.content.size if self.content is not None else 0
+
+    def size_uploaded(self) -> int:
+        if self.complete or self.upload_end <= self.upload_start:
+            return self.size if self.content is not None else 0
+        done = (time.monotonic() - self.upload_start) / (self.upload_end - self.upload_start)
+        return int(self.size * min(1.0, max(0.0, done)))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "file_name": self.file_name,
+            "size": self.size,
+            "size_uploaded": self.size_uploaded(),
+            "status": self.status,
+            "delete": False,
+        }
+
+
+@dataclass
+class Command:
+    id: int
+    session: Session
+    request: dict[str, Any]
+    creation_time: int = field(default_factory=lambda: int(time.time()))
+    status: str = COMMAND_PENDING
+    completion_time: int = 0
+    result_code: int = 0
+    result_type: str | None = None
+    result_desc: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+    dump_progress: tuple[float, float] | None = None
+    task: asyncio.Task | None = None
+    mutate_file: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.request["name"]
+
+    def finish(self, status: str, code: int = 0, desc: str = "") -> None:
+        if self.status in FINISHED:
+            return
+        self.status, self.result_code, self.result_desc = status, code, desc
+        self.result_type = RESULT_TYPE_HRESULT
+        self.completion_time = int(time.time())
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {
+            "obj": {k: v for k, v in self.request.items() if k != "session_id"},
+            "id": self.id,
+            "name": self.name,
+            "object": self.request.get("object"),
+            "session_id": self.session.id,
+            "sensor_id": self.session.endpoint.spec.id,
+            "command_timeout": self.session.command_timeout,
+            "username": None,
+            "creation_time": self.creation_time,
+            "completion_time": self.completion_time,
+            "result_code": self.result_code,
+            "result_type": self.result_type,
+            "result_desc": self.result_desc,
+            "status": self.status,
+            **self.fields,
+        }
+        if self.dump_progress and self.status == COMMAND_IN_PROGRESS:
+            start, duration = self.dump_progress
+            wire["percentdone"] = min(99, int(100 * (time.monotonic() - start) / duration))
+        return wire
+
+
+@dataclass
+class Session:
+    id: str
+    endpoint: Endpoint
+    check_in_timeout: int
+    session_timeout: int
+    command_timeout: int
+    create_time: int = field(default_factory=now_ms)
+    status: str = SESSION_PENDING
+    sensor_check_in_time: int | None = None
+    last_activity: float = field(default_factory=time.monotonic)
+    commands: list[Command] = field(default_factory=list)
+    files: dict[int, FileObject] = field(default_factory=dict)
+    active: asyncio.Event = field(default_factory=asyncio.Event)
+    check_in: asyncio.Task | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def busy(self) -> bool:
+        return any(c.status in (COMMAND_PENDING, COMMAND_IN_PROGRESS) for c in self.commands)
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def to_wire(self) -> dict[str, Any]:
+        spec = self.endpoint.spec
+        checked_in = self.sensor_check_in_time is not None
+        return {
+            "hostname": spec.hostname if checked_in else None,
+            "address": spec.address if checked_in else None,
+            "os_version": spec.os_version if checked_in else None,
+            "current_working_directory": "C:\\Windows\\system32" if checked_in else None,
+            "supported_commands": list(SUPPORTED_COMMANDS) if checked_in else None,
+            "drives": list(spec.drives) if checked_in else None,
+            "id": self.id,
+            "sensor_id": spec.id,
+            "check_in_timeout": self.check_in_timeout,
+            "session_timeout": self.session_timeout,
+            "sensor_check_in_time": self.sensor_check_in_time,
+            "status": self.status,
+            "current_command_index": len(self.commands),
+            "create_time": self.create_time,
+        }
+
+
+class Tenant:
+    """All server-side state of one emulator run."""
+
+    def __init__(self, scenario: Scenario, faults: FaultPlan | None = None) -> None:
+        self.scenario = scenario
+        self.faults = faults or FaultPlan()
+        self.tokens = {t.token: t.key_type for t in scenario.tokens}
+        if LIVE_RESPONSE_KEY not in self.tokens.values():
+            self.tokens[f"{secrets.token_hex(16).upper()}/{secrets.token_hex(5).upper()}"] = (
+                LIVE_RESPONSE_KEY
+            )
+        self.endpoints = {d.id: build_endpoint(d) for d in scenario.devices}
+        self.sessions: dict[str, Session] = {}
+        self.stats: Counter = Counter()
+        self._session_number = 0
+        self._file_id = 0
+        self._background: set[asyncio.Task] = set()
+
+    @property
+    def live_response_token(self) -> str:
+        return next(t for t, kind in self.tokens.items() if kind == LIVE_RESPONSE_KEY)
+
+    def bind_loop(self) -> None:
+        for endpoint in self.endpoints.values():
+            endpoint.bind_loop()
+
+    async def shutdown(self) -> None:
+        tasks = [t for t in self._background if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # Devices -----------------------------------------------------------------------------
+
+    def endpoint(self, device_id: Any) -> Endpoint:
+        try:
+            return self.endpoints[int(device_id)]
+        except (TypeError, ValueError, KeyError):
+            raise ApiError(404, f"device {device_id} not found") from None
+
+    def take_offline(self, endpoint: Endpoint, seconds: float) -> None:
+        """The sensor drops off the network: its active sessions end, and it returns later."""
+        endpoint.set_online(False)
+        for session in self.sessions.values():
+            if session.endpoint is endpoint and session.status == SESSION_ACTIVE:
+                self._end(session, SESSION_INACTIVE)
+        asyncio.get_running_loop().call_later(seconds, endpoint.set_online, True)
+
+    # Sessions ----------------------------------------------------------------------------
+
+    def open_sessions(self) -> list[Session]:
+        for session in list(self.sessions.values()):
+            self._refresh(session)
+        return [s for s in self.sessions.values() if s.is_open]
+
+    def start_session(self, device_id: Any, body: dict[str, Any]) -> Session:
+        endpoint = self.endpoint(device_id)
+        sensor_id = body.get("sensor_id", endpoint.spec.id)
+        if str(sensor_id) != str(endpoint.spec.id):
+            raise ApiError(400, f"sensor_id {sensor_id!r} does not match device {endpoint.spec.id}")
+        open_now = self.open_sessions()
+        for session in open_now:
+            if session.endpoint is endpoint:
+                return session  # one session per sensor: a second request joins it
+        if len(open_now) >= self.scenario.session_slots:
+            raise ApiError(
+                429,
+                f"all {self.scenario.session_slots} live response sessions are in use",
+                {"Retry-After": str(SLOT_RETRY_AFTER)},
+            )
+        timeouts = endpoint.spec.timeouts
+        self._session_number += 1
+        session = Session(
+            id=f"{self._session_number}:{endpoint.spec.id}",
+            endpoint=endpoint,
+            check_in_timeout=_positive(body.get("checkin_timeout"), timeouts.check_in),
+            session_timeout=_positive(body.get("sensor_wait_timeout"), timeouts.session),
+            command_timeout=_positive(body.get("default_command_timeout"), timeouts.command),
+        )
+        self.sessions[session.id] = session
+        session.check_in = self._spawn(self._check_in(session))
+        self.stats["sessions_started"] += 1
+        return session
+
+    async def _check_in(self, session: Session) -> None:
+        endpoint = session.endpoint
+        try:
+            async with asyncio.timeout(session.check_in_timeout):
+                await asyncio.sleep(endpoint.spec.link.checkin_delay)
+                await endpoint.online_event.wait()
+        except TimeoutError:
+            self._end(session, SESSION_TIMEOUT)
+            return
+        if session.status == SESSION_PENDING:
+            session.status = SESSION_ACTIVE
+            session.sensor_check_in_time = now_ms()
+            session.touch()
+            session.active.set()
+
+    def session(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise ApiError(404, f"session {session_id} not found")
+        self._refresh(session)
+        return session
+
+    def active_session(self, session_id: str) -> Session:
+        session = self.session(session_id)
+        if session.status != SESSION_ACTIVE:
+            raise ApiError(404, f"session {session_id} is {session.status}")
+        return session
+
+    def _refresh(self, session: Session) -> None:
+        idle = time.monotonic() - session.last_activity
+        if (
+            session.status == SESSION_ACTIVE
+            and not session.busy()
+            and idle > session.session_timeout
+        ):
+            self._end(session, SESSION_TIMEOUT)
+
+    def expire(self, session: Session) -> None:
+        if session.is_open:
+            self._end(session, SESSION_TIMEOUT)
+
+    def close_session(self, session_id: str) -> Session:
+        session = self.session(session_id)
+        if session.is_open:
+            self._end(session, SESSION_CLOSE)
+        return session
+
+    def keepalive(self, session_id: str) -> Session:
+        session = self.active_session(session_id)
+        session.touch()
+        return session
+
+    def _end(self, session: Session, status: str) -> None:
+        session.status = status
+        session.active.set()
+        if session.check_in and not session.check_in.done():
+            session.check_in.cancel()
+        for command in session.commands:
+            if command.status not in FINISHED:
+                command.finish(COMMAND_CANCEL)
+                if command.task:
+                    command.task.cancel()
+        session.files.clear()
+
+    # Commands ----------------------------------------------------------------------------
+
+    def post_command(self, session_id: str, body: dict[str, Any]) -> Command:
+        session = self.active_session(session_id)
+        name = body.get("name")
+        if name not in SUPPORTED_COMMANDS:
+            raise ApiError(400, f"unknown command name {name!r}")
+        if "session_id" in body and str(body["session_id"]) != session.id:
+            raise ApiError(400, f"session_id {body['session_id']!r} does not match {session.id}")
+        command = Command(id=len(session.commands), session=session, request=dict(body))
+        if name == "get file":
+            self._file_id += 1
+            session.files[self._file_id] = FileObject(self._file_id, str(body.get("object", "")))
+            command.fields["file_id"] = self._file_id
+        session.commands.append(command)
+        session.touch()
+        self.stats[f"command:{name}"] += 1
+        command.task = self._spawn(self._execute(command))
+        return command
+
+    def commands(self, session_id: str, status: str | None, count: str | None) -> list[Command]:
+        session = self.session(session_id)
+        chosen = session.commands
+        if status:
+            wanted = STATUS_FILTERS.get(status.strip().lower())
+            if wanted is None:
+                raise ApiError(400, f"unknown status filter {status!r}")
+            chosen = [c for c in chosen if c.status == wanted]
+        if count:
+            try:
+                limit = int(count)
+            except ValueError:
+                raise ApiError(400, f"count must be an integer, got {count!r}") from None
+            chosen = chosen[-limit:] if limit > 0 else []
+        return chosen
+
+    def command(self, session_id: str, command_id: str) -> Command:
+        session = self.session(session_id)
+        try:
+            return session.commands[int(command_id)]
+        except (ValueError, IndexError):
+            raise ApiError(404, f"command {command_id} not found in session {session_id}") from None
+
+    def cancel_command(self, session_id: str, command_id: str) -> Command:
+        command = self.command(session_id, command_id)
+        if command.status != COMMAND_PENDING:
+            raise ApiError(
+                400, f"command {command_id} is {command.status}; only pending commands cancel"
+            )
+        command.finish(COMMAND_CANCEL)
+        if command.task:
+            command.task.cancel()
+        return command
+
+    async def _execute(self, command: Command) -> None:
+        session, endpoint = command.session, command.session.endpoint
+        try:
+            await endpoint.online_event.wait()
+            async with endpoint.slots:
+                if command.status != COMMAND_PENDING:
+                    return
+                command.status = COMMAND_IN_PROGRESS
+                await asyncio.sleep(endpoint.spec.link.command_latency)
+                await self._run(command)
+            command.finish(COMMAND_COMPLETE)
+        except SensorError as exc:
+            command.finish(COMMAND_ERROR, exc.hresult, HRESULT_TEXT.get(exc.hresult, exc.detail))
+            if command.name == "get file" and command.fields["file_id"] in session.files:
+                session.files[command.fields["file_id"]].status = exc.hresult
+        finally:
+            session.touch()
+
+    async def _run(self, command: Command) -> None:
+        endpoint, request = command.session.endpoint, command.request
+        if command.name == "get file":
+            await self._get_file(command)
+        elif command.name == "put file":
+            self._put_file(command)
+        elif command.name == "memdump":
+            await self._memdump(command)
+        else:
+            command.fields.update(await HANDLERS[command.name](endpoint, request))
+
+    async def _get_file(self, command: Command) -> None:
+        session, request = command.session, command.request
+        endpoint = session.endpoint
+        path = request.get("object")
+        if not isinstance(path, str) or not path:
+            raise SensorError(E_INVALID_PARAMETER, "object")
+        offset, count = _integer(request.get("offset"), 0), _integer(request.get("get_count"), 0)
+        taken = take_range(endpoint, path, offset, count)
+        if command.mutate_file and endpoint.fs.exists(path):
+            mutate(endpoint, path, endpoint.fs.lookup(path), "change", 4096)
+        file_object = session.files.get(command.fields["file_id"])
+        if file_object is None:
+            return  # deleted by the client before the upload finished
+        file_object.content = taken
+        file_object.upload_start, file_object.upload_end = endpoint.pipe.reserve(taken.size)
+        await asyncio.sleep(max(0.0, file_object.upload_end - time.monotonic()))
+        file_object.complete = True
+
+    def _put_file(self, command: Command) -> None:
+        session, request = command.session, command.request
+        path = request.get("object")
+        upload = session.files.get(_integer(request.get("file_id"), -1))
+        if not isinstance(path, str) or not path or upload is None or upload.content is None:
+            raise SensorError(E_INVALID_PARAMETER, "object or file_id")
+        session.endpoint.fs.write_file(path, upload.content.read(0, upload.size))
+
+    async def _memdump(self, command: Command) -> None:
+        endpoint = command.session.endpoint
+        path = command.request.get("object")
+        if not isinstance(path, str) or not path:
+            raise SensorError(E_INVALID_PARAMETER, "object")
+        endpoint.fs.parent_of(path)
+        memory = endpoint.memory
+        command.fields.update(return_code=0, complete=False, percentdone=0, dumping=True)
+        duration = max(0.001, memory.size / endpoint.spec.link.memdump_rate)
+        command.dump_progress = (time.monotonic(), duration)
+        await asyncio.sleep(duration)
+        endpoint.fs.replace_content(path, memory)
+        command.fields.update(complete=True, percentdone=100, dumping=False)
+
+    # Files -------------------------------------------------------------------------------
+
+    def file_object(self, session_id: str, file_id: str) -> FileObject:
+        session = self.session(session_id)
+        try:
+            return session.files[int(file_id)]
+        except (ValueError, KeyError):
+            raise ApiError(404, f"file {file_id} not found in session {session_id}") from None
+
+    def delete_file_object(self, session_id: str, file_id: str) -> None:
+        file_object = self.file_object(session_id, file_id)
+        del self.sessions[session_id].files[file_object.id]
+
+    def store_upload(self, session_id: str, name: str, data: bytes) -> FileObject:
+        session = self.active_session(session_id)
+        if len(data) > MAX_UPLOAD:
+            raise ApiError(413, f"uploads are limited to {MAX_UPLOAD} bytes")
+        self._file_id += 1
+        upload = FileObject(self._file_id, name, BytesContent(data), complete=True)
+        session.files[upload.id] = upload
+        session.touch()
+        return upload
+
+    def stored_bytes(self) -> int:
+        return sum(f.size for s in self.sessions.values() for f in s.files.values())
+
+
+def _positive(value: Any, default: int) -> int:
+    return (
+        value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
+    )
+
+
+def _integer(value: Any, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SensorError(E_INVALID_PARAMETER, repr(value)) from None
