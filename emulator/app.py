@@ -75,8 +75,7 @@ async def fault_middleware(request: web.Request, handler) -> web.StreamResponse:
         tenant.take_offline(session.endpoint, tenant.faults.offline_seconds)
     request["fault"] = kind
     response = await handler(request)
-    if kind == "reset" and not _is_content(request):
-        await response.prepare(request)
+    if kind == "reset" and not _is_content(request) and request.transport is not None:
         request.transport.abort()  # the handler ran; its reply is lost
     return response
 

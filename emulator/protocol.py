@@ -42,6 +42,7 @@ RESULT_TYPE_HRESULT = "WinHresult"
 
 # HRESULTs a Windows sensor reports (FACILITY_WIN32 wrapping of the Win32 error codes).
 S_OK = 0
+E_FAIL = 0x80004005
 E_FILE_NOT_FOUND = 0x80070002
 E_PATH_NOT_FOUND = 0x80070003
 E_ACCESS_DENIED = 0x80070005
@@ -54,6 +55,7 @@ E_DIR_NOT_EMPTY = 0x80070091
 E_ALREADY_EXISTS = 0x800700B7
 
 HRESULT_TEXT = {
+    E_FAIL: "Unspecified error",
     E_FILE_NOT_FOUND: "The system cannot find the file specified.",
     E_PATH_NOT_FOUND: "The system cannot find the path specified.",
     E_ACCESS_DENIED: "Access is denied.",

@@ -4,6 +4,7 @@ the file store, driving each device's sensor under its link model."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from .protocol import (
     COMMAND_ERROR,
     COMMAND_IN_PROGRESS,
     COMMAND_PENDING,
+    E_FAIL,
     E_INVALID_PARAMETER,
     HRESULT_TEXT,
     LIVE_RESPONSE_KEY,
@@ -33,6 +35,8 @@ from .protocol import (
 from .scenario import Scenario
 from .sensor import HANDLERS, mutate, take_range
 from .vfs import SensorError
+
+logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (SESSION_PENDING, SESSION_ACTIVE)
 FINISHED = (COMMAND_COMPLETE, COMMAND_ERROR, COMMAND_CANCEL)
@@ -416,6 +420,9 @@ class Tenant:
             command.finish(COMMAND_ERROR, exc.hresult, HRESULT_TEXT.get(exc.hresult, exc.detail))
             if command.name == "get file" and command.fields["file_id"] in session.files:
                 session.files[command.fields["file_id"]].status = exc.hresult
+        except Exception as exc:  # a sensor crash still ends the command, as E_FAIL
+            logger.exception("command %s %r failed inside the emulator", command.id, command.name)
+            command.finish(COMMAND_ERROR, E_FAIL, f"{type(exc).__name__}")
         finally:
             session.touch()
 
