@@ -1,0 +1,1 @@
+"""Evidence: hashes, chain of custody, manifest, sealing, verification and unsealing."""
