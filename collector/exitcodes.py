@@ -1,0 +1,12 @@
+"""Exit codes of ``cblr-collect`` (DESIGN.md)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+"""Everything asked for was collected (or verified)."""
+EXIT_PARTIAL = 1
+"""Finished, but some artifacts failed and are recorded as failed (or verification failed)."""
+EXIT_USAGE = 2
+"""Bad usage, profile or configuration."""
+EXIT_UNREACHABLE = 3
+"""Could not reach or authenticate to the server, or the session could not be established."""
