@@ -1,0 +1,34 @@
+"""The run log never holds a secret, even inside a traceback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from collector.runlog import close_run_log, open_run_log
+
+TOKEN = "SUPERSECRETKEY123/CONNID99"
+
+
+def test_secrets_are_redacted_in_messages_and_tracebacks(tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "run.log"
+    handler = open_run_log(log_path, [TOKEN, "archive-pass-phrase"])
+    log = logging.getLogger("collector.test")
+    try:
+        log.info("token is %s", TOKEN)
+        log.warning("key part %s alone", "SUPERSECRETKEY123")
+        try:
+            raise RuntimeError(f"boom with archive-pass-phrase and {TOKEN}")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        close_run_log(handler)
+    text = log_path.read_text(encoding="utf-8")
+    assert "SUPERSECRETKEY123" not in text
+    assert "CONNID99" not in text
+    assert "archive-pass-phrase" not in text
+    assert text.count("[REDACTED]") >= 4
+    assert "RuntimeError: boom with [REDACTED]" in text
+    first = text.splitlines()[0]
+    assert first.endswith("INFO collector.test: token is [REDACTED]")
+    assert first[10] == "T" and first[23] == "Z"
