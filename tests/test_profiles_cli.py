@@ -1,0 +1,71 @@
+"""``cblr-collect profiles list | show | check`` through the real command line entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collector.cli import main
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["profiles"]
+    assert [(r["name"], r["artifacts"], r["default"]) for r in rows] == [
+        ("legal-hold", 6, False),
+        ("memory", 2, False),
+        ("minimal", 8, False),
+        ("registry-persistence", 31, False),
+        ("triage", 58, True),
+    ]
+    assert main(["profiles", "list"]) == 0
+    assert "triage                  58 artifacts (default)\n" in capsys.readouterr().out
+
+
+def test_show(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "show", "memory"]) == 0
+    assert capsys.readouterr().out == (
+        "memory: Full physical memory (memdump) plus the process list.\n"
+        "profiles: memory; 2 artifacts\n"
+        "  processes Process list\n"
+        "  memdump   Physical memory\n"
+    )
+    assert main(["profiles", "show", "triage", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["profiles"] == ["triage", "registry-persistence", "minimal"]
+    assert plan["artifacts"][0] == {
+        "name": "SYSTEM hive",
+        "category": "registry",
+        "kind": "hive",
+        "hive": "SYSTEM",
+        "source": "library/triage.yaml:12",
+    }
+    assert main(["profiles", "show", "nope"]) == 2
+    assert capsys.readouterr().err == (
+        "nope: no such profile (expected a profile file or one of legal-hold, memory, minimal, "
+        "registry-persistence, triage)\n"
+    )
+
+
+def test_check_reports_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\ninclude: [missing]\nartifacts:\n  - {name: a, kind: file, path: 'C:\\**\\x'}\n",
+        encoding="utf-8",
+    )
+    assert main(["profiles", "check", str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"{bad}:4: artifacts[0].max_depth: missing for a '**' path (expected max_depth 1..32)\n"
+    )
+    bad.write_text("name: bad\ninclude: [missing]\nartifacts: []\n", encoding="utf-8")
+    assert main(["profiles", "check", str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"{bad}:2: include[0]: no profile named 'missing' (expected a built-in profile or "
+        "NAME.yaml beside this file)\n"
+    )
+    good = tmp_path / "good.yaml"
+    good.write_text("name: good\ninclude: [memory]\nartifacts: []\n", encoding="utf-8")
+    assert main(["profiles", "check", str(good)]) == 0
+    assert capsys.readouterr().out == f"{good}: ok, profile good, 2 artifacts\n"
