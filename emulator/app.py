@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,9 @@ from .tenant import ApiError, FileObject, Tenant
 TENANT = web.AppKey("tenant", Tenant)
 WAIT_CAP_SECONDS = 30.0
 SESSION_IN_PATH = re.compile(rf"^{re.escape(CBLR_ROOT)}/session/([^/]+:[^/]+)(/|$)")
+# The fault that struck the request being handled. A context variable rather than request
+# storage: it needs no RequestKey (aiohttp 3.14+) and a string key warns there.
+CURRENT_FAULT: ContextVar[str | None] = ContextVar("emulator_fault", default=None)
 
 
 def error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -73,8 +77,11 @@ async def fault_middleware(request: web.Request, handler) -> web.StreamResponse:
         tenant.expire(session)
     elif kind == "offline" and session is not None:
         tenant.take_offline(session.endpoint, tenant.faults.offline_seconds)
-    request["fault"] = kind
-    response = await handler(request)
+    token = CURRENT_FAULT.set(kind)
+    try:
+        response = await handler(request)
+    finally:
+        CURRENT_FAULT.reset(token)
     if kind == "reset" and not _is_content(request) and request.transport is not None:
         request.transport.abort()  # the handler ran; its reply is lost
     return response
@@ -149,7 +156,7 @@ async def keepalive(request: web.Request) -> web.Response:
 
 async def post_command(request: web.Request) -> web.Response:
     command = request.app[TENANT].post_command(request.match_info["id"], await json_body(request))
-    if request.get("fault") == "change":
+    if CURRENT_FAULT.get() == "change":
         command.mutate_file = True
     return web.json_response(command.to_wire())
 
@@ -250,7 +257,7 @@ async def file_content(request: web.Request) -> web.StreamResponse:
     response.headers["Accept-Ranges"] = "bytes"
     if wanted:
         response.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
-    fault = request.get("fault")
+    fault = CURRENT_FAULT.get()
     cut = length // 2 if fault in ("reset", "truncate") else length
     response.content_length = cut if fault == "truncate" else length
     await response.prepare(request)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from .content import BytesContent, Content, LazyContent, MountedContent, RandomContent
 from .hive import build_hive
+from .protocol import HRESULT_TEXT
 from .registry import Registry, RegKey, RegValue, to_hive_tree
 from .scenario import BASE_TIME, DeviceSpec, FileSpec, ScenarioError, UserSpec
 from .vfs import SensorError, VirtualFileSystem
@@ -118,27 +119,45 @@ class Endpoint:
         self.processes[process.pid] = process
         return process
 
-    def hive_of(self, key_path: str) -> RegKey:
-        """The key that ``reg.exe save`` writes, including users' hives that are not loaded."""
+    def hive_on_disk(self, key_path: str) -> RegKey:
+        """The key a hive file on disk holds: a user's hive is there whether or not the user
+        is logged on (then it is loaded under HKU too)."""
         parts = [p for p in key_path.split("\\") if p]
-        if len(parts) == 2 and name_key(parts[1]) in self.offline_hives:
+        if (
+            len(parts) == 2
+            and name_key(parts[0]) in ("HKU", "HKEY_USERS")
+            and name_key(parts[1]) in self.offline_hives
+        ):
             return self.offline_hives[name_key(parts[1])]
         return self.registry.find(key_path)
 
 
-def build_endpoint(spec: DeviceSpec) -> Endpoint:
-    """The device of a scenario, with the Windows skeleton every device has."""
+def build_endpoint(spec: DeviceSpec, where: str = "") -> Endpoint:
+    """The device of a scenario, with the Windows skeleton every device has.
+
+    ``where`` is the device's place in the scenario (``devices[3]``), for error messages.
+    """
     fs = VirtualFileSystem(spec.drives, BASE)
     registry = Registry(BASE)
     endpoint = Endpoint(spec, fs, registry, processes={}, online=spec.online)
+
+    def field(name: str) -> str:
+        return f"{where}.{name}" if where else ""
+
     try:
         _add_skeleton(endpoint)
-        for item in spec.files:
-            _add_file(fs, item)
-        for path in spec.locked:
-            fs.lookup(path).locked = True
     except SensorError as exc:
-        raise ScenarioError(f"device {spec.id}: cannot place {exc.detail!r} on its disks") from None
+        raise _cannot_place(spec, "C:", field("drives"), exc) from None
+    for i, item in enumerate(spec.files):
+        try:
+            _add_file(fs, item)
+        except SensorError as exc:
+            raise _cannot_place(spec, item.path, field(f"files[{i}].path"), exc) from None
+    for i, path in enumerate(spec.locked):
+        try:
+            fs.lookup(path).locked = True
+        except SensorError as exc:
+            raise _cannot_place(spec, path, field(f"locked[{i}]"), exc) from None
     for key_path, values in spec.registry.items():
         try:
             registry.create(key_path, BASE)
@@ -151,6 +170,12 @@ def build_endpoint(spec: DeviceSpec) -> Endpoint:
     _add_user_hives(endpoint)
     _add_processes(endpoint)
     return endpoint
+
+
+def _cannot_place(spec: DeviceSpec, path: str, field: str, exc: SensorError) -> ScenarioError:
+    reason = exc.detail if exc.detail != path else HRESULT_TEXT.get(exc.hresult, exc.detail)
+    where = f" ({field})" if field else ""
+    return ScenarioError(f"device {spec.id}: cannot place {path!r} on its disks: {reason}{where}")
 
 
 def _add_file(fs: VirtualFileSystem, item: FileSpec) -> None:
@@ -291,7 +316,12 @@ def _add_user_hives(endpoint: Endpoint) -> None:
 
 
 def endpoint_hive_bytes(endpoint: Endpoint, key_path: str, file_name: str) -> bytes:
-    key = endpoint.hive_of(key_path)
+    """The bytes of the hive file on disk that holds ``key_path``."""
+    return hive_bytes(endpoint.hive_on_disk(key_path), file_name)
+
+
+def hive_bytes(key: RegKey, file_name: str) -> bytes:
+    """``key`` and its subtree as a regf hive file, as ``reg.exe save`` writes it."""
     return build_hive(
         to_hive_tree(key), file_name=file_name, when=datetime.fromtimestamp(BASE, UTC)
     )

@@ -6,9 +6,10 @@ import asyncio
 import hashlib
 
 from .content import BytesContent, iter_blocks
-from .endpoint import Endpoint, endpoint_hive_bytes
-from .protocol import HRESULT_TEXT
+from .endpoint import Endpoint, hive_bytes
+from .protocol import E_INVALID_NAME, HRESULT_TEXT
 from .vfs import SensorError
+from .winpath import DEFAULT_CWD, BadPath, absolute_path
 
 WIN32_NAMES = {
     0x80070002: "ERROR_FILE_NOT_FOUND",
@@ -44,25 +45,28 @@ def program_name(argv: list[str]) -> str:
     return name.removesuffix(".exe")
 
 
-async def run_program(endpoint: Endpoint, command_line: str) -> tuple[int, bytes]:
-    """Run ``command_line`` on the endpoint: its exit code and what it wrote to stdout/stderr."""
+async def run_program(
+    endpoint: Endpoint, command_line: str, cwd: str = DEFAULT_CWD
+) -> tuple[int, bytes]:
+    """Run ``command_line`` on the endpoint in the absolute folder ``cwd``: its exit code and
+    what it wrote to stdout/stderr. Relative paths in its arguments resolve against ``cwd``."""
     argv = split_command_line(command_line)
     name = program_name(argv)
     if name == "cmd":
         rest = argv[1:]
         if rest and rest[0].lower() in ("/c", "/k"):
-            return await _builtin(endpoint, rest[1:])
+            return await _builtin(endpoint, rest[1:], cwd)
         return 0, b""
-    return await _builtin(endpoint, argv)
+    return await _builtin(endpoint, argv, cwd)
 
 
-async def _builtin(endpoint: Endpoint, argv: list[str]) -> tuple[int, bytes]:
+async def _builtin(endpoint: Endpoint, argv: list[str], cwd: str) -> tuple[int, bytes]:
     name = program_name(argv)
     args = argv[1:]
     if name == "reg" and args and args[0].lower() == "save":
-        return _reg_save(endpoint, args[1:])
+        return _reg_save(endpoint, args[1:], cwd)
     if name == "certutil" and args and args[0].lower() == "-hashfile":
-        return await _certutil_hashfile(endpoint, args[1:])
+        return await _certutil_hashfile(endpoint, args[1:], cwd)
     if name == "ipconfig":
         return 0, _ipconfig(endpoint).encode()
     if name == "netstat":
@@ -76,27 +80,39 @@ async def _builtin(endpoint: Endpoint, argv: list[str]) -> tuple[int, bytes]:
     return 0, b""
 
 
-def _reg_save(endpoint: Endpoint, args: list[str]) -> tuple[int, bytes]:
+def _resolve(path: str, cwd: str) -> str:
+    """A program's path argument made absolute against its working directory."""
+    try:
+        return absolute_path(path, cwd)
+    except BadPath:
+        raise SensorError(E_INVALID_NAME, path) from None
+
+
+def _reg_save(endpoint: Endpoint, args: list[str], cwd: str) -> tuple[int, bytes]:
     positional = [a for a in args if not a.startswith("/")]
     overwrite = any(a.lower() == "/y" for a in args)
     if len(positional) != 2:
         return 1, b'ERROR: Invalid syntax.\r\nType "REG SAVE /?" for usage.\r\n'
-    key_path, target = positional
+    key_path, given_target = positional
     try:
-        endpoint.hive_of(key_path)
+        key = endpoint.registry.find(key_path)  # loaded keys only, as RegSaveKey sees them
     except SensorError:
         return 1, b"ERROR: The system was unable to find the specified registry key or value.\r\n"
+    try:
+        target = _resolve(given_target, cwd)
+    except SensorError as exc:
+        return 1, f"ERROR: {HRESULT_TEXT[exc.hresult]}\r\n".encode()
     if endpoint.fs.exists(target) and not overwrite:
         return 1, b"ERROR: The file already exists; use /y to overwrite it.\r\n"
     try:
-        hive = endpoint_hive_bytes(endpoint, key_path, target)
+        hive = hive_bytes(key, given_target)
         endpoint.fs.replace_content(target, BytesContent(hive))
     except SensorError as exc:
         return 1, f"ERROR: {HRESULT_TEXT.get(exc.hresult, 'Access is denied.')}\r\n".encode()
     return 0, b"The operation completed successfully.\r\n"
 
 
-async def _certutil_hashfile(endpoint: Endpoint, args: list[str]) -> tuple[int, bytes]:
+async def _certutil_hashfile(endpoint: Endpoint, args: list[str], cwd: str) -> tuple[int, bytes]:
     if not args:
         return 1, b"CertUtil: -hashfile command FAILED: 0x80070057 (WIN32: 87)\r\n"
     path = args[0]
@@ -107,7 +123,7 @@ async def _certutil_hashfile(endpoint: Endpoint, args: list[str]) -> tuple[int, 
             f"CertUtil: -hashfile command FAILED: unsupported algorithm {algorithm}\r\n".encode(),
         )
     try:
-        node = endpoint.fs.open_for_read(path)
+        node = endpoint.fs.open_for_read(_resolve(path, cwd))
     except SensorError as exc:
         code = exc.hresult
         text = HRESULT_TEXT.get(code, "")

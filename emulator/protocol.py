@@ -52,6 +52,7 @@ E_FILE_EXISTS = 0x80070050
 E_INVALID_PARAMETER = 0x80070057
 E_INVALID_NAME = 0x8007007B
 E_DIR_NOT_EMPTY = 0x80070091
+E_DIRECTORY = 0x8007010B
 E_ALREADY_EXISTS = 0x800700B7
 
 HRESULT_TEXT = {
@@ -67,6 +68,7 @@ HRESULT_TEXT = {
     E_INVALID_PARAMETER: "The parameter is incorrect.",
     E_INVALID_NAME: "The filename, directory name, or volume label syntax is incorrect.",
     E_DIR_NOT_EMPTY: "The directory is not empty.",
+    E_DIRECTORY: "The directory name is invalid.",
     E_ALREADY_EXISTS: "Cannot create a file when that file already exists.",
 }
 
@@ -79,3 +81,21 @@ REGISTRY_TYPES = (
     "REG_QWORD",
     "REG_MULTI_SZ",
 )
+
+
+def initial_fields(name: str) -> dict[str, object]:
+    """The command-specific response fields a command object carries from its POST on.
+
+    The reference's worked example shows a pending ``process list`` with ``"processes": []``;
+    the other commands whose Response Object holds lists start the same way, and ``memdump``
+    starts with its progress fields at rest. A command that ends in error drops them.
+    """
+    if name == "process list":
+        return {"processes": []}
+    if name == "directory list":
+        return {"files": []}
+    if name == "reg enum key":
+        return {"values": [], "sub_keys": []}
+    if name == "memdump":
+        return {"return_code": 0, "complete": False, "percentdone": 0, "dumping": False}
+    return {}

@@ -40,8 +40,10 @@ A scenario is YAML, a built-in name (``emulator/scenarios/NAME.yaml``) or a path
              sid: S-1-5-18, parent: 0, create_time: 2026-11-27T08:00:00Z}
 
 Sizes are integers or strings such as ``64MiB``, ``5MB``, ``512KiB``; ``upload_bandwidth`` is
-bytes per second (null: unlimited); times are seconds. REG_BINARY data is a hex string,
-REG_MULTI_SZ a list, REG_DWORD and REG_QWORD integers.
+bytes per second (null: unlimited), one pipe that all of a device's uploads share; times are
+finite seconds. REG_BINARY data is a hex string, REG_MULTI_SZ a list, REG_DWORD and REG_QWORD
+integers. ``EmulatorServer(link=...)`` and ``cblr-collect emulator --link NAME`` give every
+device one link model instead of its own, such as a named one of ``LINK_PRESETS``.
 
 Every device also gets a Windows skeleton (``endpoint.py``): the system hives under
 ``System32\\config``, each user's profile folder with NTUSER.DAT and UsrClass.dat, the
@@ -53,9 +55,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -87,11 +91,30 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class LinkModel:
+    """How a device's sensor reaches the cloud.
+
+    ``checkin_delay``: seconds from session start to check-in; ``command_latency``: seconds
+    each command waits before it runs; ``upload_bandwidth``: bytes/s of the one upload pipe
+    that all of the device's ``get file`` uploads share (None: unlimited); ``max_commands``:
+    commands the sensor runs at once (more wait, pending); ``memdump_rate``: bytes/s.
+    """
+
     checkin_delay: float = 0.2
     command_latency: float = 0.0
     upload_bandwidth: int | None = None
     max_commands: int = 4
     memdump_rate: int = 2 * 1024**3
+
+
+# Named link models for benchmarks and ``cblr-collect emulator --link``. A check-in is one
+# round trip of the same link, so it takes the per-command latency.
+LINK_PRESETS: dict[str, LinkModel] = {
+    "loopback": LinkModel(checkin_delay=0.0, command_latency=0.0, max_commands=4),
+    "lan": LinkModel(checkin_delay=0.1, command_latency=0.1, max_commands=4),
+    "wan": LinkModel(
+        checkin_delay=1.0, command_latency=1.0, upload_bandwidth=5 * 1000**2, max_commands=4
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -188,6 +211,20 @@ class Scenario:
                 return device
         raise KeyError(device_id)
 
+    def with_link(self, link: LinkModel) -> Scenario:
+        """This scenario with every device on ``link``, whatever its file said."""
+        return replace(self, devices=tuple(replace(d, link=link) for d in self.devices))
+
+
+def link_preset(name: str) -> LinkModel:
+    """A named link model of :data:`LINK_PRESETS`."""
+    try:
+        return LINK_PRESETS[name]
+    except KeyError:
+        raise ScenarioError(
+            f"unknown link model {name!r}; known: {', '.join(LINK_PRESETS)}"
+        ) from None
+
 
 def builtin_names() -> list[str]:
     folder = resources.files("emulator") / "scenarios"
@@ -270,8 +307,13 @@ class _Reader:
         return value
 
     def number(self, value: Any, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise self.fail(where, "a number of seconds >= 0", value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise self.fail(where, "a finite number of seconds >= 0", value)
         return float(value)
 
     def flag(self, value: Any, where: str) -> bool:
@@ -285,7 +327,7 @@ class _Reader:
         if isinstance(value, str):
             match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", value, re.IGNORECASE)
             if match:
-                return int(float(match[1]) * SIZE_UNITS[(match[2] or "").upper()])
+                return int(Fraction(match[1]) * SIZE_UNITS[(match[2] or "").upper()])
         raise self.fail(where, "a size such as 4096, 64MiB or 5MB", value)
 
     def when(self, value: Any, where: str) -> datetime | None:

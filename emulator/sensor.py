@@ -23,8 +23,9 @@ from .content import (
 )
 from .endpoint import Endpoint
 from .programs import run_program, split_command_line
-from .protocol import E_ACCESS_DENIED, E_INVALID_PARAMETER
+from .protocol import E_ACCESS_DENIED, E_DIRECTORY, E_INVALID_NAME, E_INVALID_PARAMETER
 from .vfs import Node, SensorError
+from .winpath import DEFAULT_CWD, BadPath, absolute_path
 
 Handler = Callable[[Endpoint, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -116,10 +117,11 @@ async def create_process(endpoint: Endpoint, request: dict[str, Any]) -> dict[st
     output_file = request.get("output_file")
     if output_file:
         endpoint.fs.parent_of(str(output_file))  # the redirection target's folder must exist
+    cwd = working_directory(endpoint, request.get("working_directory"))
     argv = split_command_line(command_line)
     process = endpoint.spawn(command_line, argv[0] if argv else command_line)
     try:
-        return_code, output = await run_program(endpoint, command_line)
+        return_code, output = await run_program(endpoint, command_line, cwd)
     finally:
         endpoint.processes.pop(process.pid, None)
     if output_file:
@@ -130,6 +132,25 @@ async def create_process(endpoint: Endpoint, request: dict[str, Any]) -> dict[st
     else:
         fields["return_code"] = 0
     return fields
+
+
+def working_directory(endpoint: Endpoint, requested: Any) -> str:
+    """The absolute folder a new process starts in; CreateProcess refuses a missing one."""
+    if requested is None or requested == "":
+        return DEFAULT_CWD
+    if not isinstance(requested, str):
+        raise SensorError(E_INVALID_PARAMETER, "working_directory")
+    try:
+        folder = absolute_path(requested, DEFAULT_CWD)
+    except BadPath:
+        raise SensorError(E_INVALID_NAME, requested) from None
+    try:
+        is_folder = endpoint.fs.lookup(folder).is_dir
+    except SensorError:
+        is_folder = False
+    if not is_folder:
+        raise SensorError(E_DIRECTORY, requested)
+    return folder
 
 
 HANDLERS: dict[str, Handler] = {
@@ -176,8 +197,7 @@ def mutate(endpoint: Endpoint, path: str, node: Node, action: str, nbytes: int) 
     elif action == "shrink":
         node.content = RangeContent(content, 0, max(0, content.size - nbytes))
     else:
-        at = content.size // 2
-        node.content = PatchedContent(
-            content, at, RandomContent(min(nbytes, max(1, content.size)), seed).read(0, nbytes)
-        )
+        length = min(nbytes, content.size)  # rewritten in place: the size stays
+        at = min(content.size // 2, content.size - length)
+        node.content = PatchedContent(content, at, RandomContent(length, seed).read(0, length))
     node.modified = time.time()

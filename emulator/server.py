@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -20,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from .app import create_app
 from .faults import FaultPlan
-from .scenario import Scenario, load_scenario
+from .scenario import LinkModel, Scenario, load_scenario
 from .tenant import Tenant
 
 
@@ -67,6 +68,7 @@ class EmulatorServer:
 
     ``emu.url``, ``emu.token`` (a Live Response key) and ``emu.tenant`` (all server state,
     for assertions) are set once it is serving; ``emu.cert`` is the PEM to trust with TLS.
+    ``link``, when given, replaces the link model of every device (see ``LINK_PRESETS``).
     """
 
     def __init__(
@@ -77,8 +79,11 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         tls: bool = False,
+        link: LinkModel | None = None,
     ) -> None:
-        self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
+        loaded = load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self.scenario = loaded if link is None else loaded.with_link(link)
+        self.link = link
         self.tenant = Tenant(self.scenario, faults)
         self.host, self.port, self.tls = host, port, tls
         self.url = ""
@@ -123,12 +128,14 @@ class EmulatorServer:
         await self.stop()
 
     def ready_line(self) -> str:
-        ready = {
+        ready: dict[str, object] = {
             "url": self.url,
             "token": self.token,
             "devices": [d.id for d in self.scenario.devices],
             "scenario": self.scenario.name,
         }
+        if self.link is not None:
+            ready["link"] = dataclasses.asdict(self.link)
         if self.cert is not None:
             ready["ca_cert"] = str(self.cert)
         return json.dumps(ready)

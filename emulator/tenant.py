@@ -31,6 +31,7 @@ from .protocol import (
     SESSION_PENDING,
     SESSION_TIMEOUT,
     SUPPORTED_COMMANDS,
+    initial_fields,
 )
 from .scenario import Scenario
 from .sensor import HANDLERS, mutate, take_range
@@ -120,11 +121,16 @@ class Command:
         return self.request["name"]
 
     def finish(self, status: str, code: int = 0, desc: str = "") -> None:
+        """End the command; one that did not complete drops the response fields that only a
+        success fills (see ``initial_fields``)."""
         if self.status in FINISHED:
             return
         self.status, self.result_code, self.result_desc = status, code, desc
         self.result_type = RESULT_TYPE_HRESULT
         self.completion_time = int(time.time())
+        if status != COMMAND_COMPLETE:
+            for placeholder in initial_fields(self.name):
+                self.fields.pop(placeholder, None)
 
     def to_wire(self) -> dict[str, Any]:
         wire = {
@@ -208,7 +214,9 @@ class Tenant:
             self.tokens[f"{secrets.token_hex(16).upper()}/{secrets.token_hex(5).upper()}"] = (
                 LIVE_RESPONSE_KEY
             )
-        self.endpoints = {d.id: build_endpoint(d) for d in scenario.devices}
+        self.endpoints = {
+            d.id: build_endpoint(d, f"devices[{i}]") for i, d in enumerate(scenario.devices)
+        }
         self.sessions: dict[str, Session] = {}
         self.stats: Counter = Counter()
         self._session_number = 0
@@ -360,7 +368,12 @@ class Tenant:
             raise ApiError(400, f"unknown command name {name!r}")
         if "session_id" in body and str(body["session_id"]) != session.id:
             raise ApiError(400, f"session_id {body['session_id']!r} does not match {session.id}")
-        command = Command(id=len(session.commands), session=session, request=dict(body))
+        command = Command(
+            id=len(session.commands),
+            session=session,
+            request=dict(body),
+            fields=initial_fields(name),
+        )
         if name == "get file":
             self._file_id += 1
             session.files[self._file_id] = FileObject(self._file_id, str(body.get("object", "")))
@@ -389,10 +402,10 @@ class Tenant:
 
     def command(self, session_id: str, command_id: str) -> Command:
         session = self.session(session_id)
-        try:
-            return session.commands[int(command_id)]
-        except (ValueError, IndexError):
-            raise ApiError(404, f"command {command_id} not found in session {session_id}") from None
+        index = int(command_id) if command_id.isdecimal() and command_id.isascii() else -1
+        if not 0 <= index < len(session.commands):
+            raise ApiError(404, f"command {command_id} not found in session {session_id}")
+        return session.commands[index]
 
     def cancel_command(self, session_id: str, command_id: str) -> Command:
         command = self.command(session_id, command_id)

@@ -20,7 +20,9 @@ from .scenario import Mutation
 from .winpath import (
     BadPath,
     has_wildcard,
+    join_path,
     name_key,
+    ntfs_order,
     short_name,
     split_path,
     wildcard_match,
@@ -65,7 +67,10 @@ class Node:
         return self.modified
 
     def listing_entry(self, name: str | None = None) -> dict:
-        """This node as a ``directory list`` file object of the reference."""
+        """This node as a ``directory list`` file object of the reference.
+
+        Listed under another name (``.`` or ``..``), the entry has no alternate name.
+        """
         if self.is_dir:
             attributes = ["DIRECTORY", *self.attributes]
         else:
@@ -77,7 +82,7 @@ class Node:
             "last_write_time": int(self.last_write),
             "size": self.size,
             "name": self.name if name is None else name,
-            "alt_name": self.alt_name,
+            "alt_name": self.alt_name if name is None else "",
         }
 
 
@@ -142,26 +147,37 @@ class VirtualFileSystem:
     def _makedirs(self, drive: str, parts: list[str], when: float | None = None) -> Node:
         node = self.drives.get(drive)
         if node is None:
-            raise SensorError(E_PATH_NOT_FOUND, drive)
-        for part in parts:
+            raise SensorError(E_PATH_NOT_FOUND, f"{drive} is not one of its drives")
+        for depth, part in enumerate(parts):
             child = node.children.get(name_key(part))
             if child is None:
                 child = self._attach(node, self._new(part, True, when or self.when))
+            elif not child.is_dir:
+                raise SensorError(
+                    E_PATH_NOT_FOUND, join_path(drive, parts[: depth + 1]) + " is a file"
+                )
             node = child
         return node
 
     def _attach(self, parent: Node, node: Node) -> Node:
-        taken = {c.alt_name for c in parent.children.values() if c.alt_name}
+        key = name_key(node.name)
+        taken = {c.alt_name for k, c in parent.children.items() if c.alt_name and k != key}
         node.alt_name = short_name(node.name, taken)
-        parent.children[name_key(node.name)] = node
+        parent.children[key] = node
         return node
 
     def add_file(self, path: str, content: Content, *, when: float | None = None, **extra) -> Node:
-        """Create or replace a file, making its folders as needed (scenario building)."""
+        """Create or replace a file, making its folders as needed (scenario building).
+
+        A file never replaces a folder, and no file or folder goes under a file.
+        """
         drive, parts = self._parts(path)
         if not parts:
             raise SensorError(E_ACCESS_DENIED, path)
         parent = self._makedirs(drive, parts[:-1])
+        existing = parent.children.get(name_key(parts[-1]))
+        if existing is not None and existing.is_dir:
+            raise SensorError(E_ACCESS_DENIED, f"{join_path(drive, parts)} is a folder")
         t = self.when if when is None else when
         return self._attach(parent, self._new(parts[-1], False, t, content=content, **extra))
 
@@ -184,12 +200,14 @@ class VirtualFileSystem:
         entries = []
         if len(parts) > 1 and wildcard_match(last, "."):
             entries += [folder.listing_entry("."), folder.listing_entry("..")]
-        entries += [
-            child.listing_entry()
+        matching = [
+            child
             for child in folder.children.values()
             if wildcard_match(last, child.name)
             or (child.alt_name and wildcard_match(last, child.alt_name))
         ]
+        matching.sort(key=lambda child: ntfs_order(child.name))
+        entries += [child.listing_entry() for child in matching]
         if not entries:
             raise SensorError(E_FILE_NOT_FOUND, pattern)
         return entries

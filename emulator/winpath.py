@@ -89,19 +89,35 @@ def wildcard_match(pattern: str, name: str) -> bool:
     return _wildcard_regex(pattern).fullmatch(name_key(name)) is not None
 
 
-def short_name(name: str, taken: set[str]) -> str:
-    """An 8.3 alternate name for a long name, or "" when the name already fits 8.3."""
+SHORT_NAME_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'()-@^_`{}~"
+)
+
+
+def fits_8_3(name: str) -> bool:
+    """Whether ``name`` is a valid 8.3 name in some case: NTFS then gives it no short name.
+
+    Case does not matter (``dir /x`` shows no short name for ``Windows`` or ``notes.txt``);
+    a second dot, a space or a character outside the short-name set does.
+    """
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
-    fits = (
-        len(stem) <= 8
+    return (
+        0 < len(stem) <= 8
         and len(ext) <= 3
-        and name == name.upper()
-        and all(c.isalnum() or c in "_-$~!#%&" for c in stem + ext)
+        and not (dot and not ext)
+        and all(c in SHORT_NAME_CHARS for c in stem + ext)
     )
-    if fits and stem:
+
+
+def short_name(name: str, taken: set[str]) -> str:
+    """An 8.3 alternate name for a long name, or "" when the name already fits 8.3."""
+    if fits_8_3(name):
         return ""
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
     clean_stem = re.sub(r"[^A-Z0-9_\-$!#%&]", "", stem.upper()) or "FILE"
     clean_ext = re.sub(r"[^A-Z0-9_\-$!#%&]", "", ext.upper())[:3]
     for n in range(1, 1000):
@@ -111,3 +127,18 @@ def short_name(name: str, taken: set[str]) -> str:
         if candidate not in taken:
             return candidate
     return ""
+
+
+def ntfs_order(name: str) -> bytes:
+    """The sort key of a name in an NTFS directory index: its upcased UTF-16 code units."""
+    return name_key(name).encode("utf-16-be", "surrogatepass")
+
+
+def absolute_path(path: str, cwd: str) -> str:
+    """``path`` made absolute against ``cwd`` (a process's working directory).
+
+    ``\\\\?\\`` paths are absolute already and pass through untouched.
+    """
+    if isinstance(path, str) and path.startswith("\\\\?\\"):
+        return path
+    return join_path(*split_path(path, cwd))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import signal
@@ -140,6 +141,31 @@ async def test_faults_from_the_command_line(scenario_file: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "latency", "bandwidth"),
+    [("loopback", 0.0, None), ("lan", 0.1, None), ("wan", 1.0, 5_000_000)],
+)
+async def test_link_from_the_command_line(
+    scenario_file: Path, name: str, latency: float, bandwidth: int | None
+) -> None:
+    from emulator.scenario import LINK_PRESETS
+
+    async with running("--scenario", str(scenario_file), "--link", name) as (process, ready):
+        assert ready["link"] == {
+            "checkin_delay": latency,
+            "command_latency": latency,
+            "upload_bandwidth": bandwidth,
+            "max_commands": 4,
+            "memdump_rate": 2 * 1024**3,
+        }
+        assert ready["link"] == dataclasses.asdict(LINK_PRESETS[name])
+        if name == "loopback":
+            pids = await session_round_trip(ready["url"], ready["token"])
+            assert pids == [4, 388, 512, 596, 672, 684, 812, 4000]
+        code, _, _ = await stop(process, signal.SIGTERM)
+        assert code == 0
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--faults", "bogus=0.1"], "cblr-collect emulator: unknown fault kind 'bogus'; known: "),
@@ -168,6 +194,26 @@ async def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) 
     lines = stderr.decode().splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith(message), lines[0]
+
+
+async def test_an_unknown_link_is_a_usage_error() -> None:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "--link",
+        "dsl",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), READY_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert (process.returncode, stdout) == (2, b"")
+    last = stderr.decode().splitlines()[-1]
+    assert "argument --link: invalid choice: 'dsl' (choose from" in last, last
 
 
 async def test_port_in_use_exits_2(scenario_file: Path) -> None:

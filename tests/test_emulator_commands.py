@@ -79,12 +79,6 @@ def folder_entry(name: str, alt_name: str = "") -> dict[str, Any]:
     return entry(name, 0, alt_name, attributes=["DIRECTORY"])
 
 
-def no_alt(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Entries without alt_name, for names whose short name the emulator gets wrong (see the
-    xfail tests on alt_name)."""
-    return [{k: v for k, v in e.items() if k != "alt_name"} for e in entries]
-
-
 CMD_PF = entry("CMD.EXE-0BD30981.pf", 40_000, "CMDEXE~1.PF")
 PS_PF = entry("POWERSHELL.EXE-022A1004.pf", 55_000, "POWERS~1.PF")
 
@@ -111,25 +105,25 @@ async def test_directory_list_with_a_wildcard_filter(api: Api, sid: str) -> None
 )
 async def test_directory_list_of_a_folder_has_dot_entries(api: Api, sid: str, listing: str) -> None:
     files = (await api.done(sid, "directory list", object=listing))["files"]
-    assert no_alt(files[:2]) == no_alt([folder_entry("."), folder_entry("..")])
+    assert files[:2] == [folder_entry("."), folder_entry("..")]
     assert files[2:] == [CMD_PF, PS_PF]
 
 
 async def test_directory_list_of_a_path_without_wildcard_is_that_entry(api: Api, sid: str) -> None:
     assert (await api.done(sid, "directory list", object=PREFETCH))["files"] == [CMD_PF]
     folder = (await api.done(sid, "directory list", object="C:\\Windows\\Prefetch"))["files"]
-    assert no_alt(folder) == no_alt([folder_entry("Prefetch")])
+    assert folder == [folder_entry("Prefetch")]
 
 
 async def test_directory_list_of_a_drive_root_has_no_dot_entries(api: Api, sid: str) -> None:
     names = [f["name"] for f in (await api.done(sid, "directory list", object="C:\\"))["files"]]
     assert names == [
-        "Windows",
-        "ProgramData",
+        "pagefile.sys",
         "Program Files",
         "Program Files (x86)",
+        "ProgramData",
         "Users",
-        "pagefile.sys",
+        "Windows",
     ]
 
 
@@ -151,7 +145,7 @@ async def test_directory_list_attributes_times_and_alt_names(
     async with serve(make_scenario, scenario_doc) as (_, api):
         sid = await api.active()
         files = (await api.done(sid, "directory list", object="C:\\Case\\*"))["files"]
-        assert no_alt(files[:2]) == no_alt([folder_entry("."), folder_entry("..")])
+        assert files[:2] == [folder_entry("."), folder_entry("..")]
         assert files[2:] == [
             {
                 "attributes": ["HIDDEN", "SYSTEM"],
@@ -169,31 +163,17 @@ async def test_directory_list_attributes_times_and_alt_names(
         assert home["files"][0]["attributes"] == ["HIDDEN", "SYSTEM", "ARCHIVE"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator bug: alt_name is set for names that fit 8.3 but are not upper case; "
-    "NTFS gives them no short name (dir /x shows none for Desktop, Windows, notes.txt)",
-)
 async def test_no_alt_name_for_names_that_fit_8_3_in_any_case(api: Api, sid: str) -> None:
     for path in ("C:\\Windows\\Prefetch", NOTES, "C:\\Users\\alice", "C:\\Windows"):
         listed = await api.done(sid, "directory list", object=path)
         assert listed["files"][0]["alt_name"] == "", path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='emulator bug: "." and ".." entries carry the listed folder\'s alt_name',
-)
 async def test_dot_entries_have_no_alt_name(api: Api, sid: str) -> None:
     listed = await api.done(sid, "directory list", object="C:\\Program Files\\*")
     assert [(f["name"], f["alt_name"]) for f in listed["files"]] == [(".", ""), ("..", "")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator doubt: directory list returns insertion order, NTFS returns names sorted "
-    "case-insensitively",
-)
 async def test_directory_list_is_in_ntfs_name_order(api: Api, sid: str) -> None:
     result = await api.done(sid, "directory list", object="C:\\Users\\*")
     assert [f["name"] for f in result["files"]] == [".", "..", "alice", "bob", "Default", "Public"]
@@ -708,11 +688,6 @@ async def test_create_process_working_directory_is_accepted(api: Api, sid: str) 
     assert await api.fetch(sid, out) == b"here\r\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator bug: create process ignores working_directory; relative paths resolve "
-    "against C:\\Windows\\system32",
-)
 async def test_create_process_working_directory_resolves_relative_paths(api: Api, sid: str) -> None:
     out = "C:\\Windows\\Temp\\hash.txt"
     result = await api.done(
@@ -1014,10 +989,6 @@ async def test_mutate_change(scenario_doc: dict[str, Any], make_scenario: MakeSc
     assert times[:2] == [BASE, BASE] and times[2] > BASE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator bug: a 'change' mutation of a file shorter than 2*bytes extends the file",
-)
 async def test_mutate_change_keeps_the_size_of_a_small_file(
     scenario_doc: dict[str, Any], make_scenario: MakeScenario
 ) -> None:
@@ -1058,3 +1029,133 @@ async def test_mutate_counts_partial_reads(
 async def test_device_id_in_commands(api: Api, sid: str) -> None:
     result = await api.done(sid, "process list")
     assert (result["sensor_id"], result["session_id"]) == (DEVICE_ID, sid)
+
+
+# Fixed behaviour: NTFS order, reg save of unloaded hives, working directories, pending fields
+
+
+async def test_directory_list_sorts_by_upcased_utf16_units(
+    scenario_doc: dict[str, Any], make_scenario: MakeScenario
+) -> None:
+    # Upper-case collation puts "_" (0x5F) after "Z"; UTF-16 order puts an astral character
+    # (a surrogate, 0xD83D) before U+FF21, where code-point order would not.
+    names = ["b.txt", "\uff41.txt", "a_b.txt", "\U0001f600.txt", "aZ.txt", "é.txt", "A.txt"]
+    device(scenario_doc)["files"] += [{"path": f"C:\\Sorted\\{n}", "text": n} for n in names]
+    async with serve(make_scenario, scenario_doc) as (_, api):
+        sid = await api.active()
+        listed = await api.done(sid, "directory list", object="C:\\Sorted\\*")
+        assert [f["name"] for f in listed["files"]] == [
+            ".",
+            "..",
+            "A.txt",
+            "aZ.txt",
+            "a_b.txt",
+            "b.txt",
+            "é.txt",
+            "\U0001f600.txt",
+            "\uff41.txt",
+        ]
+        filtered = await api.done(sid, "directory list", object="C:\\Sorted\\a*.txt")
+        assert [f["name"] for f in filtered["files"]] == ["A.txt", "aZ.txt", "a_b.txt"]
+
+
+async def test_reg_save_of_a_user_who_is_not_logged_on_fails(api: Api, sid: str) -> None:
+    out = "C:\\Windows\\Temp\\reg-out.txt"
+    for key in (f"HKU\\{BOB_SID}", f"HKEY_USERS\\{BOB_SID}_Classes", f"HKLM\\{BOB_SID}"):
+        result = await api.done(
+            sid,
+            "create process",
+            object=f"reg.exe save {key} C:\\Windows\\Temp\\bob.hiv /y",
+            wait="true",
+            output_file=out,
+        )
+        assert result["return_code"] == 1, key
+        assert await api.fetch(sid, out) == (
+            b"ERROR: The system was unable to find the specified registry key or value.\r\n"
+        )
+    assert await api.error(sid, "get file", object="C:\\Windows\\Temp\\bob.hiv") == 0x80070002
+    # the hive file on disk is still there to collect (test_logged_off_users_hive_is_readable)
+    listed = await api.done(sid, "directory list", object="C:\\Users\\bob\\NTUSER.DAT")
+    assert listed["files"][0]["size"] > 4096
+
+
+async def test_reg_save_target_resolves_against_the_working_directory(
+    api: Api, sid: str, tmp_path: Path
+) -> None:
+    result = await api.done(
+        sid,
+        "create process",
+        object="reg.exe save HKLM\\SOFTWARE soft.hiv /y",
+        wait="true",
+        working_directory="..\\Temp",  # relative to C:\Windows\system32
+    )
+    assert result["return_code"] == 0
+    data = await api.fetch(sid, "C:\\Windows\\Temp\\soft.hiv")
+    (tmp_path / "soft.hiv").write_bytes(data)
+    hive = RegistryHive(str(tmp_path / "soft.hiv"))
+    run = hive.get_key("\\Microsoft\\Windows\\CurrentVersion\\Run")
+    assert run.get_value("Updater") == UPDATER
+    assert await api.error(sid, "get file", object="C:\\Windows\\System32\\soft.hiv") == 0x80070002
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["C:\\No\\Such\\Folder", NOTES, "Q:\\", "C:\\bad\x01name"],
+    ids=["missing", "a-file", "no-drive", "bad-name"],
+)
+async def test_create_process_refuses_a_working_directory_that_is_no_folder(
+    api: Api, sid: str, folder: str
+) -> None:
+    out = "C:\\Windows\\Temp\\never.txt"
+    result = await api.run(
+        sid,
+        "create process",
+        object="cmd.exe /c echo hi",
+        wait="true",
+        working_directory=folder,
+        output_file=out,
+    )
+    assert (result["status"], result["result_type"]) == ("error", "WinHresult")
+    assert (result["result_code"], result["result_desc"]) == (
+        0x8007010B,
+        "The directory name is invalid.",
+    )
+    assert "pid" not in result and "return_code" not in result
+    assert await api.error(sid, "get file", object=out) == 0x80070002
+
+
+async def test_command_specific_fields_from_the_post_on(
+    scenario_doc: dict[str, Any], make_scenario: MakeScenario
+) -> None:
+    device(scenario_doc)["link"] = {"max_commands": 1, "memdump_rate": "4MiB"}  # 2 s dump
+    async with serve(make_scenario, scenario_doc) as (_, api):
+        sid = await api.active()
+        dump = await api.post(sid, "memdump", object="C:\\Windows\\Temp\\mem.dmp")
+        assert (dump["status"], dump["return_code"], dump["complete"]) == ("pending", 0, False)
+        assert (dump["percentdone"], dump["dumping"]) == (0, False)
+        posted = {
+            name: await api.post(sid, name, object=target)
+            for name, target in (
+                ("process list", None),
+                ("directory list", "C:\\Windows\\Prefetch\\*.pf"),
+                ("reg enum key", RUN_KEY),
+                ("kill", "4"),
+            )
+        }
+        assert {name: c["status"] for name, c in posted.items()} == dict.fromkeys(posted, "pending")
+        assert posted["process list"]["processes"] == []
+        assert posted["directory list"]["files"] == []
+        assert (posted["reg enum key"]["values"], posted["reg enum key"]["sub_keys"]) == ([], [])
+        assert not {"processes", "files", "values", "sub_keys", "pid"} & set(posted["kill"])
+        # cancelled before it ran, a command carries none of the fields a success fills
+        cancelled = await api.ok("PUT", f"/session/{sid}/command/2", json={"status": "cancel"})
+        assert cancelled["status"] == "cancel" and "files" not in cancelled
+
+
+async def test_failed_commands_drop_the_fields_only_a_success_fills(api: Api, sid: str) -> None:
+    enum = await api.run(sid, "reg enum key", object="HKLM\\SOFTWARE\\NoSuchKey")
+    assert enum["result_code"] == 0x80070002
+    assert "values" not in enum and "sub_keys" not in enum
+    dump = await api.run(sid, "memdump", object="C:\\No\\Such\\mem.dmp")
+    assert dump["result_code"] == 0x80070003
+    assert not {"return_code", "complete", "percentdone", "dumping"} & set(dump)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -465,3 +466,25 @@ def test_force_and_construct_refuse_unknown_kinds() -> None:
         FaultPlan().force("nope")
     with pytest.raises(FaultSpecError, match="unknown fault kind 'nope'"):
         FaultPlan({"nope": 0.1})
+
+
+async def test_faults_keep_no_request_state_under_string_keys(
+    scenario_doc: dict[str, Any], make_scenario: MakeScenario
+) -> None:
+    """aiohttp warns (NotAppKeyWarning) when request storage takes a plain string key; the
+    fault middleware passes the fault to its handler without it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with serve(make_scenario, scenario_doc) as (server, api):
+            sid = await api.active()
+            file_id = await prefetch_file(api, sid)
+            server.faults.force("truncate")
+            assert len((await api.content(sid, file_id)).raw) == 20_000
+            server.faults.force("change")
+            await prefetch_file(api, sid)
+            server.faults.force("reset")
+            assert await outcome(api) == "reset"
+            assert server.faults.injected == {"truncate": 1, "change": 1, "reset": 1}
+            assert len((await api.content(sid, file_id)).raw) == 40_000  # no fault left behind
+    keyed = [w for w in caught if "Key" in type(w.message).__name__ or "Key" in str(w.message)]
+    assert keyed == []

@@ -4,6 +4,7 @@ built-in scenarios."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_emulator_api import Api, connect
 
+from emulator.content import LazyContent, RandomContent
 from emulator.scenario import (
+    LINK_PRESETS,
+    LinkModel,
     Scenario,
     ScenarioError,
     builtin_names,
+    link_preset,
     load_scenario,
     parse_scenario,
 )
@@ -100,7 +105,7 @@ ERRORS: list[tuple[str, Change, str]] = [
     (
         "checkin-delay",
         set_at("defaults", "link", "checkin_delay", value=-1),
-        "test.yaml: defaults.link.checkin_delay: expected a number of seconds >= 0, got -1",
+        "test.yaml: defaults.link.checkin_delay: expected a finite number of seconds >= 0, got -1",
     ),
     (
         "sid",
@@ -311,9 +316,6 @@ def test_devices_that_cannot_be_built(change: Change, message: str) -> None:
     assert str(caught.value).startswith(message), str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="emulator bug: link times accept NaN and infinity (.nan, .inf in YAML)"
-)
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_link_times_must_be_finite(value: float) -> None:
     document = base()
@@ -322,11 +324,6 @@ def test_link_times_must_be_finite(value: float) -> None:
         parse(document)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator bug: a scenario file placed on a folder (or under a file) silently "
-    "replaces it instead of raising ScenarioError",
-)
 @pytest.mark.parametrize(
     "path", ["C:\\Windows", "C:\\Users\\alice\\notes.txt\\inner.txt"], ids=["on-folder", "in-file"]
 )
@@ -335,6 +332,87 @@ def test_files_cannot_replace_folders_or_nest_in_files(path: str) -> None:
     dev(document)["files"].append({"path": path, "text": "x"})
     with pytest.raises(ScenarioError, match=r"devices\[0\]"):
         build(document)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"path": "C:\\Windows", "text": "x"},
+            "device 37191: cannot place 'C:\\\\Windows' on its disks: C:\\Windows is a folder "
+            "(devices[0].files[4].path)",
+        ),
+        (
+            {"path": "C:\\Users\\alice\\notes.txt\\deeper", "directory": True},
+            "device 37191: cannot place 'C:\\\\Users\\\\alice\\\\notes.txt\\\\deeper' on its disks: "
+            "C:\\Users\\alice\\notes.txt is a file (devices[0].files[4].path)",
+        ),
+    ],
+    ids=["file-on-folder", "folder-in-file"],
+)
+def test_placing_errors_name_the_path_and_the_field(spec: dict[str, Any], message: str) -> None:
+    document = base()
+    dev(document)["files"].append(spec)
+    with pytest.raises(ScenarioError) as caught:
+        build(document)
+    assert str(caught.value) == message
+
+
+def test_a_scenario_file_may_replace_a_file() -> None:
+    """Replacing a file (a skeleton hive, an earlier entry) is allowed; the last one wins."""
+    document = base()
+    dev(document)["files"].append({"path": "C:\\Users\\ALICE\\Notes.txt", "text": "later"})
+    node = build(document).endpoints[DEVICE_ID].fs.lookup("C:\\Users\\alice\\notes.txt")
+    assert (node.name, node.content.read(0, 100), node.alt_name) == ("Notes.txt", b"later", "")
+
+
+# Link models -------------------------------------------------------------------------------
+
+
+def test_link_presets() -> None:
+    presets = dict(LINK_PRESETS)
+    assert presets == {
+        "loopback": LinkModel(checkin_delay=0.0, command_latency=0.0, max_commands=4),
+        "lan": LinkModel(checkin_delay=0.1, command_latency=0.1, max_commands=4),
+        "wan": LinkModel(
+            checkin_delay=1.0, command_latency=1.0, upload_bandwidth=5_000_000, max_commands=4
+        ),
+    }
+    assert presets["lan"].upload_bandwidth is None  # unlimited, as on loopback
+    assert link_preset("wan") is LINK_PRESETS["wan"]
+    with pytest.raises(ScenarioError, match="unknown link model 'dsl'; known: loopback, lan, wan"):
+        link_preset("dsl")
+
+
+async def test_the_server_link_overrides_every_device() -> None:
+    document = base()
+    dev(document)["link"] = {"command_latency": 0.5, "max_commands": 2, "upload_bandwidth": "1MB"}
+    wan = LINK_PRESETS["wan"]
+    async with EmulatorServer(parse(document), link=wan) as server:
+        assert [d.link for d in server.scenario.devices] == [wan, wan]
+        for endpoint in server.tenant.endpoints.values():
+            assert endpoint.spec.link == wan
+            assert endpoint.pipe is not None and endpoint.pipe.bandwidth == 5_000_000
+            assert endpoint.slots is not None and endpoint.slots._value == 4
+        assert json.loads(server.ready_line())["link"] == {
+            "checkin_delay": 1.0,
+            "command_latency": 1.0,
+            "upload_bandwidth": 5_000_000,
+            "max_commands": 4,
+            "memdump_rate": 2 * 1024**3,
+        }
+    async with EmulatorServer(parse(document)) as server:
+        assert server.scenario.devices[0].link.command_latency == 0.5  # the file's own
+        assert "link" not in json.loads(server.ready_line())
+
+
+async def test_a_loopback_link_serves_at_once() -> None:
+    async with (
+        EmulatorServer(parse(base()), link=LINK_PRESETS["loopback"]) as server,
+        connect(server) as api,
+    ):
+        sid = await api.active()
+        assert (await api.done(sid, "process list"))["processes"]
 
 
 # Fuzzing -----------------------------------------------------------------------------------
@@ -464,6 +542,26 @@ def test_built_in_scenarios_load_and_build() -> None:
     ids = [d.id for d in fleet.devices]
     assert len(ids) >= 10 and len(set(ids)) == len(ids)
     assert len({d.hostname for d in fleet.devices}) == len(ids)
+
+
+@pytest.mark.skipif(not HAS_BUILT_INS, reason="built-in scenarios not written yet")
+def test_fleet_content_costs_nothing_until_read() -> None:
+    """~590 MiB of documents and PSTs over 100 laptops: seeded random bytes, made on read."""
+    fleet = load_scenario("fleet")
+    tenant = Tenant(fleet)
+    declared = 0
+    for spec in fleet.devices:
+        fs = tenant.endpoints[spec.id].fs
+        for item in spec.files:
+            assert item.kind == "random", item.path
+            content = fs.lookup(item.path).content
+            assert content == RandomContent(item.size, item.seed), item.path
+            declared += item.size
+        for hive in ("SYSTEM", "SOFTWARE"):
+            lazy = fs.lookup(f"C:\\Windows\\System32\\config\\{hive}").content
+            assert isinstance(lazy, LazyContent) and lazy._data is None  # not built yet
+    assert len(fleet.devices) == 100
+    assert declared > 500 * 1024**2
 
 
 @pytest.mark.skipif(not HAS_BUILT_INS, reason="built-in scenarios not written yet")

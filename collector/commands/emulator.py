@@ -24,18 +24,30 @@ def register(commands: Any) -> None:
     parser.add_argument("--tls", action="store_true", help="HTTPS with a self-signed certificate")
     parser.add_argument("--faults", default="", metavar="KIND=P,...", help="fault probabilities")
     parser.add_argument("--fault-seed", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--link",
+        choices=("loopback", "lan", "wan"),
+        default=None,
+        help="give every device this link model instead of the scenario's: loopback (no "
+        "added latency), lan (100 ms a command), wan (1 s a command, 5 MB/s uploads a device)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from emulator.faults import FaultPlan, FaultSpecError
-    from emulator.scenario import ScenarioError
+    from emulator.scenario import ScenarioError, link_preset
     from emulator.server import EmulatorServer, serve
 
     try:
         faults = FaultPlan.parse(args.faults, args.fault_seed)
         server = EmulatorServer(
-            args.scenario, faults=faults, host=args.host, port=args.port, tls=args.tls
+            args.scenario,
+            faults=faults,
+            host=args.host,
+            port=args.port,
+            tls=args.tls,
+            link=link_preset(args.link) if args.link else None,
         )
     except (FaultSpecError, ScenarioError) as exc:
         print(f"cblr-collect emulator: {exc}", file=sys.stderr)
