@@ -1,0 +1,274 @@
+"""The sealed archive format: a streaming writer and a careful reader.
+
+Layout (why: 7-Zip must open it with the password, yet no name may leak without it)::
+
+    outer zip (ZIP64, data descriptors, written as a stream)
+      KEY-ENVELOPE.json   stored, not encrypted: the key envelope (``evidence.envelope``)
+      evidence.zip        stored, AES-256 WinZip AE-2 (pyzipper): the inner zip below
+    inner zip (plain ZIP64, read-only safe names)
+      manifest.json, manifest.sig, custody.jsonl, case.jsonld, SHA256SUMS, SHA1SUMS, MD5SUMS,
+      artifacts/...        each member deflated or stored, chosen by measuring samples
+
+A zip's names are never encrypted, so the real names live only inside the single encrypted
+member. Opaque outer names (with the path map only in the encrypted manifest) were rejected:
+7-Zip would extract a tree of opaque names on which ``sha256sum -c SHA256SUMS`` fails. With
+the nested layout ``7z x -pPASSWORD ARCHIVE`` gives ``evidence.zip``, any unzip (7-Zip again)
+opens that, and the tree checks with coreutils alone. Compression happens in the inner zip
+(compression must precede encryption), so the choice is per file.
+
+Everything streams through fixed-size blocks: memory stays bounded whatever the sizes. The
+reader decrypts the payload to a temporary file first, so the AE-2 HMAC authenticates every
+byte before any inner structure is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import stat
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import pyzipper
+from pyzipper.zipfile_aes import AESZipInfo
+
+BLOCK = 1024 * 1024
+ENVELOPE_MEMBER = "KEY-ENVELOPE.json"
+PAYLOAD_MEMBER = "evidence.zip"
+MAX_ENVELOPE_BYTES = 64 * 1024
+SAMPLE_BYTES = 256 * 1024
+SAMPLES = 4
+DEFLATE_THRESHOLD = 0.90
+"""Deflate when the samples shrink below 90 % of their size; otherwise store."""
+DEFLATE_LEVEL = 6
+MAX_DEFLATE_RATIO = 1100
+"""DEFLATE cannot exceed about 1032:1; a member claiming more is crafted."""
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+class ArchiveError(ValueError):
+    """The archive is damaged, altered, or not one of ours; the message names where."""
+
+
+class MemberHashMismatch(ArchiveError):
+    pass
+
+
+@dataclass(frozen=True)
+class MemberSource:
+    name: str
+    path: Path
+    expected_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class MemberDecision:
+    name: str
+    size: int
+    sample_ratio: float
+    method: str
+    """``deflate`` or ``store``."""
+    written: int
+    """Bytes the member takes in the inner zip (after compression)."""
+
+
+class _HashingSink(io.RawIOBase):
+    """A forward-only file: it knows its position but cannot seek, so the zip writers
+    stream (data descriptors) and every byte written is hashed on the way to disk."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._position = 0
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        view = memoryview(data)
+        self._handle.write(view)
+        self.digest.update(view)
+        self._position += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("forward-only stream")
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+def measure_compressibility(path: Path, size: int) -> float:
+    """Compressed/original ratio of up to ``SAMPLES`` windows spread through the file."""
+    if size == 0:
+        return 1.0
+    window = min(SAMPLE_BYTES, size)
+    span = max(size - window, 0)
+    offsets = sorted({span * index // max(SAMPLES - 1, 1) for index in range(SAMPLES)})
+    original = compressed = 0
+    with open(path, "rb") as handle:
+        for offset in offsets:
+            handle.seek(offset)
+            sample = handle.read(window)
+            original += len(sample)
+            compressed += len(zlib.compress(sample, DEFLATE_LEVEL))
+    return compressed / original if original else 1.0
+
+
+def _zipinfo(
+    name: str,
+    size: int,
+    date_time: tuple[int, ...],
+    method: int,
+    info_class: type[zipfile.ZipInfo] = zipfile.ZipInfo,
+) -> zipfile.ZipInfo:
+    info = info_class(name, date_time=date_time)  # type: ignore[arg-type]
+    info.create_system = 3
+    info.external_attr = (stat.S_IFREG | 0o644) << 16
+    info.file_size = size
+    info.compress_type = method
+    if method == zipfile.ZIP_DEFLATED:
+        info._compresslevel = DEFLATE_LEVEL  # type: ignore[attr-defined]
+    return info
+
+
+def _write_member(
+    inner: zipfile.ZipFile,
+    source: MemberSource,
+    date_time: tuple[int, ...],
+    progress: Callable[[int], None] | None,
+) -> MemberDecision:
+    size = source.path.stat().st_size
+    ratio = measure_compressibility(source.path, size)
+    method = zipfile.ZIP_DEFLATED if ratio < DEFLATE_THRESHOLD else zipfile.ZIP_STORED
+    info = _zipinfo(source.name, size, date_time, method)
+    digest = hashlib.sha256()
+    copied = 0
+    with open(source.path, "rb") as handle, inner.open(info, "w") as member:
+        while block := handle.read(BLOCK):
+            digest.update(block)
+            member.write(block)
+            copied += len(block)
+            if progress:
+                progress(len(block))
+    if copied != size:
+        raise ArchiveError(f"{source.name}: file changed size while sealing")
+    if source.expected_sha256 and digest.hexdigest() != source.expected_sha256:
+        raise MemberHashMismatch(f"{source.name}: SHA-256 differs from the manifest")
+    return MemberDecision(
+        name=source.name,
+        size=size,
+        sample_ratio=round(ratio, 4),
+        method="deflate" if method == zipfile.ZIP_DEFLATED else "store",
+        written=info.compress_size,
+    )
+
+
+@dataclass(frozen=True)
+class WrittenArchive:
+    sha256: str
+    size: int
+    members: list[MemberDecision]
+
+
+def write_archive(
+    target: Path,
+    envelope: bytes,
+    password: bytes,
+    members: Iterable[MemberSource],
+    date_time: tuple[int, ...] = ZIP_EPOCH,
+    progress: Callable[[int], None] | None = None,
+) -> WrittenArchive:
+    """Stream the sealed archive into ``target`` (created; must not exist). Blocking."""
+    decisions: list[MemberDecision] = []
+    with open(target, "xb") as handle:
+        sink = _HashingSink(handle)
+        with pyzipper.AESZipFile(sink, "w", compression=pyzipper.ZIP_STORED) as outer:
+            envelope_info = _zipinfo(ENVELOPE_MEMBER, len(envelope), date_time, 0, AESZipInfo)
+            outer.writestr(envelope_info, envelope)
+            outer.setpassword(password)
+            outer.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=2)
+            payload_info = _zipinfo(PAYLOAD_MEMBER, 0, date_time, 0, AESZipInfo)
+            with (
+                outer.open(payload_info, "w", force_zip64=True) as payload,
+                zipfile.ZipFile(payload, "w", allowZip64=True) as inner,
+            ):
+                for source in members:
+                    decisions.append(_write_member(inner, source, date_time, progress))
+        sink.flush()
+        size = sink.tell()
+        digest = sink.digest.hexdigest()
+    return WrittenArchive(sha256=digest, size=size, members=decisions)
+
+
+def read_envelope(archive: Path) -> bytes:
+    """The key envelope bytes, after checking the outer layout is exactly ours."""
+    try:
+        with pyzipper.AESZipFile(archive) as outer:
+            infos = outer.infolist()
+            if [info.filename for info in infos] != [ENVELOPE_MEMBER, PAYLOAD_MEMBER]:
+                raise ArchiveError("archive: unexpected outer members")
+            envelope_info, payload_info = infos
+            if envelope_info.flag_bits & 0x1 or envelope_info.file_size > MAX_ENVELOPE_BYTES:
+                raise ArchiveError("archive: the key envelope member is malformed")
+            if not payload_info.flag_bits & 0x1 or payload_info.wz_aes_strength != 3:
+                raise ArchiveError("archive: the payload is not AES-256 encrypted")
+            return outer.read(ENVELOPE_MEMBER)
+    except ArchiveError:
+        raise
+    except (zipfile.BadZipFile, pyzipper.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArchiveError(f"archive: not a readable sealed zip ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return type(exc).__name__ if isinstance(exc, OSError) else str(exc)[:120]
+
+
+def decrypt_payload(archive: Path, password: bytes, target: Path) -> None:
+    """Decrypt and authenticate the payload into ``target`` (the inner zip). Blocking."""
+    try:
+        with (
+            pyzipper.AESZipFile(archive) as outer,
+            outer.open(PAYLOAD_MEMBER, pwd=password) as payload,
+            open(target, "xb") as handle,
+        ):
+            while block := payload.read(BLOCK):
+                handle.write(block)
+    except RuntimeError:
+        raise ArchiveError("payload: the AES header does not match the password") from None
+    except (zipfile.BadZipFile, pyzipper.BadZipFile, OSError, ValueError, EOFError) as exc:
+        detail = "authentication failed (the encrypted data was altered)"
+        if "HMAC" not in str(exc):
+            detail = f"unreadable ({_reason(exc)})"
+        raise ArchiveError(f"payload: {detail}") from None
+
+
+def check_inner_member(info: zipfile.ZipInfo) -> str | None:
+    """Why an inner member is refused (None when acceptable)."""
+    from evidence.safepaths import is_safe_member_name
+
+    mode = info.external_attr >> 16
+    if not is_safe_member_name(info.filename):
+        return "unsafe member name"
+    file_type = stat.S_IFMT(mode)
+    if info.is_dir() or (file_type and file_type != stat.S_IFREG):
+        return "not a regular file (symlink, device or directory)"
+    if info.flag_bits & 0x1:
+        return "encrypted inner member"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return "unsupported compression"
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        return "stored member with inconsistent sizes"
+    if info.file_size > max(info.compress_size, 1) * MAX_DEFLATE_RATIO:
+        return "impossible compression ratio"
+    return None

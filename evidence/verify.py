@@ -1,0 +1,497 @@
+"""Lab-side verification of a sealed archive (or an unsealed collection folder).
+
+Every check becomes a row of the report, so a failure names exactly what failed. The exit
+code (``Report.exit_code``): 0 when every check holds; 1 when any check fails (something is
+altered, missing or unaccounted for); 2 when nothing could be checked because the key or
+passphrase given is not the one the archive was sealed for (or none was given) while the
+archive itself is intact as sealed. A wrong key is a usage problem, not evidence of tampering,
+so it gets the usage code; an envelope altered after sealing is tampering and gets 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from evidence import archive as archive_format
+from evidence import custody, envelope, keys
+from evidence.canonical import CanonicalFormError, parse_canonical, parse_pretty
+from evidence.hashes import MultiHasher
+from evidence.manifest import (
+    DOCUMENT_FILES,
+    MANIFEST_FILE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SIGNATURE_FILE,
+)
+from evidence.safepaths import collision_key
+from evidence.sums import SUMS_FILES, SumsError, parse_sums
+
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    target: str
+    checks: list[Check] = field(default_factory=list)
+    key_problem: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if self.ok:
+            return 0
+        return 2 if self.key_problem else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "summary": self.summary,
+            "checks": [asdict(check) for check in self.checks],
+        }
+
+
+class Contents(Protocol):
+    def names(self) -> list[str]: ...
+
+    def has(self, name: str) -> bool: ...
+
+    def size(self, name: str) -> int: ...
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]: ...
+
+
+class ZipContents:
+    def __init__(self, inner: zipfile.ZipFile) -> None:
+        self._zip = inner
+        self._names = set(inner.namelist())
+
+    def names(self) -> list[str]:
+        return self._zip.namelist()
+
+    def has(self, name: str) -> bool:
+        return name in self._names
+
+    def size(self, name: str) -> int:
+        return self._zip.getinfo(name).file_size
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        with self._zip.open(name) as handle:
+            yield handle  # type: ignore[misc]
+
+
+class FolderContents:
+    """A collection folder; symlinks and special files are listed so they can be refused."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._names = set(self.names())
+
+    def has(self, name: str) -> bool:
+        return name in self._names
+
+    def names(self) -> list[str]:
+        found = []
+        for directory, subdirs, files in os.walk(self.root):
+            base = Path(directory)
+            for entry in [*files, *(d for d in subdirs if (base / d).is_symlink())]:
+                found.append((base / entry).relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def size(self, name: str) -> int:
+        return (self.root / name).lstat().st_size
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        path = self.root / name
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            yield handle
+
+
+def _read_small(contents: Contents, name: str) -> bytes | None:
+    if not contents.has(name):
+        return None
+    size = contents.size(name)
+    if size > MAX_DOCUMENT_BYTES:
+        return None
+    try:
+        with contents.open(name) as handle:
+            return handle.read(size + 1)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise archive_format.ArchiveError(f"{name}: unreadable ({type(exc).__name__})") from None
+
+
+def _check_manifest(report: Report, contents: Contents) -> tuple[dict[str, Any], bytes] | None:
+    data = _read_small(contents, MANIFEST_FILE)
+    if data is None:
+        report.add(MANIFEST_FILE, False, "missing")
+        return None
+    try:
+        manifest = parse_pretty(data)
+    except CanonicalFormError as exc:
+        report.add(MANIFEST_FILE, False, str(exc))
+        return None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
+        report.add(MANIFEST_FILE, False, "not a cblr-collector manifest")
+        return None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        report.add(
+            MANIFEST_FILE, False, f"unsupported schema_version {manifest.get('schema_version')}"
+        )
+        return None
+    report.add(MANIFEST_FILE, True, f"schema {SCHEMA} v{SCHEMA_VERSION}")
+    return manifest, data
+
+
+def _check_signature(
+    report: Report, contents: Contents, manifest: dict[str, Any], manifest_bytes: bytes
+) -> None:
+    data = _read_small(contents, SIGNATURE_FILE)
+    if data is None:
+        report.add(SIGNATURE_FILE, False, "missing")
+        return
+    try:
+        signature = parse_canonical(data)
+        signer = manifest["signer"]
+        public_key = keys.ed25519_from_b64(signer["public_key"])
+    except (CanonicalFormError, KeyError, TypeError, keys.KeyFileError) as exc:
+        report.add(SIGNATURE_FILE, False, f"unreadable ({exc})")
+        return
+    fingerprint = keys.fingerprint(public_key)
+    problems = []
+    if fingerprint != signer.get("fingerprint") or signature.get("signer") != fingerprint:
+        problems.append("signer fingerprint mismatch")
+    if signature.get("manifest_sha256") != hashlib.sha256(manifest_bytes).hexdigest():
+        problems.append("manifest hash mismatch")
+    if not keys.signature_valid(public_key, manifest_bytes, str(signature.get("signature", ""))):
+        problems.append("Ed25519 signature does not verify")
+    detail = "; ".join(problems) if problems else f"Ed25519 by {fingerprint}"
+    report.add(SIGNATURE_FILE, not problems, detail)
+
+
+def _check_documents(
+    report: Report, contents: Contents, manifest: dict[str, Any]
+) -> dict[str, bytes]:
+    documents: dict[str, bytes] = {}
+    recorded = manifest.get("documents", {})
+    for name in DOCUMENT_FILES:
+        data = _read_small(contents, name)
+        if data is None:
+            report.add(name, False, "missing")
+            continue
+        actual = hashlib.sha256(data).hexdigest()
+        if report.add(
+            name,
+            actual == recorded.get(name),
+            "" if actual == recorded.get(name) else "SHA-256 differs from the manifest",
+        ):
+            documents[name] = data
+    return documents
+
+
+def _check_custody(report: Report, documents: dict[str, bytes], manifest: dict[str, Any]) -> None:
+    data = documents.get(custody.CUSTODY_FILE)
+    if data is None:
+        return
+    try:
+        summary = custody.verify_chain(data)
+    except custody.CustodyChainError as exc:
+        report.add("custody chain", False, str(exc))
+        return
+    expected = manifest.get("custody", {})
+    ok = summary.head == expected.get("head") and summary.events == expected.get("events")
+    report.add(
+        "custody chain", ok, f"{summary.events} events" if ok else "head differs from manifest"
+    )
+
+
+def _check_sums(
+    report: Report, documents: dict[str, bytes], artifacts: list[dict[str, Any]]
+) -> None:
+    for algorithm, filename in SUMS_FILES.items():
+        if filename not in documents:
+            continue
+        expected = {
+            a["staged_path"]: a["hashes"][algorithm]
+            for a in artifacts
+            if a.get("status") == "collected"
+        }
+        try:
+            listed = parse_sums(documents[filename], algorithm)
+        except SumsError as exc:
+            report.add(f"{filename} entries", False, str(exc))
+            continue
+        report.add(
+            f"{filename} entries",
+            listed == expected,
+            "" if listed == expected else "entries differ from the manifest",
+        )
+
+
+def _check_plan(report: Report, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    artifacts = manifest.get("artifacts", [])
+    by_id = {artifact.get("artifact_id"): artifact for artifact in artifacts}
+    planned = [item.get("artifact_id") for item in manifest.get("plan", [])]
+    missing = [item for item in planned if item not in by_id]
+    bad = [
+        str(artifact.get("artifact_id"))
+        for artifact in artifacts
+        if artifact.get("status") not in ("collected", "failed")
+        or (artifact.get("status") == "failed" and not artifact.get("reason"))
+        or (artifact.get("status") == "collected" and not artifact.get("hashes"))
+    ]
+    failed = sum(1 for artifact in artifacts if artifact.get("status") == "failed")
+    problems = [f"not accounted for: {', '.join(map(str, missing))}"] if missing else []
+    if bad:
+        problems.append(f"incomplete records: {', '.join(bad)}")
+    detail = "; ".join(problems) or f"{len(planned)} planned, {failed} recorded as failed"
+    report.add("plan accounted for", not problems, detail)
+    return artifacts
+
+
+def _check_members(report: Report, contents: Contents, artifacts: list[dict[str, Any]]) -> None:
+    expected = {MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES}
+    expected |= {a["staged_path"] for a in artifacts if a.get("status") == "collected"}
+    names = contents.names()
+    keys_seen: set[str] = set()
+    clashes = [n for n in names if collision_key(n) in keys_seen or keys_seen.add(collision_key(n))]
+    extra = sorted(set(names) - expected)
+    problems = []
+    if extra:
+        problems.append(f"unexpected: {', '.join(extra[:5])}")
+    if clashes:
+        problems.append(f"names clash: {', '.join(clashes[:5])}")
+    report.add("members", not problems, "; ".join(problems) or f"{len(names)} files")
+
+
+def _hash_member(contents: Contents, name: str, chunk_size: int | None) -> tuple[Any, list[str]]:
+    hasher = MultiHasher()
+    chunks: list[str] = []
+    chunk = hashlib.sha256()
+    filled = 0
+    with contents.open(name) as handle:
+        while block := handle.read(BLOCK):
+            hasher.update(block)
+            view = memoryview(block)
+            while chunk_size and view:
+                take = min(chunk_size - filled, len(view))
+                chunk.update(view[:take])
+                filled += take
+                view = view[take:]
+                if filled == chunk_size:
+                    chunks.append(chunk.hexdigest())
+                    chunk, filled = hashlib.sha256(), 0
+    if chunk_size and filled:
+        chunks.append(chunk.hexdigest())
+    return hasher, chunks
+
+
+def _check_artifact(report: Report, contents: Contents, artifact: dict[str, Any]) -> None:
+    name = artifact["staged_path"]
+    label = f"artifact {artifact.get('artifact_id')} ({name})"
+    if not contents.has(name):
+        report.add(label, False, "missing from the collection")
+        return
+    chunk_size = artifact.get("chunk_size") if artifact.get("chunk_sha256") else None
+    try:
+        hasher, chunks = _hash_member(contents, name, chunk_size)
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        report.add(label, False, f"unreadable ({type(exc).__name__})")
+        return
+    digests = hasher.digests().as_dict()
+    problems = [
+        f"{algorithm} differs"
+        for algorithm, value in (artifact.get("hashes") or {}).items()
+        if digests.get(algorithm) != value
+    ]
+    if hasher.size != artifact.get("size"):
+        problems.insert(0, "size differs")
+    if chunk_size and chunks != artifact.get("chunk_sha256"):
+        problems.append("chunk hashes differ")
+    report.add(label, not problems, "; ".join(problems) or f"{hasher.size} bytes, hashes match")
+
+
+def check_collection(
+    report: Report, contents: Contents, hash_artifacts: bool = True
+) -> tuple[dict[str, Any], bytes] | None:
+    """All checks of a collection's contents; returns the manifest (and its bytes) if readable."""
+    loaded = _check_manifest(report, contents)
+    if loaded is None:
+        return None
+    manifest, manifest_bytes = loaded
+    _check_signature(report, contents, manifest, manifest_bytes)
+    documents = _check_documents(report, contents, manifest)
+    _check_custody(report, documents, manifest)
+    artifacts = _check_plan(report, manifest)
+    _check_sums(report, documents, artifacts)
+    _check_members(report, contents, artifacts)
+    if hash_artifacts:
+        for artifact in artifacts:
+            if artifact.get("status") == "collected":
+                _check_artifact(report, contents, artifact)
+    report.summary.update(
+        {
+            "case_id": manifest.get("case", {}).get("case_id"),
+            "device_id": manifest.get("device", {}).get("device_id"),
+            "signer": manifest.get("signer", {}).get("fingerprint"),
+            **manifest.get("summary", {}),
+        }
+    )
+    return manifest, manifest_bytes
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sidecar(report: Report, archive: Path) -> dict[str, Any] | None:
+    """The signed sidecar custody log: chain, signatures, and the archive hash it recorded."""
+    sidecar = custody.sidecar_path(archive)
+    if not sidecar.is_file():
+        report.add("custody sidecar", False, f"missing: {sidecar.name}")
+        return None
+    data = sidecar.read_bytes()
+    try:
+        first = parse_canonical(data.split(b"\n", 1)[0])
+        summary = custody.verify_chain(data, first_prev=str(first.get("prev")), signed=True)
+    except (CanonicalFormError, custody.CustodyChainError, AttributeError) as exc:
+        report.add("custody sidecar", False, str(exc))
+        return None
+    events = [parse_canonical(line) for line in data.split(b"\n")[:-1]]
+    if events[0].get("kind") != "sealed":
+        report.add("custody sidecar", False, "the first event is not 'sealed'")
+        return None
+    report.add("custody sidecar", True, f"{summary.events} signed events")
+    actual = file_sha256(archive)
+    recorded = {event["payload"].get("archive_sha256") for event in events}
+    ok = recorded == {actual}
+    report.add("archive hash", ok, actual if ok else "the archive differs from the sealed record")
+    return events[0]
+
+
+def _tie_sidecar(
+    report: Report, sealed: dict[str, Any], manifest: dict[str, Any], manifest_bytes: bytes
+) -> None:
+    payload = sealed.get("payload", {})
+    ok = (
+        sealed.get("prev") == manifest.get("custody", {}).get("head")
+        and payload.get("manifest_sha256") == hashlib.sha256(manifest_bytes).hexdigest()
+        and sealed.get("signer") == manifest.get("signer", {}).get("fingerprint")
+    )
+    report.add("sealed record matches manifest", ok, "" if ok else "sidecar and manifest disagree")
+
+
+@contextmanager
+def opened_payload(
+    report: Report,
+    archive: Path,
+    identity: keys.RecipientPrivateKey | None,
+    passphrase: bytes | None,
+    work_dir: Path | None = None,
+) -> Iterator[zipfile.ZipFile | None]:
+    """Open the envelope, decrypt and authenticate the payload; yields the inner zip or None."""
+    archive_intact = all(c.ok for c in report.checks if c.name == "archive hash") and any(
+        c.name == "archive hash" for c in report.checks
+    )
+    try:
+        envelope_bytes = archive_format.read_envelope(archive)
+        password = envelope.open_envelope(envelope_bytes, identity=identity, passphrase=passphrase)
+    except envelope.WrongKeyError as exc:
+        report.add("key", False, str(exc))
+        report.key_problem = archive_intact
+        yield None
+        return
+    except (archive_format.ArchiveError, envelope.EnvelopeError) as exc:
+        report.add("key envelope", False, str(exc))
+        yield None
+        return
+    report.add("key envelope", True, envelope.describe(envelope.parse_envelope(envelope_bytes)))
+    with tempfile.TemporaryDirectory(prefix=".cblr-verify-", dir=work_dir) as scratch:
+        inner_path = Path(scratch) / "payload.zip"
+        try:
+            archive_format.decrypt_payload(archive, password, inner_path)
+            inner = zipfile.ZipFile(inner_path)
+        except archive_format.ArchiveError as exc:
+            report.add("payload", False, str(exc))
+            yield None
+            return
+        except zipfile.BadZipFile:
+            report.add("payload", False, "the decrypted payload is not a zip")
+            yield None
+            return
+        with inner:
+            refused = [
+                f"{info.filename!r}: {reason}"
+                for info in inner.infolist()
+                if (reason := archive_format.check_inner_member(info))
+            ]
+            if len(set(inner.namelist())) != len(inner.namelist()):
+                refused.append("duplicate member names")
+            ok = report.add(
+                "payload", not refused, "; ".join(refused[:5]) or "AES-256 authenticated"
+            )
+            yield inner if ok else None
+
+
+def verify_archive(
+    archive: str | Path,
+    identity: keys.RecipientPrivateKey | None = None,
+    passphrase: bytes | None = None,
+) -> Report:
+    """Every check of a sealed archive; blocking (run it in a thread from async code)."""
+    path = Path(archive)
+    report = Report(target=str(path))
+    if not path.is_file():
+        report.add("archive", False, "not found")
+        return report
+    sealed = check_sidecar(report, path)
+    with opened_payload(report, path, identity, passphrase) as inner:
+        if inner is None:
+            return report
+        loaded = check_collection(report, ZipContents(inner))
+    if loaded and sealed:
+        _tie_sidecar(report, sealed, *loaded)
+    return report
+
+
+def verify_folder(folder: str | Path) -> Report:
+    """Every check of an unsealed collection folder."""
+    report = Report(target=str(folder))
+    check_collection(report, FolderContents(Path(folder)))
+    return report
