@@ -8,7 +8,7 @@ import sys
 
 from collector.exitcodes import EXIT_USAGE
 
-COMMAND_MODULES = ("demo", "emulator", "evidence", "profiles")
+COMMAND_MODULES = ("collect", "demo", "emulator", "evidence", "profiles")
 """Modules of ``collector.commands``, in the order their commands appear in ``--help``."""
 
 

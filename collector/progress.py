@@ -42,7 +42,7 @@ class Reporter:
     def stop(self) -> None:
         """Called after the last event, also on errors."""
 
-    def event(self, kind: str, **fields: Any) -> None:
+    def event(self, kind: str, /, **fields: Any) -> None:
         """A step of the run: ``session_established``, ``artifact_done``, ..."""
 
     def bytes(self, device_id: int, artifact_id: int, count: int) -> None:
@@ -62,10 +62,10 @@ class JsonLinesReporter(Reporter):
         self._pending: dict[tuple[int, int], int] = {}
         self._last_flush: dict[tuple[int, int], float] = {}
 
-    def event(self, kind: str, **fields: Any) -> None:
+    def event(self, kind: str, /, **fields: Any) -> None:
         if kind == "artifact_done":
             self._flush_bytes((fields.get("device_id", 0), fields.get("artifact_id", 0)))
-        self._write({"time": utc_now(), "event": kind, **fields})
+        self._write({**fields, "time": utc_now(), "event": kind})
 
     def bytes(self, device_id: int, artifact_id: int, count: int) -> None:
         key = (device_id, artifact_id)
@@ -119,7 +119,7 @@ class RichReporter(Reporter):
     def stop(self) -> None:
         self._progress.stop()
 
-    def event(self, kind: str, **fields: Any) -> None:
+    def event(self, kind: str, /, **fields: Any) -> None:
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
             handler(**fields)

@@ -7,7 +7,7 @@ import hashlib
 
 from .content import BytesContent, iter_blocks
 from .endpoint import Endpoint, hive_bytes
-from .protocol import E_INVALID_NAME, HRESULT_TEXT
+from .protocol import E_ACCESS_DENIED, E_INVALID_NAME, HRESULT_TEXT
 from .vfs import SensorError
 from .winpath import DEFAULT_CWD, BadPath, absolute_path
 
@@ -65,6 +65,8 @@ async def _builtin(endpoint: Endpoint, argv: list[str], cwd: str) -> tuple[int, 
     args = argv[1:]
     if name == "reg" and args and args[0].lower() == "save":
         return _reg_save(endpoint, args[1:], cwd)
+    if name == "esentutl" and args and args[0].lower() == "/y":
+        return _esentutl_copy(endpoint, args[1:], cwd)
     if name == "certutil" and args and args[0].lower() == "-hashfile":
         return await _certutil_hashfile(endpoint, args[1:], cwd)
     if name == "ipconfig":
@@ -110,6 +112,35 @@ def _reg_save(endpoint: Endpoint, args: list[str], cwd: str) -> tuple[int, bytes
     except SensorError as exc:
         return 1, f"ERROR: {HRESULT_TEXT.get(exc.hresult, 'Access is denied.')}\r\n".encode()
     return 0, b"The operation completed successfully.\r\n"
+
+
+def _esentutl_copy(endpoint: Endpoint, args: list[str], cwd: str) -> tuple[int, bytes]:
+    """``esentutl /y SOURCE /vss /d TARGET``: copy a file through a volume shadow copy.
+
+    The snapshot reads the file whatever locks it (SRUDB.dat, Amcache.hve, event logs),
+    which is why responders use it for files the OS holds open. Without ``/vss`` the copy
+    opens the file normally and a locked file fails as it would on Windows.
+    """
+    banner = b"\r\nExtensible Storage Engine Utilities for Microsoft(R) Windows(R)\r\n"
+    lowered = [a.lower() for a in args]
+    if not args or "/d" not in lowered or lowered.index("/d") + 1 >= len(args):
+        return 1, banner + b"Usage: esentutl /y <source> [/vss] /d <destination>\r\n"
+    source, target = args[0], args[lowered.index("/d") + 1]
+    try:
+        source_path, target_path = _resolve(source, cwd), _resolve(target, cwd)
+        node = (
+            endpoint.fs.lookup(source_path)
+            if "/vss" in lowered
+            else endpoint.fs.open_for_read(source_path)
+        )
+        if node.is_dir:
+            raise SensorError(E_ACCESS_DENIED, source_path)
+        endpoint.fs.replace_content(target_path, node.content)
+    except SensorError as exc:
+        code = exc.hresult
+        text = HRESULT_TEXT.get(code, "")
+        return 1, banner + f"Operation terminated with error 0x{code:08x}: {text}\r\n".encode()
+    return 0, banner + b"\r\nOperation completed successfully in 0.1 seconds.\r\n"
 
 
 async def _certutil_hashfile(endpoint: Endpoint, args: list[str], cwd: str) -> tuple[int, bytes]:
