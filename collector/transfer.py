@@ -77,12 +77,9 @@ READ_BACK_BLOCK = MIB
 
 # The device says the file is not there: asking again cannot help.
 _GONE_CODES = frozenset({hresult.FILE_NOT_FOUND, hresult.PATH_NOT_FOUND})
-# Asking again will not help either: the file is held open without sharing, or refused.
-_PERMANENT_CODES = _GONE_CODES | {
-    hresult.SHARING_VIOLATION,
-    hresult.LOCK_VIOLATION,
-    hresult.ACCESS_DENIED,
-}
+# Asking again will not help either. A sharing violation is retried: locks are often brief,
+# and the runner probes files it expects to be held open and copies them on the host instead.
+_PERMANENT_CODES = _GONE_CODES | {hresult.ACCESS_DENIED}
 FETCHED_KINDS = frozenset({FILE_KIND, "hive", "memdump"})
 """Kinds whose bytes are a file on the endpoint: the file itself, or a temporary file made
 by ``reg save`` or ``memdump`` (``details["remote_path"]``, with ``details["method"]``)."""
