@@ -29,7 +29,7 @@ from collector.remote_command import delete_quietly, remote_temp_path, run_and_c
 from collector.sessions import LiveResponseSession
 from collector.staging import resolve_staging, staging_relpath, sync_directory
 from collector.transfer import FETCHED_KINDS, TransferEngine
-from collector.walk import walk_pattern
+from collector.walk import ListingCache, walk_pattern
 from evidence.hashes import MultiHasher
 from profiles.paths import split_pattern
 
@@ -282,8 +282,9 @@ class Acquirer:
         pattern = split_pattern(
             artifact.source.rstrip("\\") + "\\**\\*", int(artifact.details.get("max_depth") or 0)
         )
-        result = await walk_pattern(self.session.list_directory, pattern)
-        folders = await walk_pattern(self.session.list_directory, pattern, folders=True)
+        listings = ListingCache(self.session.list_directory)
+        result = await walk_pattern(listings, pattern)
+        folders = await walk_pattern(listings, pattern, folders=True)
         entries = sorted([*result.found, *folders.found], key=lambda f: f.path.upper())
         document = {
             "root": artifact.source,

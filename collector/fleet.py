@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 
 from collector.client import LiveResponseClient
@@ -21,9 +22,9 @@ from collector.errors import (
     NotFoundError,
     SessionStartError,
 )
-from collector.journal import Journal
+from collector.journal import ArtifactState, Journal
 from collector.progress import Reporter
-from collector.runner import DeviceOutcome, RunSettings, collect_device
+from collector.runner import DeviceOutcome, RunSettings, collect_device, outcome_of
 from collector.sealing import SealedArchive, SealKeys, seal_workspace
 from collector.sessions import SessionManager, SessionOptions
 from collector.workspace import Workspace, WorkspaceError
@@ -38,16 +39,32 @@ class ServerUnreachable(Exception):
     """The server refused the token or could not be reached at all."""
 
 
+class DeviceStatus(StrEnum):
+    """How a device ended, as the case summary lists it."""
+
+    COLLECTED = "collected"
+    """Every artifact collected (and sealed, when sealing)."""
+    PARTIAL = "partial"
+    """Some artifacts collected; others failed, the run was cut off, or sealing failed."""
+    OFFLINE = "offline"
+    """No session: the device did not check in."""
+    FAILED = "failed"
+    """Nothing collected: unknown device, refused, or the workspace was unusable."""
+
+
 @dataclass
 class DeviceResult:
     device_id: int
     workspace: Path
     outcome: DeviceOutcome | None = None
     error: str = ""
-    """Why the device could not be collected at all (offline, unknown, refused)."""
+    """Why the device could not be (fully) collected: offline, unknown, refused, cut off."""
     archive: SealedArchive | None = None
     seal_error: str = ""
     seconds: float = 0.0
+    offline: bool = False
+    skipped: bool = False
+    """Finished by an earlier run of the same command; nothing was done this time."""
 
     @property
     def complete(self) -> bool:
@@ -57,6 +74,16 @@ class DeviceResult:
             and self.outcome is not None
             and self.outcome.failed == 0
         )
+
+    @property
+    def status(self) -> DeviceStatus:
+        if self.complete:
+            return DeviceStatus.COLLECTED
+        if self.offline:
+            return DeviceStatus.OFFLINE
+        if self.outcome is None or self.outcome.collected == 0:
+            return DeviceStatus.FAILED
+        return DeviceStatus.PARTIAL
 
 
 @dataclass
@@ -91,6 +118,8 @@ async def check_server(client: LiveResponseClient, device_id: int) -> None:
 
 
 async def run_fleet(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
+    if not job.devices:
+        return []
     async with make_client(job.credentials) as client:
         await check_server(client, job.devices[0][0])
         manager = SessionManager(client, max_sessions=job.max_sessions, options=job.session_options)
@@ -126,11 +155,18 @@ async def _one_device(
                     workspace, settings, job.profile, manager, reporter, limiter
                 )
             except SessionStartError as error:
-                result.error = f"no session: {error}"
-            except NotFoundError as error:
-                result.error = f"unknown device: {error}"
+                result.offline = True
+                result.error = f"offline: {error}"
+            except NotFoundError:
+                result.error = f"device {device_id} is not known to the server (HTTP 404)"
             except AuthenticationError as error:
                 result.error = f"refused: {error}"
+            except LiveResponseError as error:
+                # The session or the server went away mid-run: what is done stays done.
+                result.error = (
+                    f"cut off: {error}; finish with: cblr-collect resume {workspace.root}"
+                )
+                result.outcome = _outcome_so_far(workspace, device_id)
             if result.error:
                 _record_failure(workspace, result.error)
                 reporter.event("device_failed", device_id=device_id, reason=result.error)
@@ -140,6 +176,40 @@ async def _one_device(
         result.error = str(error)
     result.seconds = time.monotonic() - began
     return result
+
+
+def _outcome_so_far(workspace: Workspace, device_id: int) -> DeviceOutcome:
+    with Journal.open(workspace.root) as journal:
+        return outcome_of(journal, device_id)
+
+
+def finished_result(workspace: Workspace, settings: RunSettings) -> DeviceResult | None:
+    """The result of a device an earlier run finished (sealed, or complete when not sealing).
+
+    A re-run of the same ``collect`` skips such devices and resumes the others.
+    """
+    with Journal.open(workspace.root, readonly=True) as journal:
+        events = journal.events()
+        outcome = outcome_of(journal, settings.device_id)
+        unfinished = journal.artifacts(
+            states=(ArtifactState.PLANNED, ArtifactState.RUNNING), device_id=settings.device_id
+        )
+    sealed = [e.payload for e in events if e.kind == "collection.sealed"]
+    closed = any(e.kind == "session.closed" for e in events)
+    result = DeviceResult(
+        device_id=settings.device_id, workspace=workspace.root, outcome=outcome, skipped=True
+    )
+    if sealed:
+        last = sealed[-1]
+        result.archive = SealedArchive(
+            path=Path(settings.out) / str(last["archive"]),
+            sha256=str(last["sha256"]),
+            size=int(last["size"]),
+        )
+        return result
+    if not settings.seal and closed and not unfinished:
+        return result
+    return None
 
 
 def _record_failure(workspace: Workspace, reason: str) -> None:

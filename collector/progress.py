@@ -8,6 +8,7 @@ every ``JSON_BYTES_INTERVAL`` seconds per artifact), for SOAR playbooks and scri
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+
+log = logging.getLogger(__name__)
 
 JSON_BYTES_INTERVAL = 1.0
 LARGE_FILE = 32 * 1024 * 1024
@@ -113,26 +116,36 @@ class RichReporter(Reporter):
         self._memdump_tasks: dict[int, TaskID] = {}
 
     def start(self) -> None:
-        self._progress.start()
-        self._overall = self._progress.add_task("total", total=None)
+        """Nothing is drawn until the first event: a run refused at once prints no bar."""
+
+    def _ensure_started(self) -> None:
+        if self._overall is None:
+            self._progress.start()
+            self._overall = self._progress.add_task("total", total=None)
 
     def stop(self) -> None:
-        self._progress.stop()
+        if self._overall is not None:
+            # The plan's sizes are estimates; end the bar at what actually arrived.
+            task = self._progress.tasks[self._overall]
+            self._progress.update(self._overall, total=max(task.total or 0, task.completed))
+            self._progress.stop()
 
     def event(self, kind: str, /, **fields: Any) -> None:
         handler = getattr(self, f"_on_{kind}", None)
         if handler is not None:
+            self._ensure_started()
             handler(**fields)
 
     def bytes(self, device_id: int, artifact_id: int, count: int) -> None:
-        if self._overall is not None:
-            self._progress.advance(self._overall, count)
+        self._ensure_started()
+        assert self._overall is not None
+        self._progress.advance(self._overall, count)
         task = self._artifact_tasks.get((device_id, artifact_id))
         if task is not None:
             self._progress.advance(task, count)
 
     def _say(self, text: str) -> None:
-        self._progress.console.print(text, markup=False, highlight=False)
+        self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _on_session_waiting(self, device_id: int, **_: Any) -> None:
         self._say(f"device {device_id}: waiting for the sensor to check in...")
@@ -179,9 +192,33 @@ class RichReporter(Reporter):
         self._say(f"device {device_id}: {reason}")
 
 
+class LoggedReporter(Reporter):
+    """Writes every event (not the byte counts) to the run log, then passes it on.
+
+    Fields are JSON-encoded, so a remote name holding a newline cannot forge a log line.
+    """
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def event(self, kind: str, /, **fields: Any) -> None:
+        log.info("%s %s", kind, json.dumps(fields, sort_keys=True, default=str))
+        self.inner.event(kind, **fields)
+
+    def bytes(self, device_id: int, artifact_id: int, count: int) -> None:
+        self.inner.bytes(device_id, artifact_id, count)
+
+
 def make_reporter(*, json_lines: bool, quiet: bool) -> Reporter:
+    """The reporter of ``--json``, ``--quiet`` or the terminal, logging to the run log."""
     if json_lines:
-        return JsonLinesReporter()
+        return LoggedReporter(JsonLinesReporter())
     if quiet:
-        return Reporter()
-    return RichReporter()
+        return LoggedReporter(Reporter())
+    return LoggedReporter(RichReporter())

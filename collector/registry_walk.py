@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from collector.errors import CommandError
 from collector.models import RegistryKeyListing, RegistryValue
 from collector.regexport import ExportedKey, encode_reg, render_reg
+from profiles.paths import match_segment
 
 MAX_KEYS = 50_000
 """A recursive capture stops here and says so: a hostile registry could be endless."""
@@ -38,6 +39,8 @@ class RegistryCapture:
     root: str
     keys: list[CapturedKey] = field(default_factory=list)
     errors: list[tuple[str, CommandError]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    """(key, sub-key name) of sub-keys whose names no real key has (a ``\\`` or a NUL)."""
     truncated: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -60,6 +63,7 @@ class RegistryCapture:
                 }
                 for path, error in self.errors
             ],
+            "rejected_sub_keys": [{"path": path, "name": name} for path, name in self.rejected],
         }
 
     def to_reg(self) -> bytes:
@@ -79,6 +83,17 @@ def join_key(parent: str, child: str) -> str:
     return f"{parent.rstrip(chr(92))}\\{child}"
 
 
+def is_plain_key_name(name: str) -> bool:
+    """Whether a sub-key name from the endpoint can be followed: Windows key names never hold
+    a backslash or a NUL, so a listing that says otherwise is not to be believed."""
+    return name != "" and "\\" not in name and "\0" not in name
+
+
+def value_wanted(name: str, wanted: Collection[str]) -> bool:
+    """Whether a value is one of ``wanted`` (names or ``*``/``?`` patterns, any case)."""
+    return any(match_segment(pattern, name) for pattern in wanted)
+
+
 async def capture_registry(
     reader: RegistryReader,
     root: str,
@@ -93,11 +108,11 @@ async def capture_registry(
     An error on ``root`` itself propagates (the artifact fails with the server's code); an
     error on a sub-key (access denied, removed meanwhile) is recorded and the walk goes on.
     """
-    wanted = {name.lower() for name in value_names} if value_names is not None else None
+    wanted = tuple(value_names) if value_names is not None else None
     capture = RegistryCapture(root=root)
     listing = await reader.reg_enum_key(root)
     capture.keys.append(_captured(root, listing, wanted))
-    level = [join_key(root, sub) for sub in listing.sub_keys] if recursive else []
+    level = _children(capture, root, listing) if recursive else []
     depth = 1
     gate = asyncio.Semaphore(concurrency)
 
@@ -119,15 +134,27 @@ async def capture_registry(
                 capture.errors.append((path, result))
                 continue
             capture.keys.append(_captured(path, result, wanted))
-            next_level.extend(join_key(path, sub) for sub in result.sub_keys)
+            next_level.extend(_children(capture, path, result))
         level, depth = next_level, depth + 1
     if level:
         capture.truncated = True
     return capture
 
 
-def _captured(path: str, listing: RegistryKeyListing, wanted: set[str] | None) -> CapturedKey:
+def _children(capture: RegistryCapture, path: str, listing: RegistryKeyListing) -> list[str]:
+    children = []
+    for sub in listing.sub_keys:
+        if is_plain_key_name(sub):
+            children.append(join_key(path, sub))
+        else:
+            capture.rejected.append((path, sub))
+    return children
+
+
+def _captured(
+    path: str, listing: RegistryKeyListing, wanted: tuple[str, ...] | None
+) -> CapturedKey:
     values = listing.values
     if wanted is not None:
-        values = tuple(value for value in values if value.value_name.lower() in wanted)
+        values = tuple(value for value in values if value_wanted(value.value_name, wanted))
     return CapturedKey(path=path, values=values, sub_keys=listing.sub_keys)

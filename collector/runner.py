@@ -51,6 +51,8 @@ class RunSettings:
     signing_key: str = ""
     insecure: bool = False
     ca_bundle: str = ""
+    credentials_profile: str = ""
+    """The section of the credentials file the token came from (its name, not the token)."""
 
     def as_settings(self) -> dict[str, Any]:
         return asdict(self)

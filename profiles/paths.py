@@ -55,6 +55,43 @@ Amcache.hve and COMPONENTS are loaded as application hives outside HKLM/HKU, whi
 ``reg.exe save`` cannot reach; only the file itself can be fetched.
 """
 
+LOCK_PRONE_NAMES = (
+    "NTUSER.DAT",
+    "UsrClass.dat",
+    "SYSTEM",
+    "SOFTWARE",
+    "SAM",
+    "SECURITY",
+    "DEFAULT",
+    "COMPONENTS",
+    "DRIVERS",
+    "ELAM",
+    "BBI",
+    "BCD",
+    "Amcache.hve",
+    "Syscache.hve",
+    "*.LOG1",
+    "*.LOG2",
+    "*.regtrans-ms",
+    "*.blf",
+    "SRUDB.dat",
+    "SRU*.log",
+    "*.edb",
+    "*.jfm",
+    "*.evtx",
+    "WebCacheV*.dat",
+    "qmgr*.dat",
+    "qmgr.db",
+    "pagefile.sys",
+    "hiberfil.sys",
+    "swapfile.sys",
+)
+"""File names Windows keeps open without read sharing while it runs: loaded hives and their
+transaction logs, ESE databases (SRUM, WebCache, Windows Search), event logs, the page files.
+The runner probes such a file before fetching it and, when it is locked, acquires it through
+``reg save`` or a shadow copy instead of failing; any other file is fetched directly.
+"""
+
 _TOKEN = re.compile(r"%%|%([^%\\]+)%|%")
 """In patterns: ``%%`` is a literal ``%``, ``%Name%`` a variable, any other ``%`` an error."""
 _VALUE_VARIABLE = re.compile(r"%([^%]+)%")
@@ -543,3 +580,9 @@ def hive_save_key(path: str, facts: HostFacts) -> str:
             if name_key(target.path) == wanted:
                 return target.save_key
     return ""
+
+
+def is_lock_prone(path: str) -> bool:
+    """Whether Windows usually holds the file at ``path`` locked (:data:`LOCK_PRONE_NAMES`)."""
+    name = (split_windows_path(path) or [""])[-1]
+    return any(match_segment(pattern, name) for pattern in LOCK_PRONE_NAMES)

@@ -69,3 +69,31 @@ def test_check_reports_every_problem(tmp_path: Path, capsys: pytest.CaptureFixtu
     good.write_text("name: good\ninclude: [memory]\nartifacts: []\n", encoding="utf-8")
     assert main(["profiles", "check", str(good)]) == 0
     assert capsys.readouterr().out == f"{good}: ok, profile good, 2 artifacts\n"
+
+
+def test_check_names_each_bad_pattern_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\n"
+        "artifacts:\n"
+        "  - {name: glob, kind: file, path: 'C:\\Windows\\a**b\\*.pf'}\n"
+        "  - {name: rel, kind: file, path: 'Windows\\*.pf'}\n"
+        "  - {name: key, kind: registry, key: 'HKXX\\Software\\Run'}\n"
+        "  - {name: odd, kind: nonsense, path: 'C:\\x'}\n",
+        encoding="utf-8",
+    )
+    assert main(["profiles", "check", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"{bad}:3: artifacts[0].path: bad pattern 'C:\\Windows\\a**b\\*.pf': '**' must be a "
+        "whole segment, not part of 'a**b' (expected a Windows path pattern)",
+        f"{bad}:4: artifacts[1].path: bad pattern 'Windows\\*.pf': not absolute: start with a "
+        "drive (C:\\) or a variable (%SystemRoot%) (expected a Windows path pattern)",
+        f"{bad}:5: artifacts[2].key: bad key 'HKXX\\Software\\Run': unknown root 'HKXX' (HKLM, "
+        "HKU, HKCU, HKCR or their long names) (expected a registry key, e.g. HKLM\\SOFTWARE\\...)",
+        f"{bad}:6: artifacts[3].kind: unknown kind 'nonsense' (expected one of file, registry, "
+        "hive, memdump, processes, listing, command)",
+    ]

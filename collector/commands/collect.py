@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
+import signal
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +24,48 @@ from collector.credentials import (
     resolve_credentials,
 )
 from collector.devices import DeviceListError, device_list
-from collector.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
-from collector.fleet import DeviceResult, FleetJob, ServerUnreachable, run_fleet, settings_for
+from collector.exitcodes import EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+from collector.fleet import (
+    DeviceResult,
+    FleetJob,
+    ServerUnreachable,
+    finished_result,
+    run_fleet,
+    settings_for,
+)
 from collector.journal import Journal
-from collector.progress import make_reporter
+from collector.progress import make_reporter, utc_now
 from collector.runlog import close_run_log, open_run_log
 from collector.runner import RunSettings
 from collector.sealing import SealKeyError, load_seal_keys
 from collector.sessions import SessionOptions
-from collector.summary import print_summary
+from collector.summary import case_summary, exit_code_of, print_summary, write_case_summary
 from collector.transfer import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
-from collector.workspace import WorkspaceError, device_workspace, find_workspaces
+from collector.workspace import Workspace, WorkspaceError, device_workspace, find_workspaces
 from profiles import ProfileError, ResolvedProfile, load_profile, load_profile_text, resolve
+
+log = logging.getLogger(__name__)
+
+DEBUG_ENV = "CBLR_DEBUG"
+"""Set to 1 to see the traceback of an unexpected error instead of one line."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT): 128 + the signal number, as shells report it."""
+EXIT_TERMINATED = 143
+"""SIGTERM."""
 
 EXAMPLES = """examples:
   cblr-collect collect --device 37191 --profile triage --case IR-2026-114 \\
       --examiner "J. Doe" --out evidence/ --recipient lab.pem
   cblr-collect collect --devices hold.csv --profile legal-hold --case LH-17 \\
       --examiner "Legal Ops" --out hold/ --password-env HOLD_PASS --credentials-profile prod
+
+Re-running the same command skips the devices already collected and resumes the others.
+The token comes from CBLR_TOKEN or ~/.carbonblack/credentials.defense, not from --token.
+"""
+
+RESUME_EXAMPLES = """examples:
+  cblr-collect resume evidence/workspaces/device-37191
+  cblr-collect resume hold/workspaces          (every device workspace below it)
 """
 
 
@@ -79,6 +108,8 @@ def register(commands: Any) -> None:
     collect = commands.add_parser(
         "collect",
         help="collect a profile from one or more devices",
+        description="Collect a profile from one or more devices, seal each device's evidence "
+        "into an encrypted archive in --out, and print a summary.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -110,7 +141,11 @@ def register(commands: Any) -> None:
     resume = commands.add_parser(
         "resume",
         help="finish an interrupted collection",
-        description="Open a new session and fetch only what the workspace does not hold yet.",
+        description="Open a new session and fetch only what the workspace does not hold yet; "
+        "every setting comes from the workspace, the token from the environment or the "
+        "credentials file.",
+        epilog=RESUME_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument("workspace", type=Path)
     _add_connection(resume)
@@ -119,20 +154,23 @@ def register(commands: Any) -> None:
     resume.set_defaults(handler=run_resume)
 
 
-def fail(command: str, message: str, code: int) -> int:
+def fail(command: str, message: str, code: int, args: argparse.Namespace | None = None) -> int:
+    """One sentence on stderr (and an ``error`` event on stdout under ``--json``); the code."""
     print(f"cblr-collect {command}: {message}", file=sys.stderr)
+    if args is not None and getattr(args, "json", False):
+        print(json.dumps({"event": "error", "message": message, "exit_code": code}))
     return code
 
 
-def credentials_from(args: argparse.Namespace, url: str | None = None) -> Credentials:
+def credentials_from(args: argparse.Namespace, recorded: RunSettings | None = None) -> Credentials:
     if args.token:
         print(TOKEN_ON_COMMAND_LINE, file=sys.stderr)
     credentials = resolve_credentials(
-        url=args.url or url,
+        url=args.url or (recorded.url if recorded else None),
         token=args.token,
-        profile=args.credentials_profile,
-        insecure=args.insecure,
-        ca_bundle=args.ca_bundle,
+        profile=args.credentials_profile or (recorded and recorded.credentials_profile) or None,
+        insecure=args.insecure or bool(recorded and recorded.insecure),
+        ca_bundle=args.ca_bundle or (recorded and recorded.ca_bundle) or None,
     )
     if not credentials.verify_tls:
         print("warning: TLS certificates are not verified (--insecure)", file=sys.stderr)
@@ -153,10 +191,23 @@ def profile_from_record(document: dict[str, Any]) -> ResolvedProfile:
     return resolve(load_profile_text(yaml.safe_dump(recorded), "<recorded profile>"))
 
 
+def profile_fingerprint(document: dict[str, Any]) -> str:
+    """What makes two recorded profiles the same collection (not where they were loaded from)."""
+    artifacts = [
+        {k: v for k, v in artifact.items() if k != "source"}
+        for artifact in document.get("artifacts", [])
+    ]
+    return json.dumps(artifacts, sort_keys=True, default=str)
+
+
 def run_collect(args: argparse.Namespace) -> int:
     try:
         if not 1 <= args.parallel <= 64:
             raise UsageError("--parallel must be between 1 and 64")
+        if not 1 <= args.max_sessions <= 100:
+            raise UsageError("--max-sessions must be between 1 and 100")
+        if args.checkin_timeout <= 0:
+            raise UsageError("--checkin-timeout must be a positive number of seconds")
         profile = load_resolved(args.profile)
         devices = device_list(args.device, args.devices)
         credentials = credentials_from(args)
@@ -166,9 +217,10 @@ def run_collect(args: argparse.Namespace) -> int:
             else load_seal_keys(args.recipient or "", args.password_env or "", args.signing_key)
         )
     except ProfileError as error:
-        return fail("collect", f"profile {args.profile!r} is not valid:\n{error}", EXIT_USAGE)
+        message = f"profile {args.profile!r} is not valid: {_one_line(str(error))}"
+        return fail("collect", message, EXIT_USAGE, args)
     except (UsageError, DeviceListError, CredentialsError, SealKeyError) as error:
-        return fail("collect", str(error), EXIT_USAGE)
+        return fail("collect", str(error), EXIT_USAGE, args)
     template = RunSettings(
         case_id=args.case,
         examiner=args.examiner,
@@ -187,19 +239,12 @@ def run_collect(args: argparse.Namespace) -> int:
         signing_key=args.signing_key or "",
         insecure=args.insecure,
         ca_bundle=args.ca_bundle or "",
+        credentials_profile=args.credentials_profile or "",
     )
-    workspace_root = args.workspace.resolve() if args.workspace else None
-    jobs = []
-    for device in devices:
-        workspace = device_workspace(args.out.resolve(), device, workspace_root)
-        if workspace.exists():
-            return fail(
-                "collect",
-                f"{workspace.root} already holds a collection; use: cblr-collect resume "
-                f"{workspace.root}",
-                EXIT_USAGE,
-            )
-        jobs.append((device, workspace, settings_for(template, device)))
+    try:
+        jobs, finished = plan_devices(devices, template, profile, args)
+    except (UsageError, WorkspaceError) as error:
+        return fail("collect", str(error), EXIT_USAGE, args)
     job = FleetJob(
         devices=jobs,
         profile=profile,
@@ -208,29 +253,103 @@ def run_collect(args: argparse.Namespace) -> int:
         session_options=SessionOptions(checkin_timeout=args.checkin_timeout),
         max_sessions=args.max_sessions,
     )
-    return execute(job, args, "collect")
+    return execute(job, args, "collect", finished, devices)
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def plan_devices(
+    devices: Sequence[int],
+    template: RunSettings,
+    profile: ResolvedProfile,
+    args: argparse.Namespace,
+) -> tuple[list[tuple[int, Workspace, RunSettings]], list[DeviceResult]]:
+    """The devices to run, and those an earlier run of the same command already finished.
+
+    A workspace left by the same case and profile is resumed (or skipped when finished); one
+    left by a different collection is never mixed into this one.
+    """
+    out = args.out.resolve()
+    workspace_root = args.workspace.resolve() if args.workspace else None
+    jobs = []
+    finished = []
+    for device in devices:
+        workspace = device_workspace(out, device, workspace_root)
+        settings = settings_for(template, device)
+        if workspace.exists():
+            settings = _continuation(workspace, settings, profile)
+            done = finished_result(workspace, settings)
+            if done is not None:
+                finished.append(done)
+                continue
+        jobs.append((device, workspace, settings))
+    return jobs, finished
+
+
+def _continuation(
+    workspace: Workspace, settings: RunSettings, profile: ResolvedProfile
+) -> RunSettings:
+    """The recorded settings of a workspace this command may continue, with today's keys."""
+    with Journal.open(workspace.root, readonly=True) as journal:
+        recorded = journal.settings()
+    if not recorded:
+        return settings  # stopped before it recorded anything: start it afresh
+    previous = RunSettings.from_settings(recorded) if recorded.get("case_id") else None
+    same = (
+        previous is not None
+        and previous.case_id == settings.case_id
+        and previous.device_id == settings.device_id
+        and profile_fingerprint(recorded.get("resolved_profile", {}))
+        == profile_fingerprint(profile.to_dict())
+    )
+    if not same:
+        raise UsageError(
+            f"{workspace.root} already holds a different collection (case "
+            f"{previous.case_id if previous else '?'}, profile "
+            f"{previous.profile if previous else '?'}); choose another --out, or finish that "
+            f"one with: cblr-collect resume {workspace.root}"
+        )
+    assert previous is not None
+    return replace(
+        previous,
+        seal=settings.seal,
+        recipient=settings.recipient,
+        archive_key_env=settings.archive_key_env,
+        signing_key=settings.signing_key,
+    )
 
 
 def run_resume(args: argparse.Namespace) -> int:
     try:
         workspaces = find_workspaces(args.workspace.resolve())
         jobs = []
+        finished = []
         for workspace in workspaces:
-            with Journal.open(workspace.root) as journal:
+            with Journal.open(workspace.root, readonly=True) as journal:
                 recorded = journal.settings()
-            jobs.append((workspace, RunSettings.from_settings(recorded), recorded))
-        first = jobs[0][1]
-        credentials = credentials_from(args, first.url)
-        profile = profile_from_record(jobs[0][2].get("resolved_profile", {}))
+            settings = RunSettings.from_settings(recorded)
+            done = finished_result(workspace, settings)
+            if done is not None:
+                finished.append(done)
+            else:
+                jobs.append((workspace, settings, recorded))
+        first = (jobs[0][1]) if jobs else RunSettings.from_settings(recorded)
+        credentials = credentials_from(args, first)
+        profile = profile_from_record(
+            (jobs[0][2] if jobs else recorded).get("resolved_profile", {})
+        )
         seal_keys = None
-        if first.seal:
+        if first.seal and jobs:
             seal_keys = load_seal_keys(
                 first.recipient, args.password_env or first.archive_key_env, first.signing_key
             )
     except (WorkspaceError, CredentialsError, SealKeyError) as error:
-        return fail("resume", str(error), EXIT_USAGE)
+        return fail("resume", str(error), EXIT_USAGE, args)
     except (ProfileError, TypeError, KeyError) as error:
-        return fail("resume", f"the workspace's recorded settings are unusable: {error}", 2)
+        message = f"the workspace's recorded settings are unusable: {_one_line(str(error))}"
+        return fail("resume", message, EXIT_USAGE, args)
     job = FleetJob(
         devices=[(settings.device_id, ws, settings) for ws, settings, _ in jobs],
         profile=profile,
@@ -238,10 +357,35 @@ def run_resume(args: argparse.Namespace) -> int:
         seal_keys=seal_keys,
         session_options=SessionOptions(checkin_timeout=args.checkin_timeout),
     )
-    return execute(job, args, "resume")
+    order = [settings.device_id for _, settings, _ in jobs] + [r.device_id for r in finished]
+    return execute(job, args, "resume", finished, order)
 
 
-def execute(job: FleetJob, args: argparse.Namespace, command: str) -> int:
+async def _run_until_stopped(job: FleetJob, reporter: Any) -> list[DeviceResult]:
+    """``run_fleet``, cancelled cleanly by SIGTERM as asyncio already does for Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_fleet(job, reporter)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _resume_hint(job: FleetJob, finished: Sequence[DeviceResult]) -> Path:
+    roots = [workspace.root for _, workspace, _ in job.devices] + [r.workspace for r in finished]
+    return roots[0] if len(roots) == 1 else roots[0].parent
+
+
+def execute(
+    job: FleetJob,
+    args: argparse.Namespace,
+    command: str,
+    finished: Sequence[DeviceResult] = (),
+    order: Sequence[int] = (),
+) -> int:
+    """Run the devices not yet finished, print the summary, return the exit code."""
     secrets = [job.credentials.token.reveal()]
     if job.seal_keys is not None and job.seal_keys.passphrase:
         secrets.append(job.seal_keys.passphrase.decode(errors="replace"))
@@ -249,47 +393,78 @@ def execute(job: FleetJob, args: argparse.Namespace, command: str) -> int:
     for _, workspace, _ in job.devices:
         workspace.root.mkdir(parents=True, exist_ok=True)
         handlers.append(open_run_log(workspace.log_path, secrets))
+    settings = job.devices[0][2] if job.devices else None
+    started, began = utc_now(), time.monotonic()
+    log.info(
+        "%s: %d device(s) to run, %d finished earlier; server %s (%s); profile %s",
+        command,
+        len(job.devices),
+        len(finished),
+        job.credentials.url,
+        job.credentials.source,
+        job.profile.name,
+    )
     reporter = make_reporter(json_lines=args.json, quiet=args.quiet)
+    results: list[DeviceResult] = []
     try:
-        with reporter:
-            results = asyncio.run(run_fleet(job, reporter))
+        if job.devices:
+            with reporter:
+                results = asyncio.run(_run_until_stopped(job, reporter))
+        for result in results:
+            problem = f": {result.error or result.seal_error}" if not result.complete else ""
+            log.info("device %s: %s%s", result.device_id, result.status, problem)
     except ServerUnreachable as error:
-        return fail(command, str(error), EXIT_UNREACHABLE)
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: resume with  cblr-collect resume {job.devices[0][1].root.parent}",
-            file=sys.stderr,
+        log.error("%s", error)
+        return fail(command, str(error), EXIT_UNREACHABLE, args)
+    except (KeyboardInterrupt, asyncio.CancelledError) as stop:
+        code = EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
+        log.warning("%s: interrupted (exit %d); the sessions were closed", command, code)
+        message = (
+            "interrupted; what was collected is kept. Resume with: cblr-collect resume "
+            f"{_resume_hint(job, finished)}"
         )
-        return 130
+        return fail(command, message, code, args)
+    except Exception as error:
+        # A bug, or the disk filling up: say so in one line; the traceback goes to the run log.
+        log.exception("%s: stopped by an unexpected error", command)
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        message = (
+            f"stopped by an unexpected error ({type(error).__name__}: {_one_line(str(error))}); "
+            f"details are in the run log; resume with: cblr-collect resume "
+            f"{_resume_hint(job, finished)}"
+        )
+        return fail(command, message, EXIT_PARTIAL, args)
     finally:
         for handler in handlers:
             close_run_log(handler)
+    position = {device: index for index, device in enumerate(order)}
+    everything = sorted([*results, *finished], key=lambda r: position.get(r.device_id, 0))
+    return report(everything, args, command, started, time.monotonic() - began, settings)
+
+
+def report(
+    results: Sequence[DeviceResult],
+    args: argparse.Namespace,
+    command: str,
+    started: str,
+    seconds: float,
+    settings: RunSettings | None,
+) -> int:
+    """The summary: a table (or one JSON object), ``case-summary.json``, and the exit code."""
+    case_id = settings.case_id if settings else getattr(args, "case", "")
+    summary = case_summary(
+        results, case_id=case_id, started=started, finished=utc_now(), seconds=seconds
+    )
+    out = Path(settings.out) if settings else getattr(args, "out", None)
+    if out is not None:
+        summary["summary_file"] = str(write_case_summary(Path(out), summary))
+    code = exit_code_of(results)
+    lone_failure = len(results) == 1 and results[0].outcome is None
     if args.json:
-        print(json.dumps({"event": "summary", "devices": [summary_of(r) for r in results]}))
-    else:
+        print(json.dumps(summary, sort_keys=True))
+    elif not lone_failure:
         print_summary(results)
-    return exit_code(results)
-
-
-def summary_of(result: DeviceResult) -> dict[str, Any]:
-    outcome = result.outcome
-    return {
-        "device_id": result.device_id,
-        "workspace": str(result.workspace),
-        "error": result.error or result.seal_error,
-        "collected": outcome.collected if outcome else 0,
-        "failed": outcome.failed if outcome else 0,
-        "bytes": outcome.bytes if outcome else 0,
-        "failures": [{"source": s, "reason": r} for s, r in outcome.failures] if outcome else [],
-        "archive": str(result.archive.path) if result.archive else None,
-        "archive_sha256": result.archive.sha256 if result.archive else None,
-        "seconds": round(result.seconds, 3),
-    }
-
-
-def exit_code(results: Sequence[DeviceResult]) -> int:
-    if all(r.complete for r in results):
-        return EXIT_OK
-    if all(r.outcome is None for r in results):
-        return EXIT_UNREACHABLE
-    return EXIT_PARTIAL
+    if lone_failure:
+        print(f"cblr-collect {command}: {results[0].error}", file=sys.stderr)
+    return code

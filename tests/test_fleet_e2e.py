@@ -1,0 +1,157 @@
+"""A 20-device fleet through the installed script: three devices offline, a CSV device list.
+
+The offline devices do not hold up the others; the run ends with exit 1, one archive per
+collected device, the offline devices named in the table and in ``--json``; a re-run of the
+same command skips the finished devices and tries only the offline ones again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cli_harness import (
+    DATA_PROFILE,
+    PASSPHRASE,
+    PASSWORD_VAR,
+    TOKEN,
+    Emulator,
+    clean_env,
+    device,
+    emulator_process,
+    files_holding,
+    json_lines,
+    run_cli,
+    sha256,
+    write_scenario,
+)
+
+FIRST_DEVICE = 5001
+DEVICES = [FIRST_DEVICE + n for n in range(20)]
+OFFLINE = {5003, 5011, 5019}
+CASE = "LH-E2E-20"
+
+
+def device_file(device_id: int) -> str:
+    return f"hold notes of device {device_id}\n" * (device_id % 7 + 1)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    emulator: Emulator
+    folder: Path
+    profile: Path
+    devices_csv: Path
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    folder = tmp_path_factory.mktemp("fleet")
+    scenario = write_scenario(
+        folder / "fleet.yaml",
+        [
+            device(
+                device_id,
+                [
+                    {"path": "C:\\data\\hold.txt", "text": device_file(device_id)},
+                    {"path": "C:\\data\\blob.bin", "random": {"size": 20000, "seed": device_id}},
+                ],
+                online=device_id not in OFFLINE,
+            )
+            for device_id in DEVICES
+        ],
+    )
+    profile = folder / "hold.yaml"
+    profile.write_text(DATA_PROFILE, encoding="utf-8")
+    devices_csv = folder / "devices.csv"
+    devices_csv.write_text(
+        "device,hostname,owner\n" + "".join(f"{d},E2E-HOST-{d},user{d}\n" for d in DEVICES),
+        encoding="utf-8",
+    )
+    with emulator_process(scenario, folder) as emulator:
+        yield Fleet(emulator=emulator, folder=folder, profile=profile, devices_csv=devices_csv)
+
+
+def fleet_command(fleet: Fleet, out: Path, *extra: str) -> list[str]:
+    return [
+        "collect",
+        "--devices",
+        str(fleet.devices_csv),
+        "--profile",
+        str(fleet.profile),
+        "--case",
+        CASE,
+        "--examiner",
+        "Legal Ops",
+        "--out",
+        str(out),
+        "--password-env",
+        PASSWORD_VAR,
+        "--checkin-timeout",
+        "1",
+        *extra,
+    ]
+
+
+def test_fleet_with_offline_devices_collects_the_rest_and_reruns_only_those(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    env = clean_env(
+        tmp_path, CBLR_URL=fleet.emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE}
+    )
+    out = tmp_path / "hold"
+
+    first = run_cli(*fleet_command(fleet, out, "--json"), env=env, cwd=tmp_path, timeout=180)
+
+    assert first.returncode == 1, first.stderr
+    events = json_lines(first.stdout)
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    assert summary["exit_code"] == 1
+    assert summary["totals"]["devices"] == 20
+    assert summary["totals"]["collected"] == 17
+    assert summary["totals"]["offline"] == 3
+    by_device = {entry["device_id"]: entry for entry in summary["devices"]}
+    assert list(by_device) == DEVICES
+    assert {d for d, e in by_device.items() if e["status"] == "offline"} == OFFLINE
+    for device_id in OFFLINE:
+        assert by_device[device_id]["archive"] is None
+        assert f"device {device_id}" in by_device[device_id]["error"]
+    archives = sorted(out.glob("*.zip"))
+    assert len(archives) == 17
+    for device_id, entry in by_device.items():
+        if device_id in OFFLINE:
+            continue
+        assert entry["status"] == "collected"
+        assert entry["collected"] == 2
+        archive = Path(entry["archive"])
+        assert archive in archives
+        assert f"-device-{device_id}-" in archive.name
+        assert entry["archive_sha256"] == sha256(archive.read_bytes())
+        assert Path(entry["custody"]).is_file()
+    done = [e for e in events if e["event"] == "artifact_done"]
+    assert len(done) == 34
+    notes = {sha256(device_file(d).encode()) for d in DEVICES if d not in OFFLINE}
+    assert notes <= {e["sha256"] for e in done}
+    failed = {e["device_id"] for e in events if e["event"] == "device_failed"}
+    assert failed == OFFLINE
+    case_file = json.loads((out / "case-summary.json").read_text(encoding="utf-8"))
+    assert case_file["totals"] == summary["totals"]
+
+    again = run_cli(*fleet_command(fleet, out), env=env, cwd=tmp_path, timeout=180)
+
+    assert again.returncode == 1, again.stderr
+    assert sorted(out.glob("*.zip")) == archives
+    table = again.stdout
+    assert "20 devices: 17 collected, 0 partial, 3 offline, 0 failed" in table
+    assert table.count("(earlier run)") == 17
+    rows = {line.split("│")[1].strip(): line for line in table.splitlines() if "│" in line}
+    for device_id in OFFLINE:
+        assert "offline" in rows[str(device_id)]
+    assert "Traceback" not in again.stderr
+    assert files_holding(tmp_path, [TOKEN, PASSPHRASE]) == []
+    assert fleet.emulator.sessions() != []
+    assert all(s["status"] not in ("PENDING", "ACTIVE") for s in fleet.emulator.sessions())

@@ -1,0 +1,308 @@
+"""The triage profile against the built-in ``workstation`` device, checked against the scenario.
+
+One collection runs for the module (a few seconds on loopback); each test checks one thing it
+must have captured, with expectations computed from the emulator's own state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runner_support import (
+    WORKSTATION_ID,
+    Collection,
+    collect,
+    expected_files,
+    expected_sha256,
+    fresh_endpoint,
+    scenario_facts,
+)
+
+from collector.journal import ArtifactState
+from emulator.endpoint import Endpoint
+from emulator.programs import run_program
+from emulator.registry import RegKey
+from emulator.server import EmulatorServer
+from emulator.vfs import SensorError
+from evidence.hashes import MultiHasher
+from profiles import RegistryArtifact, ResolvedProfile, load_profile, resolve
+from profiles.paths import HostFacts, match_segment, name_key
+from profiles.plan import expand_profile
+
+MCHEN = "S-1-5-21-2739081742-1953457893-3284117516-1001"
+REG_SAVE = "reg save, then get file"
+GET_FILE = "get file, chunked"
+
+
+class Run:
+    def __init__(
+        self, server: EmulatorServer, profile: ResolvedProfile, collection: Collection
+    ) -> None:
+        self.server = server
+        self.profile = profile
+        self.collection = collection
+        self.endpoint = fresh_endpoint(server, WORKSTATION_ID)
+        self.live_endpoint = server.tenant.endpoints[WORKSTATION_ID]
+        spec = next(d for d in server.scenario.devices if d.id == WORKSTATION_ID)
+        self.spec = spec
+        self.facts = scenario_facts(spec)
+
+
+@pytest.fixture(scope="module")
+def triage(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    profile = resolve(load_profile("triage"))
+    folder = tmp_path_factory.mktemp("triage")
+
+    async def run() -> Run:
+        async with EmulatorServer("workstation") as server:
+            collection = await collect(server, profile, folder, WORKSTATION_ID)
+        return Run(server, profile, collection)
+
+    return asyncio.run(run())
+
+
+def test_the_run_ends_with_nothing_failed(triage: Run) -> None:
+    outcome = triage.collection.outcome
+    assert (outcome.failed, outcome.failures) == (0, [])
+    states = {a.state for a in triage.collection.artifacts}
+    assert states == {ArtifactState.COLLECTED}
+
+
+def test_every_file_and_hive_the_scenario_holds_is_collected_byte_exact(triage: Run) -> None:
+    expected = expected_files(triage.endpoint, triage.profile, triage.facts)
+    got = {name_key(a.source): a for a in triage.collection.artifacts if a.kind in ("file", "hive")}
+    assert sorted(got) == sorted(expected)
+    assert len(expected) == 84
+    for key, artifact in got.items():
+        want = expected_sha256(triage.endpoint, expected[key], artifact)
+        assert (artifact.source, artifact.sha256) == (artifact.source, want)
+        staged = triage.collection.staged(artifact)
+        hasher = MultiHasher()
+        hasher.update(staged)
+        assert hasher.digests().sha256 == want
+        assert artifact.size == len(staged)
+
+
+def test_users_come_from_profile_list(triage: Run) -> None:
+    (facts,) = triage.collection.events_of("plan.host_facts")
+    assert facts["users"] == [
+        {"sid": u.sid, "profile_path": u.profile_path} for u in triage.facts.users
+    ]
+    assert len(facts["users"]) == len(triage.spec.users) == 4
+
+
+def test_locked_hives_come_through_reg_save_and_unlocked_ones_directly(triage: Run) -> None:
+    hives = {a.source: a for a in triage.collection.of_kind("hive")}
+    config = "C:\\Windows\\System32\\config\\"
+    for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"):
+        assert hives[config + name].method == REG_SAVE
+    for user in triage.spec.users:
+        home = f"C:\\Users\\{user.name}"
+        ntuser = hives[f"{home}\\NTUSER.DAT"]
+        usrclass = hives[f"{home}\\AppData\\Local\\Microsoft\\Windows\\UsrClass.dat"]
+        want = REG_SAVE if user.logged_on else GET_FILE
+        assert (user.name, ntuser.method, usrclass.method) == (user.name, want, want)
+        if user.logged_on:
+            assert ntuser.details["save_key"] == f"HKU\\{user.sid}"
+            assert usrclass.details["save_key"] == f"HKU\\{user.sid}_Classes"
+    assert len(hives) == 5 + 2 * len(triage.spec.users)
+    assert sum(user.logged_on for user in triage.spec.users) == 1
+
+
+def test_locked_files_that_are_not_hives_come_through_a_shadow_copy(triage: Run) -> None:
+    files = triage.collection.by_source("file")
+    for path in (
+        "C:\\Windows\\AppCompat\\Programs\\Amcache.hve",
+        "C:\\Windows\\AppCompat\\Programs\\Amcache.hve.LOG1",
+        "C:\\Windows\\System32\\sru\\SRUDB.dat",
+    ):
+        assert files[name_key(path)].method == "esentutl /vss shadow copy, then get file"
+
+
+def test_no_temporary_file_is_left_on_the_endpoint(triage: Run) -> None:
+    temp = triage.live_endpoint.fs.lookup("C:\\Windows\\Temp")
+    before = triage.endpoint.fs.lookup("C:\\Windows\\Temp")
+    assert sorted(temp.children) == sorted(before.children)
+
+
+def _key_or_none(endpoint: Endpoint, path: str) -> RegKey | None:
+    try:
+        return endpoint.registry.find(path)
+    except SensorError:
+        return None
+
+
+def _expected_keys(endpoint: Endpoint, profile: ResolvedProfile, facts: HostFacts) -> dict:
+    """name_key(key) -> (key path, values wanted (empty: all), recursive), from the registry."""
+    wanted: dict[str, tuple[str, list[str], bool]] = {}
+    for item in expand_profile(profile, facts):
+        artifact = item.artifact
+        if not isinstance(artifact, RegistryArtifact):
+            continue
+        for pattern in item.keys:
+            keys = [pattern.root]
+            for segment in pattern.segments:
+                keys = [
+                    f"{key}\\{sub.name}"
+                    for key in keys
+                    if (found := _key_or_none(endpoint, key)) is not None
+                    for sub in found.subkeys.values()
+                    if match_segment(segment, sub.name)
+                ]
+            for key in keys:
+                path, values, recursive = wanted.get(name_key(key), (key, None, False))
+                mine = list(artifact.values)
+                merged = mine if values is None else [] if not values or not mine else values + mine
+                wanted[name_key(key)] = (path, merged, recursive or artifact.recursive)
+    return wanted
+
+
+def _key_documents(key: RegKey | None, path: str, values: list[str], recursive: bool) -> dict:
+    if key is None:
+        return {}
+    out: dict[str, Any] = {}
+    level = [(path, key)]
+    while level:
+        next_level = []
+        for key_path, node in level:
+            chosen = [
+                v
+                for v in node.values.values()
+                if not values or any(match_segment(p, v.name) for p in values)
+            ]
+            out[key_path] = (
+                sorted(sub.name for sub in node.subkeys.values()),
+                sorted(
+                    (
+                        v.name,
+                        v.type,
+                        v.data.hex() if isinstance(v.data, bytes) else v.data,
+                    )
+                    for v in chosen
+                ),
+            )
+            if recursive:
+                next_level += [(f"{key_path}\\{s.name}", s) for s in node.subkeys.values()]
+        level = next_level
+    return out
+
+
+def test_registry_keys_match_the_emulator_registry(triage: Run) -> None:
+    expected = _expected_keys(triage.endpoint, triage.profile, triage.facts)
+    got = triage.collection.by_source("registry")
+    assert sorted(got) == sorted(expected)
+    present = 0
+    for key, (path, values, recursive) in expected.items():
+        artifact = got[key]
+        document = json.loads(triage.collection.staged(artifact))
+        node = _key_or_none(triage.endpoint, path)
+        if node is None:
+            assert artifact.method == "reg enum key (key absent)"
+            assert document["exists"] is False
+            assert document["keys"] == []
+            continue
+        present += 1
+        assert artifact.method == "reg enum key"
+        captured = {
+            k["path"]: (
+                sorted(k["sub_keys"]),
+                sorted((v["name"], v["type"], v["data"]) for v in k["values"]),
+            )
+            for k in document["keys"]
+        }
+        assert captured == _key_documents(node, path, values, recursive)
+    assert present == len(triage.collection.of_kind("registry.reg")) == 12
+
+
+_REG_STRING = re.compile(r'^"((?:[^"\\]|\\.)*)"="((?:[^"\\]|\\.)*)"$')
+
+
+def _reg_strings(text: str) -> dict[tuple[str, str], str]:
+    """(key, value name) -> data of every REG_SZ line of a .reg export."""
+    out: dict[tuple[str, str], str] = {}
+    key = ""
+    for line in text.split("\r\n"):
+        if line.startswith("[") and line.endswith("]"):
+            key = line[1:-1]
+        elif match := _REG_STRING.match(line):
+            name, data = (re.sub(r"\\(.)", r"\1", part) for part in match.groups())
+            out[(key, name)] = data
+    return out
+
+
+def test_reg_exports_parse_and_hold_the_run_key_values(triage: Run) -> None:
+    exports = triage.collection.by_source("registry.reg")
+    run_key = f"HKU\\{MCHEN}\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"
+    data = triage.collection.staged(exports[name_key(run_key)])
+    assert data.startswith(b"\xff\xfe")
+    text = data.decode("utf-16")
+    assert text.startswith("Windows Registry Editor Version 5.00\r\n\r\n")
+    strings = _reg_strings(text)
+    node = triage.endpoint.registry.find(run_key)
+    updater = node.values[name_key("MicrosoftUpdater")]
+    assert updater.data.startswith('"C:\\Users\\mchen\\AppData\\Roaming\\Microsoft\\Updater\\')
+    exported_key = f"HKEY_USERS\\{MCHEN}\\Software\\Microsoft\\Windows\\CurrentVersion\\Run"
+    assert strings[(exported_key, "MicrosoftUpdater")] == updater.data
+    for export in exports.values():
+        assert export.details["derived_from"] in {a.id for a in triage.collection.artifacts}
+        assert triage.collection.staged(export).decode("utf-16").startswith("Windows Registry")
+
+
+def test_process_list_equals_the_emulators(triage: Run) -> None:
+    (artifact,) = triage.collection.of_kind("processes")
+    document = json.loads(triage.collection.staged(artifact))
+    wire = {p["pid"]: p for p in triage.endpoint.process_list()}
+    captured = {p["pid"]: p for p in document["processes"]}
+    fields = ("parent", "path", "command_line", "username", "sid", "create_time", "proc_guid")
+    own = ("reg.exe save ", "esentutl.exe ", "ipconfig ", "netstat ")
+    for pid, process in captured.items():
+        if pid not in wire:
+            assert process["command_line"].startswith(own), process
+            continue
+        assert {f: process[f] for f in fields} == {f: wire[pid][f] for f in fields}
+        assert process["parent_guid"] == wire[pid]["parent_guid"]
+    assert set(wire) <= set(captured)
+    assert len(wire) == len(triage.spec.processes) > 0
+
+
+def test_command_output_is_what_the_program_printed(triage: Run) -> None:
+    commands = triage.collection.by_source("command")
+    assert sorted(commands) == sorted(name_key(c) for c in ("ipconfig /all", "netstat -ano"))
+    for artifact in commands.values():
+        _, printed = asyncio.run(run_program(triage.endpoint, artifact.source))
+        staged = triage.collection.staged(artifact)
+        assert artifact.method == "create process (output captured)"
+        if artifact.source == "ipconfig /all":
+            assert staged == printed
+        else:
+            # netstat names the owning process of each socket, and the run's own processes
+            # take their pids from a counter: compare all but that column.
+            def without_pids(text: bytes) -> list[bytes]:
+                return [line.rsplit(b" ", 1)[0] for line in text.split(b"\r\n")]
+
+            assert without_pids(staged) == without_pids(printed)
+
+
+def test_patterns_without_matches_are_recorded_per_artifact(triage: Run) -> None:
+    no_match = {e["artifact"]: e["patterns"] for e in triage.collection.events_of("plan.no_match")}
+    assert no_match["Recycle Bin index files"] == ["C:\\$Recycle.Bin\\*\\$I*"]
+    assert no_match["NTUSER.DAT transaction logs"] == [
+        f"{u.profile_path}\\NTUSER.DAT.LOG*" for u in triage.facts.users
+    ]
+    assert triage.collection.events_of("plan.folder_error") == []
+    assert triage.collection.events_of("plan.unexpandable") == []
+
+
+def test_the_workspace_holds_only_what_the_journal_names(triage: Run, tmp_path: Path) -> None:
+    staged = {a.staging_path for a in triage.collection.artifacts}
+    on_disk = {
+        str(p.relative_to(triage.collection.root))
+        for p in (triage.collection.root / "staging").rglob("*")
+        if p.is_file()
+    }
+    assert on_disk == staged
