@@ -210,4 +210,11 @@ async def _acquire_all(
         async with gate:
             await acquirer.acquire(artifact)
 
-    await asyncio.gather(*(one(artifact) for artifact in pending))
+    # A TaskGroup, not gather: if one artifact raises (the session is gone for good), the
+    # others are cancelled before the journal closes, and stay resumable.
+    try:
+        async with asyncio.TaskGroup() as group:
+            for artifact in pending:
+                group.create_task(one(artifact))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
