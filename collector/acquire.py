@@ -79,8 +79,9 @@ class Acquirer:
             device_id=self.device_id,
             artifact_id=artifact.id,
             name=name,
+            source=artifact.source,
             kind=artifact.kind,
-            size=artifact.size or 0,
+            size=artifact.size or artifact.details.get("expected_size") or 0,
         )
         try:
             if artifact.kind in FETCHED_KINDS:
@@ -101,7 +102,9 @@ class Acquirer:
             device_id=self.device_id,
             artifact_id=final.id,
             name=name,
+            source=final.source,
             kind=final.kind,
+            method=final.method or "",
             status=str(final.state),
             reason=final.reason or "",
             size=final.size or 0,
