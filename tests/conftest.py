@@ -15,6 +15,23 @@ from emulator.faults import FaultPlan
 from emulator.scenario import Scenario, parse_scenario
 from emulator.server import EmulatorServer
 
+
+def _formats_dir() -> Path:
+    """The KAPE and ForensicArtifacts libraries as the field maintains them (not copied here).
+
+    ``CBLR_FORMATS_DIR`` if set, else ``../shared/formats`` beside the checkout, else the
+    workplace's ``/work/shared/formats``; tests that need them skip when none exists.
+    """
+    candidates = [
+        os.environ.get("CBLR_FORMATS_DIR", ""),
+        str(Path(__file__).resolve().parents[2] / "shared" / "formats"),
+        "/work/shared/formats",
+    ]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), Path(candidates[1]))
+
+
+FORMATS_DIR = _formats_dir()
+
 LR_TOKEN = "LRTESTSECRET0123456789/CONN01"
 API_TOKEN = "APITESTSECRET987654321/CONN02"
 DEVICE_ID = 37191

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import FORMATS_DIR
 
 from collector.cli import main
 from profiles import FileArtifact, RegistryArtifact, load_profile_file, load_profile_text
@@ -18,7 +19,7 @@ from profiles.forensic_artifacts import (
 )
 from profiles.kape import KapeTargets, convert_mask, import_kape, survey_kape
 
-FORMATS = Path(__file__).resolve().parents[2] / "shared" / "formats"
+FORMATS = FORMATS_DIR
 TARGETS = FORMATS / "kape" / "Targets"
 DEFINITIONS = FORMATS / "forensicartifacts" / "data"
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FORMATS_DIR
 from runner_support import (
     WORKSTATION_ID,
     Collection,
@@ -28,7 +29,7 @@ from profiles import ResolvedProfile, resolve
 from profiles.importing import import_files
 from profiles.paths import name_key
 
-FORMATS = Path(__file__).resolve().parents[2] / "shared" / "formats"
+FORMATS = FORMATS_DIR
 COMPOUND = FORMATS / "kape" / "Targets" / "Compound"
 WINDOWS_DEFINITIONS = FORMATS / "forensicartifacts" / "data" / "windows.yaml"
 
