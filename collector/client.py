@@ -13,6 +13,7 @@ carry headers, and every server-supplied text is scrubbed of the token before it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
@@ -336,7 +337,7 @@ class LiveResponseClient:
             return payload
 
         reply = await self._json("POST", path, form=form, session_id=session_id)
-        return FileObject.from_wire(reply)
+        return dataclasses.replace(FileObject.from_wire(reply), session_id=session_id)
 
     async def get_file_object(self, session_id: str, file_id: int) -> FileObject:
         path = wire.route(self.dialect, self.dialect.file, session_id=session_id, file_id=file_id)
@@ -345,7 +346,7 @@ class LiveResponseClient:
         )
         if file.id != file_id:
             raise ProtocolError(f"asked for file {file_id}, got file {file.id}")
-        return file
+        return dataclasses.replace(file, session_id=session_id)
 
     async def delete_file_object(self, session_id: str, file_id: int) -> None:
         path = wire.route(self.dialect, self.dialect.file, session_id=session_id, file_id=file_id)

@@ -53,12 +53,21 @@ class CommandOutcomeUnknownError(SessionLostError):
 class SessionStartError(LiveResponseError):
     """A session could not be established with a device (it never checked in)."""
 
-    def __init__(self, device_id: int | str, message: str, *, last_status: str | None = None):
+    def __init__(
+        self,
+        device_id: int | str,
+        message: str,
+        *,
+        last_status: str | None = None,
+        checked_in: bool = False,
+    ):
         super().__init__(
             f"could not start a Live Response session on device {device_id}: {message}"
         )
         self.device_id = device_id
         self.last_status = last_status
+        self.checked_in = checked_in
+        """The device did check in, and the session ended after: trying again may work."""
 
 
 class NotFoundError(LiveResponseError):

@@ -7,6 +7,7 @@ reply, so a broken or hostile server cannot slip a wrong type past the collector
 from __future__ import annotations
 
 import binascii
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,21 @@ def _get(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str
 
 def _get_int(raw: dict[str, Any], key: str, what: str, default=_MISSING) -> int:
     return _get(raw, key, int, what, default)
+
+
+def _get_size(raw: dict[str, Any], key: str, what: str) -> int:
+    """A byte count: an integer, not negative (absent: 0)."""
+    value = _get_int(raw, key, what, 0)
+    if value < 0:
+        raise ProtocolError(f"{what}: field {key!r} should not be negative, got {value}")
+    return value
+
+
+def _get_percent(raw: dict[str, Any], key: str, what: str) -> int:
+    value = _get(raw, key, (int, float), what, 0)
+    if not math.isfinite(value):
+        raise ProtocolError(f"{what}: field {key!r} should be a finite number, got {value!r}")
+    return int(value)
 
 
 def _get_str_list(raw: dict[str, Any], key: str, what: str) -> tuple[str, ...]:
@@ -206,7 +222,7 @@ class DirectoryEntry:
             name=_get(data, "name", str, what),
             alt_name=_get(data, "alt_name", str, what, None) or None,
             attributes=tuple(a.upper() for a in _get_str_list(data, "attributes", what)),
-            size=_get_int(data, "size", what, 0),
+            size=_get_size(data, "size", what),
             create_time=_get_time(data, "create_time", what),
             last_access_time=_get_time(data, "last_access_time", what),
             last_write_time=_get_time(data, "last_write_time", what),
@@ -339,6 +355,8 @@ class FileObject:
     size: int
     size_uploaded: int
     status: int
+    session_id: str | None = None
+    """The session whose store holds the object (set by the client, not read from the wire)."""
 
     @classmethod
     def from_wire(cls, raw: object) -> FileObject:
@@ -347,8 +365,8 @@ class FileObject:
         return cls(
             id=_get_int(data, "id", what),
             file_name=_get(data, "file_name", str, what, None),
-            size=_get_int(data, "size", what, 0),
-            size_uploaded=_get_int(data, "size_uploaded", what, 0),
+            size=_get_size(data, "size", what),
+            size_uploaded=_get_size(data, "size_uploaded", what),
             status=_get_int(data, "status", what, 0),
         )
 
@@ -367,7 +385,7 @@ class MemdumpProgress:
         what = "memdump"
         data = _expect_dict(raw, what)
         return cls(
-            percentdone=int(_get(data, "percentdone", (int, float), what, 0)),
+            percentdone=_get_percent(data, "percentdone", what),
             dumping=_get_bool(data, "dumping", what),
             complete=_get_bool(data, "complete", what),
             return_code=_get_int(data, "return_code", what, 0),

@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from collector import dialect as wire
 from collector.client import ByteSink, LiveResponseClient
 from collector.errors import (
     CommandCancelledError,
@@ -151,6 +152,7 @@ class LiveResponseSession:
         self._last_command = time.monotonic()
         self._keepalive_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._made_file_objects = False
 
     def __repr__(self) -> str:
         session = self.info.id if self.info else None
@@ -171,7 +173,18 @@ class LiveResponseSession:
     # ---- lifecycle
 
     async def open(self) -> LiveResponseSession:
-        await self._establish()
+        """Establish the session; one that ends right after the device checked in (a sensor
+        dropping off, a server-side expiry) is tried again, up to ``max_reopens`` times."""
+        attempts = 0
+        while True:
+            try:
+                await self._establish()
+                break
+            except SessionStartError as error:
+                attempts += 1
+                if not error.checked_in or attempts > self.options.max_reopens:
+                    raise
+                log.warning("device %s: %s; trying again", self.device_id, error)
         self._keepalive_task = asyncio.create_task(
             self._keepalive_loop(), name=f"keepalive device {self.device_id}"
         )
@@ -188,10 +201,29 @@ class LiveResponseSession:
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
             await asyncio.wait([self._keepalive_task])
+        closing = asyncio.ensure_future(self._close_when_settled())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closing), 2 * self.options.close_timeout)
+
+    async def _close_when_settled(self) -> None:
+        """Let a reopen in flight finish (it sees ``_closed`` and gives up), then close."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.close_timeout), self._reopen_lock:
+                pass
         if self.info is not None:
-            closing = asyncio.ensure_future(self._close_remote(self.info.id))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(closing), self.options.close_timeout)
+            if self._made_file_objects:
+                await self._sweep_file_objects(self.info.id)
+            await self._close_remote(self.info.id)
+
+    async def _sweep_file_objects(self, session_id: str) -> None:
+        """Delete file objects nobody deleted: a "get file" whose POST reply was lost and was
+        posted again leaves the first command's object behind, unseen by the collector."""
+        try:
+            for leftover in await self.client.list_files(session_id):
+                log.info("session %s: deleting leftover file object %d", session_id, leftover.id)
+                await self._delete_file_object_quietly(session_id, leftover.id)
+        except LiveResponseError as error:
+            log.info("session %s: listing leftover file objects: %s", session_id, error)
 
     async def _establish(self) -> None:
         options = self.options
@@ -214,11 +246,18 @@ class LiveResponseSession:
         deadline = time.monotonic() + timeout
         intervals = self.options.poll.intervals()
         while not info.status_is(_ACTIVE):
+            if self._closed:
+                raise SessionStartError(
+                    self.device_id, f"closed while session {info.id} waited for the device"
+                )
             if info.status in _ENDED:
+                checked_in = bool(info.raw.get("sensor_check_in_time"))
+                when = "after" if checked_in else "before"
                 raise SessionStartError(
                     self.device_id,
-                    f"session {info.id} ended as {info.status} before the device checked in",
+                    f"session {info.id} ended as {info.status} {when} the device checked in",
                     last_status=info.status,
+                    checked_in=checked_in,
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -232,7 +271,7 @@ class LiveResponseSession:
             try:
                 info = await self.client.get_session(info.id)
             except SessionLostError as lost:
-                raise SessionStartError(self.device_id, str(lost)) from None
+                raise SessionStartError(self.device_id, str(lost), checked_in=True) from None
         return info
 
     async def _close_remote(self, session_id: str) -> None:
@@ -241,11 +280,16 @@ class LiveResponseSession:
         except LiveResponseError as error:
             log.info("device %s: closing session %s: %s", self.device_id, session_id, error)
 
-    async def _reopen(self, generation: int, reason: SessionLostError) -> None:
-        """Replace a lost session, once, however many operations noticed the loss."""
+    async def _reopen(self, generation: int, reason: LiveResponseError) -> None:
+        """Replace a lost session, once, however many operations noticed the loss.
+
+        When the new session cannot be established the session is left without one
+        (``info`` is None), so the next operation to try opens one again.
+        """
         async with self._reopen_lock:
             if generation != self._generation:
                 return
+            self._raise_if_closed()
             lost_id = self.info.id if self.info else None
             log.warning(
                 "device %s: session %s lost (%s); opening a new one",
@@ -255,26 +299,45 @@ class LiveResponseSession:
             )
             if lost_id is not None:
                 await self._close_remote(lost_id)
+                self.info = None
             await self._establish()
+            if self._closed:
+                # Closed while the new session was checking in: nobody will close it later.
+                await self._close_remote(self.session_id)
+                self.info = None
+                self._raise_if_closed()
             self._generation += 1
             self.reopen_count += 1
 
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise SessionLostError(f"the session on device {self.device_id} was closed")
+
     async def _with_recovery(self, operation: Callable[[str], Awaitable[T]]) -> T:
-        """Run ``operation(session_id)``, reopening the session and re-running it on a loss."""
+        """Run ``operation(session_id)``, reopening the session and re-running it on a loss.
+
+        Up to ``max_reopens`` new sessions are tried per operation; one that fails to start
+        (the sensor dropped off again while checking in) counts as one of them.
+        """
         reopens = 0
         while True:
-            if self._closed:
-                raise SessionLostError(f"the session on device {self.device_id} was closed")
+            self._raise_if_closed()
             generation = self._generation
             try:
                 return await operation(self.session_id)
             except CommandOutcomeUnknownError:
                 raise
             except SessionLostError as lost:
+                failure: LiveResponseError = lost
+            while True:
                 if reopens >= self.options.max_reopens:
-                    raise
+                    raise failure
                 reopens += 1
-                await self._reopen(generation, lost)
+                try:
+                    await self._reopen(generation, failure)
+                    break
+                except SessionStartError as start_failure:
+                    failure = start_failure
 
     # ---- keepalive
 
@@ -394,6 +457,7 @@ class LiveResponseSession:
         deadline = self.options.deadline("put file", len(payload))
 
         async def attempt(session_id: str) -> None:
+            self._made_file_objects = True
             upload = await self.client.upload_file(session_id, payload, filename)
             await self._run_in(
                 session_id, "put file", remote_path, {"file_id": upload.id}, deadline, None
@@ -415,25 +479,53 @@ class LiveResponseSession:
     async def _get_file_in(
         self, session_id: str, remote_path: str, offset: int, count: int | None
     ) -> FileObject:
+        """Run "get file" and return its file object.
+
+        The server makes the file object when the command is posted, so a command that fails
+        (or a reply that is unusable) deletes it rather than leave it on the tenant; after a
+        session loss the server has dropped it already.
+        """
         fields: dict[str, Any] = {"offset": offset}
         if count is not None:
             fields["get_count"] = count
         deadline = self.options.deadline("get file", count)
-        command = await self._run_in(session_id, "get file", remote_path, fields, deadline, None)
-        file_id = self.client.file_id_of(command)
-        return await self.client.get_file_object(session_id, file_id)
+        self._made_file_objects = True
+        command = await self.client.post_command(session_id, "get file", remote_path, **fields)
+        self._touch()
+        posted_file_id = wire.file_id_of(self.client.dialect, command.raw)
+        try:
+            done = await self._wait(session_id, command, remote_path, deadline, None)
+            file_id = self.client.file_id_of(done)
+            return await self.client.get_file_object(session_id, file_id)
+        except SessionLostError:
+            raise
+        except Exception:
+            if isinstance(posted_file_id, int) and not isinstance(posted_file_id, bool):
+                await self._delete_file_object_quietly(session_id, posted_file_id)
+            raise
+
+    def _session_of(self, file: FileObject) -> str:
+        """The session a file object lives in: the one that made it, else the current one."""
+        return file.session_id or self.session_id
 
     async def download(self, file: FileObject, sink: ByteSink) -> int:
-        """Stream a file object of the current session into ``sink``; returns the byte count."""
+        """Stream a file object into ``sink``; returns the byte count.
+
+        The object is read from the session that made it, even if another task has reopened
+        the session since: a lost session then raises SessionLostError (get the file again),
+        never a 404 for an object asked of the wrong session.
+        """
         return await self.client.download_content(
-            self.session_id, file.id, sink, expected_size=file.size
+            self._session_of(file), file.id, sink, expected_size=file.size
         )
 
     async def read_file_object(self, file: FileObject) -> bytes:
-        return await self.client.read_content(self.session_id, file.id, expected_size=file.size)
+        return await self.client.read_content(
+            self._session_of(file), file.id, expected_size=file.size
+        )
 
     async def delete_file_object(self, file: FileObject) -> None:
-        await self.client.delete_file_object(self.session_id, file.id)
+        await self.client.delete_file_object(self._session_of(file), file.id)
 
     async def fetch_file(
         self, remote_path: str, sink: ByteSink, offset: int = 0, count: int | None = None
@@ -458,9 +550,14 @@ class LiveResponseSession:
                 return
             file = await self._get_file_in(session_id, remote_path, offset + written, remaining)
             file_name = file.file_name
-            await self.client.download_content(
-                session_id, file.id, counting_sink, expected_size=file.size
-            )
+            try:
+                await self.client.download_content(
+                    session_id, file.id, counting_sink, expected_size=file.size
+                )
+            except Exception:
+                # A protocol error or a spent retry budget must not leave the copy behind.
+                await self._delete_file_object_quietly(session_id, file.id)
+                raise
             await self._delete_file_object_quietly(session_id, file.id)
 
         await self._with_recovery(attempt)

@@ -348,6 +348,9 @@ class Tenant:
         return session
 
     def _end(self, session: Session, status: str) -> None:
+        if status == SESSION_CLOSE and session.is_open and session.files:
+            # File objects the client never deleted: a leak the tests look for.
+            self.stats["file_objects_left_at_close"] += len(session.files)
         session.status = status
         session.active.set()
         if session.check_in and not session.check_in.done():

@@ -313,7 +313,8 @@ def _hash_member(contents: Contents, name: str, chunk_size: int | None) -> tuple
                 if filled == chunk_size:
                     chunks.append(chunk.hexdigest())
                     chunk, filled = hashlib.sha256(), 0
-    if chunk_size and filled:
+    if chunk_size and (filled or not chunks):
+        # The last, short chunk; an empty file is one empty chunk, as the collector plans it.
         chunks.append(chunk.hexdigest())
     return hasher, chunks
 

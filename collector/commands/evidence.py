@@ -22,7 +22,11 @@ class UsageProblem(Exception):
 
 def register(commands: Any) -> None:
     seal = commands.add_parser("seal", help="seal a collection into an encrypted archive")
-    seal.add_argument("workspace", help="a collection folder, or a folder of collection folders")
+    seal.add_argument(
+        "workspace",
+        help="a collection workspace (journal.sqlite) or evidence folder (manifest.json), "
+        "or a folder of them",
+    )
     seal.add_argument("--out", help="folder for the archives (default: beside the collection)")
     target = seal.add_mutually_exclusive_group()
     target.add_argument("--recipient", metavar="CERT_OR_PUBKEY.pem", help="the lab's public key")
@@ -124,10 +128,54 @@ def _archive_name(folder: Path) -> str:
     return safe_component("-".join(part for part in parts if part)) + ".zip"
 
 
+def _collector_workspaces(path: Path) -> list[Any]:
+    """The collection workspaces (journal.sqlite) at or below ``path``; empty when none."""
+    from collector.workspace import WorkspaceError, find_workspaces
+
+    try:
+        return find_workspaces(path.resolve())
+    except WorkspaceError:
+        return []
+
+
+def _seal_workspaces(args: argparse.Namespace, workspaces: list[Any]) -> int:
+    """Seal collector workspaces with their recorded settings; flags given here win.
+
+    The passphrase is read from the variable named by --password-env, else by the one the
+    run recorded (its name only: the journal never holds a secret).
+    """
+    from collector.journal import Journal
+    from collector.runner import RunSettings
+    from collector.sealing import SealKeyError, load_seal_keys, seal_workspace
+    from collector.workspace import WorkspaceError
+
+    code = EXIT_OK
+    for workspace in workspaces:
+        try:
+            with Journal.open(workspace.root, readonly=True) as journal:
+                run = RunSettings.from_settings(journal.settings())
+            recipient = args.recipient or ("" if args.password_env else run.recipient)
+            variable = args.password_env or ("" if args.recipient else run.archive_key_env)
+            keys = load_seal_keys(recipient, variable, args.signing_key or run.signing_key)
+            out = Path(args.out) if args.out else Path(run.out)
+            with workspace:
+                sealed = seal_workspace(workspace, out, keys)
+        except (SealKeyError, TypeError, KeyError) as exc:
+            return _fail("seal", f"{workspace.root}: {exc}")
+        except (WorkspaceError, ValueError, OSError) as exc:
+            code = _fail("seal", f"{workspace.root}: {exc}", EXIT_PARTIAL)
+            continue
+        print(f"sealed {sealed.path} sha256={sealed.sha256} size={sealed.size}")
+    return code
+
+
 def run_seal(args: argparse.Namespace) -> int:
     from evidence import keys
     from evidence.seal import SealError, seal_collection
 
+    workspaces = _collector_workspaces(Path(args.workspace))
+    if workspaces:
+        return _seal_workspaces(args, workspaces)
     try:
         folders = _collections(Path(args.workspace))
         signing_key = keys.load_signing_key(args.signing_key or keys.default_signing_key_path())
