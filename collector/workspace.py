@@ -44,8 +44,14 @@ class Workspace:
     def exists(self) -> bool:
         return self.journal_path.is_file()
 
+    def create(self) -> None:
+        """Make the workspace folder owner-only (0700): it holds evidence in the clear."""
+        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
     def lock(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.create()
         handle = open(self.root / LOCK_NAME, "wb")  # noqa: SIM115 - held until unlock()
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

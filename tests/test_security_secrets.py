@@ -9,7 +9,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import pytest
 from test_reliability_crash import (
     PASSPHRASE,
     SCENARIO,
@@ -74,11 +73,6 @@ def test_a_full_run_writes_no_secret_and_the_archive_names_nothing(
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="collector/workspace.py and commands/collect.py make workspaces with mkdir's "
-    "default mode (0755 under umask 022); remove this mark once they are made 0700",
-)
 def test_workspaces_are_created_owner_only(emulator: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "run" / "out"
     out.mkdir(parents=True)

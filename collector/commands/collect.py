@@ -391,7 +391,7 @@ def execute(
         secrets.append(job.seal_keys.passphrase.decode(errors="replace"))
     handlers = []
     for _, workspace, _ in job.devices:
-        workspace.root.mkdir(parents=True, exist_ok=True)
+        workspace.create()
         handlers.append(open_run_log(workspace.log_path, secrets))
     settings = job.devices[0][2] if job.devices else None
     started, began = utc_now(), time.monotonic()
