@@ -3,9 +3,10 @@
 One ``TransferEngine`` serves one device's session. ``fetch(artifact)`` takes a planned (or
 interrupted) file artifact to collected or failed:
 
-1. A ``directory list`` of the exact path gives the size and times; the file is split into
-   chunks, recorded in the journal with the observation, and a sparse staging file named by
-   the artifact id is made.
+1. A listing of the file gives the size and times: the planner's own (``details["observed"]``,
+   from its walk) when it is fresh, else a ``directory list``. The file is split into chunks,
+   recorded in the journal with the observation, and a sparse staging file named by the
+   artifact id is made.
 2. Up to ``parallel`` chunks are in flight (and no more than the process-wide limiter
    allows). Each chunk: "get file" with offset and get_count, stream the content to the
    staging file at its offset, hash it, fsync, mark it done in the journal, delete the
@@ -15,6 +16,12 @@ interrupted) file artifact to collected or failed:
    back once (from the page cache) when the front reaches it.
 4. After the last chunk the file is listed again; a changed size or last write time keeps
    the bytes and flags the artifact, with both observations.
+
+Listings cost a sensor command each (a full link round trip), as much as a small file's
+``get file``, so the engine batches them per folder (``FolderObserver``): requests for files
+of one folder that arrive while a listing of that folder is in flight are answered together
+by one listing of the folder once it returns. Each answer still comes from a listing issued
+after the request, so an "after" listing always follows the file's last read.
 
 A chunk that comes back short means the file shrank: the artifact keeps the contiguous
 bytes up to it and is flagged as changed. A file that vanishes, or a chunk that keeps
@@ -31,13 +38,11 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import aiofiles
 
 from collector import hresult
 from collector.errors import CommandError, LiveResponseError, SessionStartError
@@ -59,21 +64,30 @@ from collector.staging import (
     resolve_staging,
     staging_relpath,
 )
-from evidence.hashes import Digests, MultiHasher
+from evidence.hashes import Digests
+from profiles.paths import name_key
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 FILE_KIND = "file"
 METHOD = "get file, chunked"
-# Chosen with scripts/bench_transfer.py (emulator in its own process, 2 cores): on the "lan"
-# link (100 ms a command) 8 MiB x 8 gave 165 MiB/s, 16 MiB x 4 141, 32 MiB x 4 154, 8 MiB x 4
-# 118; on "wan" (1 s a command, 5 MB/s) every chunk of 8 MiB or more reaches the link's
-# ceiling from 2 in flight. 8 MiB keeps what a kill -9 can cost (the chunks in flight) small.
+# Chosen with scripts/bench_transfer.py (2 cores, emulator in its own process): on "lan" the
+# 2 GiB file gave no consistent winner among 8/16/32 MiB x 8 (the collector's CPU decides,
+# not the link); on "wan" 4 MiB x 4 and 8 MiB x 8 both reach ~0.9 of the link's bound; the
+# 500-file triage is the same at 8 and 16 in flight. 8 MiB x 8 keeps what a kill -9 can cost
+# (the chunks in flight) at 64 MiB.
 DEFAULT_CHUNK_SIZE = 8 * MIB
 DEFAULT_PARALLEL = 8
 MAX_PARALLEL = 64
-READ_BACK_BLOCK = MIB
+READ_BACK_BLOCK = 4 * MIB
+WRITE_BLOCK = 2 * MIB
+PARALLEL_HASH_MIN = 256 * 1024
+_O_BINARY = getattr(os, "O_BINARY", 0)
+"""Received bytes are written (and hashed) in blocks of this size: one worker-thread call
+per block instead of one per network read."""
+ARTIFACTS_PER_SLOT = 32
+"""File artifacts a device keeps in ``fetch`` per chunk slot (see ``artifact_concurrency``)."""
 
 # The device says the file is not there: asking again cannot help.
 _GONE_CODES = frozenset({hresult.FILE_NOT_FOUND, hresult.PATH_NOT_FOUND})
@@ -95,6 +109,9 @@ class TransferOptions:
     max_retry_delay: float = 8.0
     verify_source: bool = False
     remote_temp: str = DEFAULT_REMOTE_TEMP
+    observation_max_age: float = 600.0
+    """Seconds a planner's observation (``details["observed"]``) stands in for the listing
+    before the transfer; an older one is listed again."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,17 @@ class ArtifactResult:
 
 
 ProgressCallback = Callable[[ChunkProgress], object]
+Lister = Callable[[str], Awaitable[list[DirectoryEntry]]]
+
+
+def artifact_concurrency(parallel: int) -> int:
+    """How many file artifacts one device should have in ``TransferEngine.fetch`` at once.
+
+    More than the chunk slots: an artifact waiting for its listing (batched per folder)
+    holds no slot, and a small file spends most of its time waiting for commands, so the
+    sensor's queue stays full only if more files are on the way than slots.
+    """
+    return parallel * ARTIFACTS_PER_SLOT
 
 
 def remote_path_of(artifact: Artifact) -> str:
@@ -176,6 +204,28 @@ def observation_of(entry: DirectoryEntry) -> dict[str, Any]:
     }
 
 
+def planned_observation(
+    details: dict[str, Any], max_age: float, now: datetime | None = None
+) -> dict[str, Any] | None:
+    """The planner's listing of the file (``details["observed"]``) if it is usable and fresh."""
+    observed = details.get("observed")
+    if not isinstance(observed, dict) or observed.get("exists") is not True:
+        return None
+    size = observed.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return None
+    try:
+        taken = datetime.fromisoformat(str(observed.get("observed_utc")))
+    except ValueError:
+        return None
+    if taken.tzinfo is None:
+        return None
+    age = ((now or datetime.now(UTC)) - taken).total_seconds()
+    if not -60.0 <= age <= max_age:
+        return None
+    return {**observed, "listed_by": "plan"}
+
+
 def _missing_observation(error: CommandError) -> dict[str, Any]:
     return {
         "observed_utc": utc_now(),
@@ -194,6 +244,178 @@ def _changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return before.get("size") != after.get("size") or before.get("last_write_time") != after.get(
         "last_write_time"
     )
+
+
+@dataclass
+class TransferTicket:
+    """One transfer counted as running by a ``FolderObserver`` until it ends."""
+
+    folder: str = ""
+    ended: bool = False
+
+
+@dataclass
+class _ListingRequest:
+    path: str
+    name: str
+    future: asyncio.Future[list[DirectoryEntry]] = field(repr=False)
+
+
+def _entries_named(entries: Sequence[DirectoryEntry], name: str) -> list[DirectoryEntry]:
+    """The entries a file name (long or 8.3, any case) selects in a folder listing."""
+    return [
+        entry
+        for entry in entries
+        if entry.name not in (".", "..")
+        and name in (name_key(entry.name), name_key(entry.alt_name or ""))
+    ]
+
+
+class FolderObserver:
+    """Lists single files, answering requests for files of one folder together.
+
+    The first request for a folder is listed at once (by its exact path). Requests that come
+    while a listing of that folder is in flight wait for it to end, and are then answered
+    together by one listing of the whole folder (or of the exact path, when alone): a file
+    it does not name exactly once (gone, ambiguous) is listed by its exact path, so errors and
+    result codes are the device's own. Every answer comes from a listing issued after its
+    request.
+    """
+
+    def __init__(self, lister: Lister, *, batch_target: int = 16, max_linger: float = 30.0) -> None:
+        self._lister = lister
+        self.batch_target = batch_target
+        self.max_linger = max_linger
+        self._queues: dict[str, list[_ListingRequest]] = {}
+        self._folders: dict[str, str] = {}
+        self._draining: set[str] = set()
+        self._deferred: dict[str, list[_ListingRequest]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = 0
+        self._busy_in: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.listings = 0
+        """``directory list`` commands issued so far."""
+
+    def begin_transfer(self, path: str = "") -> TransferTicket:
+        """A file's bytes start moving: deferred listings may wait for more company."""
+        ticket = TransferTicket(name_key(path.rpartition("\\")[0]))
+        self._busy += 1
+        self._busy_in[ticket.folder] = self._busy_in.get(ticket.folder, 0) + 1
+        return ticket
+
+    def end_transfer(self, ticket: TransferTicket) -> None:
+        """The transfer is over (a no-op if its deferred listing already said so)."""
+        self._end(ticket)
+        self._consider()
+
+    def _end(self, ticket: TransferTicket) -> None:
+        if ticket.ended:
+            return
+        ticket.ended = True
+        self._busy -= 1
+        left = self._busy_in[ticket.folder] - 1
+        if left:
+            self._busy_in[ticket.folder] = left
+        else:
+            del self._busy_in[ticket.folder]
+
+    async def list_file(
+        self, path: str, *, deferred: bool = False, ending: TransferTicket | None = None
+    ) -> list[DirectoryEntry]:
+        """What ``directory list`` of the exact ``path`` gives; raises as it would.
+
+        A ``deferred`` request (the listing after a transfer, which nothing waits on but the
+        artifact's own end) is held back while other transfers are running, so that files
+        of one folder finishing apart still share a listing: held requests are released when
+        no transfer of their folder runs any more, when ``batch_target`` are held (the
+        folder holding most first), or after ``max_linger`` seconds.
+        """
+        folder, _, name = path.rpartition("\\")
+        if not folder or not name:
+            return await self._list(path)
+        key = name_key(folder)
+        self._folders[key] = folder
+        future: asyncio.Future[list[DirectoryEntry]] = asyncio.get_running_loop().create_future()
+        request = _ListingRequest(path, name_key(name), future)
+        if ending is not None:
+            self._end(ending)
+        if deferred:
+            self._deferred.setdefault(key, []).append(request)
+            self._consider()
+            if self._deferred and self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.max_linger, self._release_all)
+        else:
+            self._enqueue(key, [request])
+        return await future
+
+    def _consider(self) -> None:
+        if self._busy <= 0:
+            self._release_all()
+            return
+        for key in [key for key in self._deferred if key not in self._busy_in]:
+            self._enqueue(key, self._deferred.pop(key))
+        while sum(len(held) for held in self._deferred.values()) >= self.batch_target:
+            largest = max(self._deferred, key=lambda key: len(self._deferred[key]))
+            self._enqueue(largest, self._deferred.pop(largest))
+
+    def _release_all(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for key in list(self._deferred):
+            self._enqueue(key, self._deferred.pop(key))
+
+    def _enqueue(self, key: str, requests: list[_ListingRequest]) -> None:
+        self._queues.setdefault(key, []).extend(requests)
+        if key not in self._draining:
+            self._draining.add(key)
+            task = asyncio.create_task(self._drain(key, self._folders[key]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _list(self, path: str) -> list[DirectoryEntry]:
+        self.listings += 1
+        return await self._lister(path)
+
+    async def _drain(self, key: str, folder: str) -> None:
+        try:
+            await asyncio.sleep(0)  # requests made in the same turn join the first listing
+            while batch := [r for r in self._queues.pop(key, []) if not r.future.done()]:
+                await self._answer(folder, batch)
+        finally:
+            self._draining.discard(key)
+            for request in self._queues.pop(key, []):
+                request.future.cancel()
+
+    async def _answer(self, folder: str, batch: list[_ListingRequest]) -> None:
+        if len(batch) == 1:
+            await self._settle(batch[0])
+            return
+        try:
+            entries: list[DirectoryEntry] | None = await self._list(folder + "\\")
+        except LiveResponseError:
+            entries = None
+        alone = []
+        for request in batch:
+            named = [] if entries is None else _entries_named(entries, request.name)
+            if len(named) == 1:
+                if not request.future.done():
+                    request.future.set_result(named)
+            else:
+                alone.append(request)
+        await asyncio.gather(*(self._settle(request) for request in alone))
+
+    async def _settle(self, request: _ListingRequest) -> None:
+        try:
+            result = await self._list(request.path)
+        except Exception as error:
+            if not request.future.done():
+                request.future.set_exception(error)
+            return
+        if not request.future.done():
+            request.future.set_result(result)
 
 
 class _ArtifactFailed(Exception):
@@ -227,6 +449,73 @@ class _ChunkFailed(Exception):
         return self.result_code in _GONE_CODES
 
 
+class _WholeFileHasher:
+    """MD5, SHA-1 and SHA-256 of one file, with large blocks hashed on two worker threads at
+    once (MD5 alone is as slow as the other two together; hashlib drops the GIL)."""
+
+    def __init__(self) -> None:
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha1 = hashlib.sha1(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    def _update_sha(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha1.update(data)
+        self._sha256.update(data)
+
+    def update_sync(self, data: bytes | bytearray | memoryview) -> None:
+        self._md5.update(data)
+        self._update_sha(data)
+        self.size += len(data)
+
+    async def update(self, data: bytes | bytearray | memoryview) -> None:
+        if len(data) < PARALLEL_HASH_MIN:
+            await asyncio.to_thread(self.update_sync, data)
+            return
+        await asyncio.gather(
+            asyncio.to_thread(self._md5.update, data), asyncio.to_thread(self._update_sha, data)
+        )
+        self.size += len(data)
+
+    def digests(self) -> Digests:
+        return Digests(
+            md5=self._md5.hexdigest(), sha1=self._sha1.hexdigest(), sha256=self._sha256.hexdigest()
+        )
+
+
+class _GroupSync:
+    """fsync of one staging file shared by every chunk that asks while one is pending.
+
+    A chunk calls ``sync`` after its bytes are written; it returns after an fsync that
+    started after the call. Chunks finishing together share one fsync (group commit), so
+    durability costs one flush per group rather than one per chunk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = asyncio.Lock()
+        self._requested = 0
+        self._synced = 0
+
+    async def sync(self) -> None:
+        self._requested += 1
+        ticket = self._requested
+        async with self._lock:
+            if self._synced >= ticket:
+                return
+            covered = self._requested
+            await asyncio.to_thread(_fsync_path, self._path)
+            self._synced = covered
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_WRONLY | _O_BINARY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class _InFlight:
     """A chunk being written: how many of its bytes are in the staging file so far, and
     whether the in-order hasher has caught up with it and takes its bytes live."""
@@ -247,7 +536,7 @@ class _OrderedHasher:
     def __init__(self, staging: Path, chunks: Sequence[Chunk]) -> None:
         self._staging = staging
         self._chunks = list(chunks)
-        self._hasher = MultiHasher()
+        self._hasher = _WholeFileHasher()
         self._next = 0
         self._hashed_in_next = 0
         self._finished: dict[int, int] = {}
@@ -270,10 +559,10 @@ class _OrderedHasher:
         self._in_flight[index] = state
         return state
 
-    async def feed_live(self, state: _InFlight, piece: bytes) -> None:
+    async def feed_live(self, state: _InFlight, piece: bytes | bytearray) -> None:
         """After a piece is in the staging file: hash it now if the front is this chunk."""
         if state.live:
-            await asyncio.to_thread(self._hasher.update, piece)
+            await self._hasher.update(piece)
             self._hashed_in_next += len(piece)
 
     def abandon(self, index: int) -> None:
@@ -310,25 +599,18 @@ class _OrderedHasher:
         state.live = True
 
     async def _read_back(self, start: int, end: int) -> None:
-        if end > start:
-            await asyncio.to_thread(self._read_into_hasher, start, end)
-            self._hashed_in_next += end - start
-
-    def _read_into_hasher(self, start: int, end: int) -> None:
-        with open(self._staging, "rb") as source:
-            source.seek(start)
-            remaining = end - start
-            while remaining:
-                data = source.read(min(READ_BACK_BLOCK, remaining))
-                if not data:
-                    raise OSError(f"{self._staging} ends before byte {end - remaining}")
-                self._hasher.update(data)
-                remaining -= len(data)
+        while start < end:
+            data = await asyncio.to_thread(
+                _read_range, self._staging, start, min(READ_BACK_BLOCK, end - start)
+            )
+            await self._hasher.update(data)
+            self._hashed_in_next += len(data)
+            start += len(data)
 
     def feed_verified(self, chunk: Chunk, received: int, blocks: Sequence[bytes]) -> None:
         """On resume: hash a verified done chunk at the front (in a worker thread)."""
         for block in blocks:
-            self._hasher.update(block)
+            self._hasher.update_sync(block)
         self._next = chunk.index + 1
         self._hashed_in_next = 0
         if received < chunk.length:
@@ -351,8 +633,10 @@ class _Run:
     staging: Path
     chunks: list[Chunk]
     hasher: _OrderedHasher
+    syncer: _GroupSync
     bytes_fetched: int = 0
     refetched: int = 0
+    ticket: TransferTicket | None = None
 
     @property
     def path(self) -> str:
@@ -387,6 +671,9 @@ class TransferEngine:
         self.progress = progress
         self._device_slots = asyncio.Semaphore(parallel)
         self._global = global_limiter
+        self.observer = FolderObserver(
+            session.list_directory, batch_target=max(2, artifact_concurrency(parallel) * 3 // 4)
+        )
 
     async def fetch(self, artifact: Artifact) -> ArtifactResult:
         """Take a file artifact to collected or failed; resumes one left running.
@@ -399,8 +686,10 @@ class TransferEngine:
             raise ValueError(f"artifact {current.id} is a {current.kind!r}, not a file")
         if current.is_finished:
             return ArtifactResult.of(current)
+        ticket = self.observer.begin_transfer(remote_path_of(current))
         try:
             run = await self._prepare(current)
+            run.ticket = ticket
             await self._transfer(run)
             return await self._finish(run)
         except _ArtifactFailed as failure:
@@ -413,6 +702,8 @@ class TransferEngine:
             )
             log.warning("artifact %d failed: %s", current.id, failure.reason)
             return ArtifactResult.of(failed)
+        finally:
+            self.observer.end_transfer(ticket)
 
     # ---- preparing: first start or resume
 
@@ -429,7 +720,7 @@ class TransferEngine:
         if not chunks:
             raise _ArtifactFailed("the journal holds no chunks for this artifact")
         await asyncio.to_thread(create_staging_file, staging, chunks[-1].end)
-        run = _Run(artifact, staging, chunks, _OrderedHasher(staging, chunks))
+        run = _Run(artifact, staging, chunks, _OrderedHasher(staging, chunks), _GroupSync(staging))
         if any(chunk.is_done for chunk in chunks):
             await self._verify_done_chunks(run)
         return run
@@ -438,7 +729,11 @@ class TransferEngine:
         path = remote_path_of(artifact)
         if _WILDCARDS & set(path):
             raise _ArtifactFailed(f"{path!r} has wildcards; a file transfer takes one exact path")
-        before = await self._observe(path)
+        before = None
+        if path == artifact.source:
+            before = planned_observation(artifact.details, self.options.observation_max_age)
+        if before is None:
+            before = await self._observe(path)
         if not before.get("exists"):
             raise _ArtifactFailed(
                 f"the file could not be listed: {before['error']}",
@@ -464,9 +759,11 @@ class TransferEngine:
             details=details,
         )
 
-    async def _observe(self, path: str) -> dict[str, Any]:
+    async def _observe(
+        self, path: str, *, deferred: bool = False, ending: TransferTicket | None = None
+    ) -> dict[str, Any]:
         try:
-            entries = await self.session.list_directory(path)
+            entries = await self.observer.list_file(path, deferred=deferred, ending=ending)
         except CommandError as error:
             return _missing_observation(error)
         except SessionStartError:
@@ -528,45 +825,44 @@ class TransferEngine:
             raise await self._failure_of(run, failures) from None
 
     async def _chunk_in_slot(self, run: _Run, chunk: Chunk) -> None:
+        """Fetch a chunk and make it durable holding a slot (so no more than ``parallel``
+        chunks are ever fetched and not yet recorded: what a kill can cost), then hash it."""
         try:
             if self._global is None:
-                done = await self._fetch_chunk(run, chunk)
+                writer = await self._fetch_chunk(run, chunk)
             else:
                 async with self._global:
-                    done = await self._fetch_chunk(run, chunk)
+                    writer = await self._fetch_chunk(run, chunk)
+            done = await self._record_done(run, chunk, writer)
         finally:
             self._device_slots.release()
-        await run.hasher.finished(chunk.index, done.received or 0)
+        await run.hasher.finished(chunk.index, writer.received)
         self._report(run, done)
 
-    async def _fetch_chunk(self, run: _Run, chunk: Chunk) -> Chunk:
-        """Fetch one chunk into the staging file, make it durable, and record it done."""
+    async def _record_done(self, run: _Run, chunk: Chunk, writer: _ChunkWriter) -> Chunk:
+        await run.syncer.sync()
+        done = await asyncio.to_thread(
+            self.journal.mark_chunk_done,
+            run.artifact.id,
+            chunk.index,
+            writer.received,
+            writer.digest.hexdigest(),
+        )
+        run.chunks[chunk.index] = done
+        return done
+
+    async def _fetch_chunk(self, run: _Run, chunk: Chunk) -> _ChunkWriter:
+        """Fetch one chunk into the staging file (written, not yet durable)."""
         state = run.hasher.begin(chunk.index)
-        chunk_hash = hashlib.sha256()
-        received = 0
         attempts = 0
         try:
-            # Unbuffered: the in-order hasher may read these bytes back through another
-            # handle as soon as ``state.written`` counts them.
-            async with aiofiles.open(run.staging, "r+b", buffering=0) as out:
-
-                async def sink(piece: bytes) -> None:
-                    nonlocal received
-                    if received + len(piece) > chunk.length:
-                        raise _TooLong(chunk)
-                    view = memoryview(piece)
-                    while view:
-                        view = view[await out.write(view) :]
-                    received += len(piece)
-                    state.written = received
-                    chunk_hash.update(piece)
-                    run.bytes_fetched += len(piece)
-                    await run.hasher.feed_live(state, piece)
-
+            fd = await asyncio.to_thread(os.open, run.staging, os.O_WRONLY | _O_BINARY)
+            try:
+                writer = _ChunkWriter(fd, run, chunk, state)
                 while True:
-                    await out.seek(chunk.offset + received)
                     try:
-                        await self._get_range(run, chunk, received, sink)
+                        await self._get_range(run, chunk, writer.received, writer.sink)
+                        await writer.flush()
                         break
                     except SessionStartError:
                         # No new session (the device dropped off again while checking in):
@@ -589,20 +885,14 @@ class TransferEngine:
                             attempts,
                             error,
                         )
+                    await writer.flush()
                     await asyncio.sleep(self._backoff(attempts))
-                await asyncio.to_thread(os.fsync, out.fileno())
+            finally:
+                os.close(fd)
         except BaseException:
             run.hasher.abandon(chunk.index)
             raise
-        done = await asyncio.to_thread(
-            self.journal.mark_chunk_done,
-            run.artifact.id,
-            chunk.index,
-            received,
-            chunk_hash.hexdigest(),
-        )
-        run.chunks[chunk.index] = done
-        return done
+        return writer
 
     @property
     def _attempts(self) -> int:
@@ -668,13 +958,15 @@ class TransferEngine:
             f"{chunk.offset}): {failure.error}"
         )
         observations = dict(self.journal.artifact(run.artifact.id).observations or {})
-        observations["after"] = await self._observe_after(run.path)
+        observations["after"] = await self._observe_after(run.path, run.ticket)
         return _ArtifactFailed(reason, failure.result_code, observations)
 
-    async def _observe_after(self, path: str) -> dict[str, Any]:
+    async def _observe_after(
+        self, path: str, ending: TransferTicket | None = None
+    ) -> dict[str, Any]:
         """The second listing; a failure to list is recorded, not fatal (the bytes are in)."""
         try:
-            return await self._observe(path)
+            return await self._observe(path, deferred=True, ending=ending)
         except _ArtifactFailed as failure:
             return {"observed_utc": utc_now(), "exists": None, "error": failure.reason}
 
@@ -690,7 +982,7 @@ class TransferEngine:
         artifact = self.journal.artifact(run.artifact.id)
         observations = dict(artifact.observations or {})
         before = observations.get("before", {})
-        after = await self._observe_after(run.path)
+        after = await self._observe_after(run.path, run.ticket)
         observations["after"] = after
         changed = _changed(before, after) or short
         reasons = []
@@ -733,6 +1025,61 @@ class TransferEngine:
             "received": received,
             "matches": before.get("sha256") == received and after.get("sha256") == received,
         }
+
+
+class _ChunkWriter:
+    """Takes a chunk's bytes from the download and writes them at the chunk's offset.
+
+    Pieces are gathered into blocks of ``WRITE_BLOCK``; each block is written, added to the
+    chunk's SHA-256 and, while this chunk is the front of the in-order prefix, to the
+    whole-file hashes, in one worker-thread call. ``received`` counts the bytes taken (the
+    next attempt asks for the rest from there); ``flush`` writes what is still gathered.
+    """
+
+    def __init__(self, fd: int, run: _Run, chunk: Chunk, state: _InFlight) -> None:
+        self.fd = fd
+        self.run = run
+        self.chunk = chunk
+        self.state = state
+        self.digest = hashlib.sha256()
+        self.received = 0
+        self._gathered = bytearray()
+
+    async def sink(self, piece: bytes) -> None:
+        if self.received + len(piece) > self.chunk.length:
+            raise _TooLong(self.chunk)
+        self._gathered += piece
+        self.received += len(piece)
+        self.run.bytes_fetched += len(piece)
+        if len(self._gathered) >= WRITE_BLOCK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._gathered:
+            return
+        block, self._gathered = self._gathered, bytearray()
+        position = self.chunk.offset + self.state.written
+        await asyncio.to_thread(self._write, block, position)
+        # No await until the live check: the in-order hasher may read bytes back up to
+        # ``written`` and then switch this chunk to live, after which its writer feeds it.
+        self.state.written += len(block)
+        await self.run.hasher.feed_live(self.state, block)
+
+    def _write(self, block: bytearray, position: int) -> None:
+        view = memoryview(block)
+        os.lseek(self.fd, position, os.SEEK_SET)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.digest.update(block)
+
+
+def _read_range(path: Path, start: int, count: int) -> bytes:
+    with open(path, "rb") as source:
+        source.seek(start)
+        data = source.read(count)
+    if not data:
+        raise OSError(f"{path} ends before byte {start}")
+    return data
 
 
 class _TooLong(LiveResponseError):
@@ -784,8 +1131,12 @@ __all__ = [
     "FILE_KIND",
     "ArtifactResult",
     "ChunkProgress",
+    "FolderObserver",
     "TransferEngine",
     "TransferOptions",
+    "artifact_concurrency",
+    "observation_of",
     "plan_chunks",
+    "planned_observation",
     "resume_transfers",
 ]

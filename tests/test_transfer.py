@@ -15,6 +15,7 @@ import pytest
 from conftest import DEVICE_ID, LR_TOKEN
 from transfer_support import (
     CHUNK,
+    EVIDENCE_FOLDER,
     FAST_TRANSFER,
     Digest3,
     ServerFactory,
@@ -36,6 +37,7 @@ from collector.transfer import (
     ChunkProgress,
     TransferEngine,
     TransferOptions,
+    observation_of,
     plan_chunks,
 )
 from emulator.content import RandomContent
@@ -374,10 +376,19 @@ async def test_a_chunk_that_keeps_failing_fails_its_artifact_and_others_carry_on
         assert emu.tenant.stored_bytes() == 0
     assert failed.state is ArtifactState.FAILED
     assert failed.result_code == hresult.SHARING_VIOLATION
-    assert "chunk 1 (offset 16384, 16384 bytes) failed 4 times" in (failed.reason or "")
     assert_collected_exactly(tmp_path, collected, fine)
     with Journal.open(workspace_of(tmp_path), readonly=True) as journal:
         failure = journal.events(artifact_id=failed.artifact_id)[-1]
+        chunks = journal.chunks(failed.artifact_id)
+    # The lock lands once chunk 0 is reported; the chunk after it may already have been read
+    # by then. The failure names the first chunk that was never read, with its exact range.
+    first_missing = next(c for c in chunks if not c.is_done)
+    assert first_missing.index in (1, 2)
+    assert all(c.is_done for c in chunks[: first_missing.index])
+    expected = (
+        f"chunk {first_missing.index} (offset {first_missing.offset}, {CHUNK} bytes) failed 4 times"
+    )
+    assert expected in (failed.reason or "")
     assert failure.kind == "artifact.failed"
     assert failure.payload["result_code"] == "0x80070020"
 
@@ -413,12 +424,20 @@ async def test_every_fault_kind_mid_file_still_gives_the_exact_bytes(serve, tmp_
 async def test_a_session_expiring_mid_file_is_replaced_and_the_bytes_are_exact(
     serve, tmp_path
 ) -> None:
-    original = original_bytes(12 * CHUNK, seed=12)
+    original = original_bytes(24 * CHUNK, seed=12)
     async with serve({"f.bin": original}) as (emu, paths):
+        expired: set[str] = set()
 
         def expire(progress: ChunkProgress) -> None:
-            if progress.index in (2, 7):
-                for session in emu.tenant.sessions.values():
+            """Expire the active session at the first report from chunk 2 on, then the new
+            one at its first report once active, while at least 8 chunks are to come."""
+            if len(expired) == 2 or progress.chunks_done > progress.chunks_total - 8:
+                return
+            if progress.index < 2:
+                return
+            for session in list(emu.tenant.sessions.values()):
+                if session.status == "ACTIVE" and session.id not in expired:
+                    expired.add(session.id)
                     emu.tenant.expire(session)
 
         (result,), reopens = await fetch_all(
@@ -524,3 +543,44 @@ async def test_source_side_hash_of_a_changed_file_does_not_match(serve, tmp_path
     assert verdict["before"] == {"sha256": hashlib.sha256(original).hexdigest()}
     assert verdict["after"]["sha256"] == verdict["received"] != verdict["before"]["sha256"]
     assert verdict["matches"] is False
+
+
+# ---- listings: the planner's observation, and batching per folder
+
+
+async def test_planned_files_of_a_folder_cost_one_listing_after_and_none_before(
+    serve, tmp_path
+) -> None:
+    originals = {
+        f"small{i:02d}.bin": original_bytes(1000 + 37 * i, seed=100 + i) for i in range(12)
+    }
+    async with serve(originals) as (emu, paths):
+        async with open_session(emu.url, LR_TOKEN, DEVICE_ID) as session:
+            listing = await session.list_directory(EVIDENCE_FOLDER + "\\")
+            seen = {e.name: observation_of(e) for e in listing if e.name in originals}
+            listed_for_plan = emu.tenant.stats["command:directory list"]
+            with Journal.open(workspace_of(tmp_path)) as journal:
+                artifacts = [
+                    journal.add_artifact(
+                        FILE_KIND, DEVICE_ID, paths[name], details={"observed": seen[name]}
+                    )
+                    for name in originals
+                ]
+                engine = TransferEngine(
+                    session, journal, workspace_of(tmp_path), chunk_size=CHUNK, parallel=4
+                )
+                results = await asyncio.gather(*(engine.fetch(a) for a in artifacts))
+                recorded = [journal.artifact(a.id) for a in artifacts]
+        listings = emu.tenant.stats["command:directory list"] - listed_for_plan
+    for name, result in zip(originals, results, strict=True):
+        assert_collected_exactly(tmp_path, result, originals[name])
+    # Every transfer ends at once here, so one folder listing answers all "after" requests.
+    assert listings == engine.observer.listings == 1
+    for artifact in recorded:
+        before, after = artifact.observations["before"], artifact.observations["after"]
+        assert before["listed_by"] == "plan"
+        assert "listed_by" not in after
+        assert (before["size"], before["last_write_time"]) == (
+            after["size"],
+            after["last_write_time"],
+        )

@@ -1,0 +1,142 @@
+"""Fleet benchmark: many devices through ``collector.fleet.run_fleet`` against the ideal.
+
+``python scripts/bench_fleet.py [--devices 100] [--link wan] [--quick]``
+
+The emulator serves the built-in ``fleet`` scenario (100 laptops; the tenant allows 10 live
+response sessions at once) in its own process, with every device on the ``--link`` model.
+A small legal-hold profile (each user's Documents folder and Outlook data files, written
+by this script) is collected without sealing (``seal_keys=None``):
+
+1. one device alone gives the per-device time t1 (three devices, one after another, and
+   their mean, so one device's file sizes do not decide it);
+2. all ``--devices`` devices at once give the fleet time T.
+
+The ideal is t1 x devices / slots, slots being the sessions that may be open at once
+(the smaller of the tenant's and the collector's limit). The ratio T / ideal is printed;
+the target is at most 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from collector.client import Secret
+from collector.credentials import Credentials
+from collector.fleet import DEFAULT_MAX_SESSIONS, FleetJob, run_fleet
+from collector.progress import Reporter
+from collector.runner import RunSettings
+from collector.transfer import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
+from collector.workspace import Workspace
+from emulator.scenario import load_scenario
+from profiles.library import load_profile, resolve
+
+PROFILE = """\
+name: bench-hold
+description: Each user's Documents folder and Outlook data files.
+artifacts:
+  - name: Documents
+    category: user-files
+    kind: file
+    path: '%UserProfile%\\\\Documents\\\\*'
+  - name: Outlook data files
+    category: email
+    kind: file
+    path: '%LocalAppData%\\\\Microsoft\\\\Outlook\\\\*.pst'
+"""
+
+
+async def start_emulator(link: str) -> tuple[asyncio.subprocess.Process, dict]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collector.cli", "emulator", "--scenario", "fleet", "--link", link,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    return process, json.loads(await asyncio.wait_for(process.stdout.readline(), 60))
+
+
+def make_job(
+    ready: dict, devices: list[int], out: Path, profile_path: Path, max_sessions: int
+) -> FleetJob:
+    profile = resolve(load_profile(str(profile_path)))
+    credentials = Credentials(ready["url"], Secret(ready["token"]), True, None, "bench")
+    jobs = []
+    for device in devices:
+        settings = RunSettings(
+            case_id="BENCH-FLEET",
+            examiner="Bench",
+            device_id=device,
+            profile=str(profile_path),
+            out=str(out),
+            url=ready["url"],
+            chunk_size=DEFAULT_CHUNK_SIZE,
+            parallel=DEFAULT_PARALLEL,
+            seal=False,
+        )
+        jobs.append((device, Workspace(out / f"device-{device}"), settings))
+    return FleetJob(jobs, profile, credentials, seal_keys=None, max_sessions=max_sessions)
+
+
+async def timed_fleet(job: FleetJob) -> tuple[float, int, int]:
+    started = time.perf_counter()
+    results = await run_fleet(job, Reporter())
+    elapsed = time.perf_counter() - started
+    complete = sum(1 for r in results if r.complete)
+    collected = sum(r.outcome.collected for r in results if r.outcome)
+    return elapsed, complete, collected
+
+
+async def bench(args: argparse.Namespace) -> None:
+    count = 20 if args.quick else args.devices
+    scenario = load_scenario("fleet")
+    all_devices = [d.id for d in scenario.devices]
+    if count > len(all_devices):
+        raise SystemExit(f"the fleet scenario has {len(all_devices)} devices")
+    slots = min(scenario.session_slots, args.max_sessions)
+    process, ready = await start_emulator(args.link)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cblr-bench-fleet-", dir=args.tmp) as tmp:
+            root = Path(tmp)
+            profile_path = root / "bench-hold.yaml"
+            profile_path.write_text(PROFILE)
+            singles = []
+            for device in all_devices[-3:]:
+                job = make_job(ready, [device], root / "single", profile_path, args.max_sessions)
+                seconds, complete, _ = await timed_fleet(job)
+                if complete != 1:
+                    raise SystemExit(f"device {device} did not complete alone")
+                singles.append(seconds)
+            per_device = sum(singles) / len(singles)
+            job = make_job(ready, all_devices[:count], root / "fleet", profile_path, slots)
+            total, complete, collected = await timed_fleet(job)
+    finally:
+        process.terminate()
+        await process.wait()
+    ideal = per_device * count / slots
+    alone = ", ".join(f"{s:.2f}" for s in singles)
+    print(f"cores: {os.cpu_count()}; link {args.link}; {count} devices; session slots {slots}")
+    print(f"per-device time alone (mean of 3): {per_device:8.2f} s  ({alone})")
+    print(f"ideal (t1 x devices / slots):       {ideal:8.2f} s")
+    print(f"fleet run:                          {total:8.2f} s  ({complete}/{count} complete)")
+    print(f"artifacts collected:                {collected:8d}")
+    print(f"fleet / ideal:                      {total / ideal:8.2f}  (target <= 1.2)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--link", choices=("loopback", "lan", "wan"), default="wan")
+    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS)
+    parser.add_argument("--quick", action="store_true", help="20 devices")
+    parser.add_argument("--tmp", default=None)
+    asyncio.run(bench(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Sealing benchmark: ``evidence.seal.seal_collection`` against a bare pyzipper stream.
+
+``python scripts/bench_seal.py [--image 2GiB] [--small 500] [--quick]``
+
+A synthetic collection (a memory image of pseudo-random bytes and many small files, with
+its manifest, sums and custody log from ``evidence.manifest.build_collection``) is sealed
+with a passphrase; the baseline streams the same bytes through pyzipper alone with the
+same settings (WinZip AES-256, AE-2, stored, ZIP64) into one member, without the inner zip,
+the SHA-256 checks or the document verification. Each side runs in its own child process
+(the same script with ``--phase``), so its peak RSS (``ru_maxrss``) is its own; both run in
+the same invocation, one after the other, and the table gives the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyzipper
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from evidence.hashes import Digests, hash_file
+from evidence.manifest import build_collection
+from evidence.records import (
+    ArtifactRecord,
+    CaseInfo,
+    CustodyEvent,
+    DeviceInfo,
+    PlannedArtifact,
+    ProfileInfo,
+    ToolInfo,
+)
+from evidence.safepaths import MemberNamer
+from evidence.seal import seal_collection
+
+MIB = 1024 * 1024
+BLOCK = MIB
+PASSPHRASE = b"bench passphrase, not a secret"
+STAMP = "2026-11-29T07:00:00Z"
+
+
+def write_random(path: Path, size: int, seed: int) -> None:
+    """Pseudo-random bytes (incompressible, so the sealer stores them as an image would be)."""
+    block = (seed.to_bytes(8, "big") + os.urandom(BLOCK))[:BLOCK]
+    with open(path, "wb") as handle:
+        for offset in range(0, size, BLOCK):
+            handle.write(block[: min(BLOCK, size - offset)])
+
+
+def make_collection(folder: Path, image: int, small: int, signing: ed25519.Ed25519PrivateKey):
+    namer = MemberNamer()
+    sources = [("C:\\memory.raw", image, "memdump")]
+    sources += [
+        (f"C:\\Users\\u\\AppData\\Roaming\\item{i:04d}.bin", 1024 + (i * 7919) % 65536, "file")
+        for i in range(small)
+    ]
+    plan, records = [], []
+    events = [CustodyEvent(1, STAMP, "collection_opened", {"case_id": "BENCH"})]
+    for index, (remote, size, kind) in enumerate(sources, start=1):
+        staged = namer.place(remote)
+        path = folder / staged
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_random(path, size, index)
+        digests: Digests = hash_file(path)
+        artifact_id = f"a{index}"
+        name = remote.rsplit("\\", 1)[-1]
+        plan.append(PlannedArtifact(artifact_id, name, kind, "", remote))
+        record = ArtifactRecord(
+            artifact_id, name, kind, remote, "get_file", "collected",
+            size=size, digests=digests, staged_path=staged,
+        )  # fmt: skip
+        records.append(record)
+    build_collection(
+        folder, CaseInfo("BENCH", "Bench Examiner"), ToolInfo("cblr-collector", "bench"),
+        DeviceInfo("1"), ProfileInfo("bench"), plan, records, events, signing, created=STAMP,
+    )  # fmt: skip
+    return [folder / r.staged_path for r in records if r.staged_path]
+
+
+def phase_seal(folder: Path, out: Path, key_file: Path) -> dict:
+    signing = ed25519.Ed25519PrivateKey.from_private_bytes(key_file.read_bytes())
+    started = time.perf_counter()
+    result = seal_collection(folder, out, signing, passphrase=PASSPHRASE)
+    return {"seconds": time.perf_counter() - started, "size": result.size}
+
+
+def phase_bare(files: list[Path], out: Path) -> dict:
+    started = time.perf_counter()
+    with pyzipper.AESZipFile(out, "w", compression=pyzipper.ZIP_STORED) as archive:
+        archive.setpassword(PASSPHRASE)
+        archive.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=2)
+        info = pyzipper.zipfile_aes.AESZipInfo("payload", date_time=(2026, 11, 29, 7, 0, 0))
+        with archive.open(info, "w", force_zip64=True) as member:
+            for path in files:
+                with open(path, "rb") as handle:
+                    while block := handle.read(BLOCK):
+                        member.write(block)
+    with open(out, "rb") as handle:
+        os.fsync(handle.fileno())
+    return {"seconds": time.perf_counter() - started, "size": out.stat().st_size}
+
+
+def run_phase(args: argparse.Namespace) -> None:
+    folder, out = Path(args.folder), Path(args.out)
+    if args.phase == "seal":
+        report = phase_seal(folder, out, Path(args.key))
+    else:
+        files = [Path(line) for line in Path(args.files).read_text().splitlines()]
+        report = phase_bare(files, out)
+    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(report))
+
+
+def child(*extra: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, *extra], check=True, capture_output=True, text=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def parse_size(text: str) -> int:
+    units = {"KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default="2GiB")
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--quick", action="store_true", help="a 256 MiB image, 100 small files")
+    parser.add_argument("--tmp", default=None)
+    parser.add_argument("--phase", choices=("seal", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--files", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        run_phase(args)
+        return
+    image = 256 * MIB if args.quick else parse_size(args.image)
+    small = 100 if args.quick else args.small
+    with tempfile.TemporaryDirectory(prefix="cblr-bench-seal-", dir=args.tmp) as tmp:
+        root = Path(tmp)
+        folder = root / "collection"
+        folder.mkdir()
+        signing = ed25519.Ed25519PrivateKey.generate()
+        key_file = root / "signing.key"
+        key_file.write_bytes(signing.private_bytes_raw())
+        files = make_collection(folder, image, small, signing)
+        list_file = root / "files.txt"
+        list_file.write_text("\n".join(str(p) for p in files))
+        payload = sum(p.stat().st_size for p in files)
+        bare = child("--phase", "bare", "--folder", str(folder), "--out", str(root / "bare.zip"),
+                     "--files", str(list_file))  # fmt: skip
+        (root / "bare.zip").unlink()
+        sealed = child("--phase", "seal", "--folder", str(folder), "--out",
+                       str(root / "sealed.zip"), "--key", str(key_file))  # fmt: skip
+    print(
+        f"cores: {os.cpu_count()}; payload: image {image / MIB:g} MiB + {small} small files "
+        f"= {payload / MIB:.1f} MiB"
+    )
+    print(f"{'run':<28}{'seconds':>9}{'MiB/s':>9}{'peak RSS MiB':>14}")
+    for name, report in (("bare pyzipper stream", bare), ("seal_collection", sealed)):
+        rate = payload / MIB / report["seconds"]
+        print(f"{name:<28}{report['seconds']:>9.2f}{rate:>9.1f}{report['peak_rss_mib']:>14.1f}")
+    print(f"throughput ratio seal / bare: {bare['seconds'] / sealed['seconds']:.2f} (target 0.9)")
+
+
+if __name__ == "__main__":
+    main()
