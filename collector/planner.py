@@ -27,6 +27,7 @@ from collector.errors import CommandError
 from collector.journal import Journal
 from collector.models import RegistryKeyListing
 from collector.registry_walk import RegistryReader, is_plain_key_name, join_key
+from collector.transfer import observation_of
 from collector.walk import Lister, ListingCache, WalkResult, is_not_found, walk_pattern
 from profiles.model import (
     Artifact,
@@ -274,7 +275,12 @@ class Planner:
                     self._event("plan.size_excluded", artifact, path=found.path, size=size)
                     continue
                 locked = artifact.locked or is_lock_prone(found.path)
-                details = {"user_sid": pattern.user_sid, "locked": locked}
+                details = {
+                    "user_sid": pattern.user_sid,
+                    "locked": locked,
+                    # The walk's listing serves as the transfer's "before" observation.
+                    "observed": observation_of(found.entry),
+                }
                 targets.append(("file", found.path, details, size))
         self._no_match(artifact, unmatched)
         return targets

@@ -20,7 +20,15 @@ from collector.journal import ArtifactState, Journal
 from collector.planner import PLAN_COMPLETE, Planner
 from collector.progress import Reporter
 from collector.sessions import LiveResponseSession, SessionManager
-from collector.transfer import ChunkProgress, TransferEngine, TransferOptions
+from collector.transfer import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PARALLEL,
+    FETCHED_KINDS,
+    ChunkProgress,
+    TransferEngine,
+    TransferOptions,
+    artifact_concurrency,
+)
 from collector.workspace import Workspace
 from profiles import ResolvedProfile
 
@@ -41,8 +49,8 @@ class RunSettings:
     url: str
     authority: str = ""
     purpose: str = ""
-    chunk_size: int = 8 * 1024 * 1024
-    parallel: int = 4
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    parallel: int = DEFAULT_PARALLEL
     verify_source: bool = False
     seal: bool = True
     recipient: str = ""
@@ -204,10 +212,13 @@ async def _acquire_all(
     )
     # Big files first, so the long transfers start early and small ones fill the gaps.
     pending.sort(key=lambda a: -(a.size or a.details.get("expected_size") or 0))
-    gate = asyncio.Semaphore(settings.parallel)
+    # Files waiting for a batched listing hold no command slot, so many more may be under
+    # way than chunks in flight; documents (registry, processes, commands) take turns.
+    file_gate = asyncio.Semaphore(artifact_concurrency(settings.parallel))
+    document_gate = asyncio.Semaphore(settings.parallel)
 
     async def one(artifact: Any) -> None:
-        async with gate:
+        async with file_gate if artifact.kind in FETCHED_KINDS else document_gate:
             await acquirer.acquire(artifact)
 
     # A TaskGroup, not gather: if one artifact raises (the session is gone for good), the

@@ -200,4 +200,7 @@ def mutate(endpoint: Endpoint, path: str, node: Node, action: str, nbytes: int) 
         length = min(nbytes, content.size)  # rewritten in place: the size stays
         at = min(content.size // 2, content.size - length)
         node.content = PatchedContent(content, at, RandomContent(length, seed).read(0, length))
-    node.modified = time.time()
+    # The API reports whole seconds, so a write within the second of the last listing is
+    # invisible to any client; the fault always moves the time on a second so that it is
+    # one a client can detect (the limit itself is stated in the README).
+    node.modified = max(time.time(), float(int(node.modified)) + 1.0)
