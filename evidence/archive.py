@@ -45,6 +45,8 @@ SAMPLES = 4
 DEFLATE_THRESHOLD = 0.90
 """Deflate when the samples shrink below 90 % of their size; otherwise store."""
 DEFLATE_LEVEL = 6
+AES256_OVERHEAD = 16 + 2 + 10
+"""WinZip AE-2 with a 256-bit key: salt, password verifier and HMAC around the ciphertext."""
 MAX_DEFLATE_RATIO = 1100
 """DEFLATE cannot exceed about 1032:1; a member claiming more is crafted."""
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -211,18 +213,34 @@ def write_archive(
     return WrittenArchive(sha256=digest, size=size, members=decisions)
 
 
+def _check_outer_layout(outer: pyzipper.AESZipFile) -> None:
+    """Exactly our two members: a small plain envelope, and the payload AES-256 encrypted and
+    stored, so decrypting it writes no more bytes than the archive holds (a deflated payload
+    would be a bomb one layer up)."""
+    infos = outer.infolist()
+    if [info.filename for info in infos] != [ENVELOPE_MEMBER, PAYLOAD_MEMBER]:
+        raise ArchiveError("archive: unexpected outer members")
+    envelope_info, payload_info = infos
+    if (
+        envelope_info.flag_bits & 0x1
+        or envelope_info.compress_type != zipfile.ZIP_STORED
+        or not envelope_info.file_size == envelope_info.compress_size <= MAX_ENVELOPE_BYTES
+    ):
+        raise ArchiveError("archive: the key envelope member is malformed")
+    if not payload_info.flag_bits & 0x1 or payload_info.wz_aes_strength != 3:
+        raise ArchiveError("archive: the payload is not AES-256 encrypted")
+    if (
+        payload_info.compress_type != zipfile.ZIP_STORED
+        or payload_info.compress_size != payload_info.file_size + AES256_OVERHEAD
+    ):
+        raise ArchiveError("archive: the payload is compressed or its sizes disagree")
+
+
 def read_envelope(archive: Path) -> bytes:
     """The key envelope bytes, after checking the outer layout is exactly ours."""
     try:
         with pyzipper.AESZipFile(archive) as outer:
-            infos = outer.infolist()
-            if [info.filename for info in infos] != [ENVELOPE_MEMBER, PAYLOAD_MEMBER]:
-                raise ArchiveError("archive: unexpected outer members")
-            envelope_info, payload_info = infos
-            if envelope_info.flag_bits & 0x1 or envelope_info.file_size > MAX_ENVELOPE_BYTES:
-                raise ArchiveError("archive: the key envelope member is malformed")
-            if not payload_info.flag_bits & 0x1 or payload_info.wz_aes_strength != 3:
-                raise ArchiveError("archive: the payload is not AES-256 encrypted")
+            _check_outer_layout(outer)
             return outer.read(ENVELOPE_MEMBER)
     except ArchiveError:
         raise
@@ -237,13 +255,16 @@ def _reason(exc: BaseException) -> str:
 def decrypt_payload(archive: Path, password: bytes, target: Path) -> None:
     """Decrypt and authenticate the payload into ``target`` (the inner zip). Blocking."""
     try:
-        with (
-            pyzipper.AESZipFile(archive) as outer,
-            outer.open(PAYLOAD_MEMBER, pwd=password) as payload,
-            open(target, "xb") as handle,
-        ):
-            while block := payload.read(BLOCK):
-                handle.write(block)
+        with pyzipper.AESZipFile(archive) as outer:
+            _check_outer_layout(outer)
+            with (
+                outer.open(PAYLOAD_MEMBER, pwd=password) as payload,
+                open(target, "xb") as handle,
+            ):
+                while block := payload.read(BLOCK):
+                    handle.write(block)
+    except ArchiveError:
+        raise
     except RuntimeError:
         raise ArchiveError("payload: the AES header does not match the password") from None
     except (zipfile.BadZipFile, pyzipper.BadZipFile, OSError, ValueError, EOFError) as exc:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from evidence import archive as archive_format
-from evidence import custody, envelope, keys
+from evidence import custody, envelope, innerzip, keys
 from evidence.canonical import CanonicalFormError, parse_canonical, parse_pretty
 from evidence.hashes import MultiHasher
 from evidence.manifest import (
@@ -92,8 +92,11 @@ class Contents(Protocol):
 
 
 class ZipContents:
+    """The members of the decrypted inner zip, each read by the strict ``innerzip`` reader."""
+
     def __init__(self, inner: zipfile.ZipFile) -> None:
         self._zip = inner
+        self._path = Path(str(inner.filename))
         self._names = set(inner.namelist())
 
     def names(self) -> list[str]:
@@ -107,7 +110,7 @@ class ZipContents:
 
     @contextmanager
     def open(self, name: str) -> Iterator[BinaryIO]:
-        with self._zip.open(name) as handle:
+        with innerzip.open_member(self._path, self._zip.getinfo(name)) as handle:
             yield handle  # type: ignore[misc]
 
 
@@ -140,7 +143,12 @@ class FolderContents:
             yield handle
 
 
+class DocumentUnreadable(ValueError):
+    """A document is present but cannot be read back as declared; the message says why."""
+
+
 def _read_small(contents: Contents, name: str) -> bytes | None:
+    """The document's bytes; None when absent or too large to be one of ours."""
     if not contents.has(name):
         return None
     size = contents.size(name)
@@ -149,14 +157,27 @@ def _read_small(contents: Contents, name: str) -> bytes | None:
     try:
         with contents.open(name) as handle:
             return handle.read(size + 1)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise archive_format.ArchiveError(f"{name}: unreadable ({type(exc).__name__})") from None
+    except archive_format.ArchiveError as exc:
+        raise DocumentUnreadable(str(exc)) from None
+    except OSError as exc:
+        raise DocumentUnreadable(f"unreadable ({type(exc).__name__})") from None
+
+
+def _read_document(report: Report, contents: Contents, name: str) -> bytes | None:
+    """``_read_small``, with absence or damage recorded as the document's failed check."""
+    try:
+        data = _read_small(contents, name)
+    except DocumentUnreadable as exc:
+        report.add(name, False, str(exc))
+        return None
+    if data is None:
+        report.add(name, False, "missing")
+    return data
 
 
 def _check_manifest(report: Report, contents: Contents) -> tuple[dict[str, Any], bytes] | None:
-    data = _read_small(contents, MANIFEST_FILE)
+    data = _read_document(report, contents, MANIFEST_FILE)
     if data is None:
-        report.add(MANIFEST_FILE, False, "missing")
         return None
     try:
         manifest = parse_pretty(data)
@@ -178,9 +199,8 @@ def _check_manifest(report: Report, contents: Contents) -> tuple[dict[str, Any],
 def _check_signature(
     report: Report, contents: Contents, manifest: dict[str, Any], manifest_bytes: bytes
 ) -> None:
-    data = _read_small(contents, SIGNATURE_FILE)
+    data = _read_document(report, contents, SIGNATURE_FILE)
     if data is None:
-        report.add(SIGNATURE_FILE, False, "missing")
         return
     try:
         signature = parse_canonical(data)
@@ -207,9 +227,8 @@ def _check_documents(
     documents: dict[str, bytes] = {}
     recorded = manifest.get("documents", {})
     for name in DOCUMENT_FILES:
-        data = _read_small(contents, name)
+        data = _read_document(report, contents, name)
         if data is None:
-            report.add(name, False, "missing")
             continue
         actual = hashlib.sha256(data).hexdigest()
         if report.add(
@@ -328,7 +347,10 @@ def _check_artifact(report: Report, contents: Contents, artifact: dict[str, Any]
     chunk_size = artifact.get("chunk_size") if artifact.get("chunk_sha256") else None
     try:
         hasher, chunks = _hash_member(contents, name, chunk_size)
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+    except archive_format.ArchiveError as exc:
+        report.add(label, False, str(exc))
+        return
+    except OSError as exc:
         report.add(label, False, f"unreadable ({type(exc).__name__})")
         return
     digests = hasher.digests().as_dict()
@@ -425,8 +447,10 @@ def opened_payload(
     identity: keys.RecipientPrivateKey | None,
     passphrase: bytes | None,
     work_dir: Path | None = None,
+    limits: innerzip.PayloadLimits = innerzip.DEFAULT_LIMITS,
 ) -> Iterator[zipfile.ZipFile | None]:
-    """Open the envelope, decrypt and authenticate the payload; yields the inner zip or None."""
+    """Open the envelope, decrypt and authenticate the payload; yields the inner zip, or None
+    when it cannot be opened or is refused as a whole (``innerzip.payload_problems``)."""
     archive_intact = all(c.ok for c in report.checks if c.name == "archive hash") and any(
         c.name == "archive hash" for c in report.checks
     )
@@ -438,7 +462,11 @@ def opened_payload(
         report.key_problem = archive_intact
         yield None
         return
-    except (archive_format.ArchiveError, envelope.EnvelopeError) as exc:
+    except archive_format.ArchiveError as exc:
+        report.add("archive", False, str(exc))
+        yield None
+        return
+    except envelope.EnvelopeError as exc:
         report.add("key envelope", False, str(exc))
         yield None
         return
@@ -447,23 +475,22 @@ def opened_payload(
         inner_path = Path(scratch) / "payload.zip"
         try:
             archive_format.decrypt_payload(archive, password, inner_path)
+            members = innerzip.declared_member_count(inner_path)
+            if members > limits.max_members:
+                raise archive_format.ArchiveError(
+                    f"{members} members, more than the {limits.max_members} allowed"
+                )
             inner = zipfile.ZipFile(inner_path)
         except archive_format.ArchiveError as exc:
             report.add("payload", False, str(exc))
             yield None
             return
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
             report.add("payload", False, "the decrypted payload is not a zip")
             yield None
             return
         with inner:
-            refused = [
-                f"{info.filename!r}: {reason}"
-                for info in inner.infolist()
-                if (reason := archive_format.check_inner_member(info))
-            ]
-            if len(set(inner.namelist())) != len(inner.namelist()):
-                refused.append("duplicate member names")
+            refused = innerzip.payload_problems(inner, inner_path.stat().st_size, limits)
             ok = report.add(
                 "payload", not refused, "; ".join(refused[:5]) or "AES-256 authenticated"
             )
@@ -474,6 +501,7 @@ def verify_archive(
     archive: str | Path,
     identity: keys.RecipientPrivateKey | None = None,
     passphrase: bytes | None = None,
+    limits: innerzip.PayloadLimits = innerzip.DEFAULT_LIMITS,
 ) -> Report:
     """Every check of a sealed archive; blocking (run it in a thread from async code)."""
     path = Path(archive)
@@ -482,7 +510,7 @@ def verify_archive(
         report.add("archive", False, "not found")
         return report
     sealed = check_sidecar(report, path)
-    with opened_payload(report, path, identity, passphrase) as inner:
+    with opened_payload(report, path, identity, passphrase, limits=limits) as inner:
         if inner is None:
             return report
         loaded = check_collection(report, ZipContents(inner))
