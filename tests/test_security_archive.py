@@ -706,6 +706,17 @@ def test_mostly_zero_evidence_passes_up_to_the_floor_and_past_it_when_the_limit_
     report = unseal_archive(big, out, identity=lab.identity, limits=raised)
     assert report.ok, report.failures
     assert (out / "artifacts/C/pagefile.sys").stat().st_size == 80 * MIB
+    # The lab raises the limit on the command line for evidence it knows to be sparse.
+    identity = ["--identity", lab.identity_path]
+    refused = run_bounded(["verify", big, *identity], tmp_path)
+    assert refused.returncode == 1 and "the limit is 200:1" in refused.stdout
+    accepted = run_bounded(["verify", big, *identity, "--max-ratio", "2000"], tmp_path)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    bad = run_bounded(["verify", big, *identity, "--max-ratio", "0"], tmp_path)
+    assert (bad.returncode, bad.stderr) == (
+        2,
+        "cblr-collect verify: --max-ratio must be at least 1\n",
+    )
 
 
 def test_unseal_refuses_a_size_the_manifest_does_not_record(tmp_path: Path, lab: Lab) -> None:

@@ -69,6 +69,24 @@ def _add_identity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--identity-passphrase-env", metavar="VAR", help="variable holding the key's passphrase"
     )
+    parser.add_argument(
+        "--max-ratio",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse archives whose contents declare more than N times the payload's size "
+        "(default 200; raise it for evidence that is mostly zeros, such as a sparse image)",
+    )
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from evidence.innerzip import DEFAULT_LIMITS, PayloadLimits
+
+    if args.max_ratio is None:
+        return DEFAULT_LIMITS
+    if args.max_ratio < 1:
+        raise UsageProblem("--max-ratio must be at least 1")
+    return PayloadLimits(max_amplification=args.max_ratio)
 
 
 def _fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
@@ -248,7 +266,9 @@ def run_verify(args: argparse.Namespace) -> int:
     if Path(args.archive).is_dir():
         return _open_and_run(args, "verify", lambda _i, _p: verify_folder(args.archive))
     return _open_and_run(
-        args, "verify", lambda identity, secret: verify_archive(args.archive, identity, secret)
+        args,
+        "verify",
+        lambda identity, secret: verify_archive(args.archive, identity, secret, _limits(args)),
     )
 
 
@@ -257,7 +277,7 @@ def run_unseal(args: argparse.Namespace) -> int:
 
     def action(identity: Any, secret: bytes | None) -> Any:
         try:
-            return unseal_archive(args.archive, args.out, identity, secret)
+            return unseal_archive(args.archive, args.out, identity, secret, _limits(args))
         except UnsealError as exc:
             raise ValueError(f"refused: {exc}") from None
 
