@@ -35,14 +35,17 @@ missing is fetched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from collector import hresult
 from collector.errors import CommandError, LiveResponseError, SessionStartError
@@ -68,6 +71,9 @@ from evidence.hashes import Digests
 from profiles.paths import name_key
 
 log = logging.getLogger(__name__)
+
+Buffer = bytes | bytearray | memoryview
+T = TypeVar("T")
 
 MIB = 1024 * 1024
 FILE_KIND = "file"
@@ -451,7 +457,11 @@ class _ChunkFailed(Exception):
 
 class _WholeFileHasher:
     """MD5, SHA-1 and SHA-256 of one file, with large blocks hashed on two worker threads at
-    once (MD5 alone is as slow as the other two together; hashlib drops the GIL)."""
+    once (MD5 alone is as slow as the other two together; hashlib drops the GIL).
+
+    A block is a sequence of pieces as they came off the socket: hashing them one by one
+    costs nothing more than hashing them joined, and joining would copy every byte.
+    """
 
     def __init__(self) -> None:
         self._md5 = hashlib.md5(usedforsecurity=False)
@@ -459,23 +469,29 @@ class _WholeFileHasher:
         self._sha256 = hashlib.sha256()
         self.size = 0
 
-    def _update_sha(self, data: bytes | bytearray | memoryview) -> None:
-        self._sha1.update(data)
-        self._sha256.update(data)
+    def _update_md5(self, pieces: Sequence[Buffer]) -> None:
+        for piece in pieces:
+            self._md5.update(piece)
 
-    def update_sync(self, data: bytes | bytearray | memoryview) -> None:
-        self._md5.update(data)
-        self._update_sha(data)
-        self.size += len(data)
+    def _update_sha(self, pieces: Sequence[Buffer]) -> None:
+        for piece in pieces:
+            self._sha1.update(piece)
+            self._sha256.update(piece)
 
-    async def update(self, data: bytes | bytearray | memoryview) -> None:
-        if len(data) < PARALLEL_HASH_MIN:
-            await asyncio.to_thread(self.update_sync, data)
+    def update_sync(self, pieces: Sequence[Buffer]) -> None:
+        self._update_md5(pieces)
+        self._update_sha(pieces)
+        self.size += sum(len(piece) for piece in pieces)
+
+    async def update(self, pieces: Sequence[Buffer]) -> None:
+        size = sum(len(piece) for piece in pieces)
+        if size < PARALLEL_HASH_MIN:
+            await asyncio.to_thread(self.update_sync, pieces)
             return
         await asyncio.gather(
-            asyncio.to_thread(self._md5.update, data), asyncio.to_thread(self._update_sha, data)
+            asyncio.to_thread(self._update_md5, pieces), asyncio.to_thread(self._update_sha, pieces)
         )
-        self.size += len(data)
+        self.size += size
 
     def digests(self) -> Digests:
         return Digests(
@@ -504,8 +520,20 @@ class _GroupSync:
             if self._synced >= ticket:
                 return
             covered = self._requested
-            await asyncio.to_thread(_fsync_path, self._path)
+            await on_disk_waiter(_fsync_path, self._path)
             self._synced = covered
+
+
+_DISK_WAITERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cblr-fsync")
+"""Threads for calls that mostly wait for the disk (fsync, a journal commit): kept apart from
+the default pool, where they would hold the threads that hash and write while they wait."""
+
+
+async def on_disk_waiter(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call that waits on the disk in ``_DISK_WAITERS``."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _DISK_WAITERS, functools.partial(function, *args)
+    )
 
 
 def _fsync_path(path: Path) -> None:
@@ -559,11 +587,12 @@ class _OrderedHasher:
         self._in_flight[index] = state
         return state
 
-    async def feed_live(self, state: _InFlight, piece: bytes | bytearray) -> None:
-        """After a piece is in the staging file: hash it now if the front is this chunk."""
+    async def feed_live(self, state: _InFlight, pieces: Sequence[Buffer], size: int) -> None:
+        """Hash a block now if the front is this chunk (the block is written, or is being
+        written while the chunk is live: live bytes are never read back)."""
         if state.live:
-            await self._hasher.update(piece)
-            self._hashed_in_next += len(piece)
+            await self._hasher.update(pieces)
+            self._hashed_in_next += size
 
     def abandon(self, index: int) -> None:
         self._in_flight.pop(index, None)
@@ -603,14 +632,13 @@ class _OrderedHasher:
             data = await asyncio.to_thread(
                 _read_range, self._staging, start, min(READ_BACK_BLOCK, end - start)
             )
-            await self._hasher.update(data)
+            await self._hasher.update((data,))
             self._hashed_in_next += len(data)
             start += len(data)
 
     def feed_verified(self, chunk: Chunk, received: int, blocks: Sequence[bytes]) -> None:
         """On resume: hash a verified done chunk at the front (in a worker thread)."""
-        for block in blocks:
-            self._hasher.update_sync(block)
+        self._hasher.update_sync(blocks)
         self._next = chunk.index + 1
         self._hashed_in_next = 0
         if received < chunk.length:
@@ -841,7 +869,7 @@ class TransferEngine:
 
     async def _record_done(self, run: _Run, chunk: Chunk, writer: _ChunkWriter) -> Chunk:
         await run.syncer.sync()
-        done = await asyncio.to_thread(
+        done = await on_disk_waiter(
             self.journal.mark_chunk_done,
             run.artifact.id,
             chunk.index,
@@ -857,8 +885,8 @@ class TransferEngine:
         attempts = 0
         try:
             fd = await asyncio.to_thread(os.open, run.staging, os.O_WRONLY | _O_BINARY)
+            writer = _ChunkWriter(fd, run, chunk, state)
             try:
-                writer = _ChunkWriter(fd, run, chunk, state)
                 while True:
                     try:
                         await self._get_range(run, chunk, writer.received, writer.sink)
@@ -888,7 +916,7 @@ class TransferEngine:
                     await writer.flush()
                     await asyncio.sleep(self._backoff(attempts))
             finally:
-                os.close(fd)
+                await asyncio.shield(asyncio.to_thread(writer.close))
         except BaseException:
             run.hasher.abandon(chunk.index)
             raise
@@ -1030,47 +1058,74 @@ class TransferEngine:
 class _ChunkWriter:
     """Takes a chunk's bytes from the download and writes them at the chunk's offset.
 
-    Pieces are gathered into blocks of ``WRITE_BLOCK``; each block is written, added to the
-    chunk's SHA-256 and, while this chunk is the front of the in-order prefix, to the
-    whole-file hashes, in one worker-thread call. ``received`` counts the bytes taken (the
-    next attempt asks for the rest from there); ``flush`` writes what is still gathered.
+    Pieces are gathered (by reference, not copied) into blocks of ``WRITE_BLOCK``. A block is
+    written and added to the chunk's SHA-256 in one worker-thread call; while this chunk is
+    the front of the in-order prefix, the whole-file hashes take the same block at the same
+    time on two more threads, so a block costs the slowest of the three, not their sum.
+    ``received`` counts the bytes taken (the next attempt asks for the rest from there);
+    ``flush`` writes what is still gathered.
     """
 
     def __init__(self, fd: int, run: _Run, chunk: Chunk, state: _InFlight) -> None:
         self.fd = fd
+        self._fd_lock = threading.Lock()
+        self._closed = False
         self.run = run
         self.chunk = chunk
         self.state = state
         self.digest = hashlib.sha256()
         self.received = 0
-        self._gathered = bytearray()
+        self._pieces: list[bytes] = []
+        self._gathered = 0
 
     async def sink(self, piece: bytes) -> None:
         if self.received + len(piece) > self.chunk.length:
             raise _TooLong(self.chunk)
-        self._gathered += piece
+        self._pieces.append(piece)
+        self._gathered += len(piece)
         self.received += len(piece)
         self.run.bytes_fetched += len(piece)
-        if len(self._gathered) >= WRITE_BLOCK:
+        if self._gathered >= WRITE_BLOCK:
             await self.flush()
 
     async def flush(self) -> None:
-        if not self._gathered:
+        if not self._pieces:
             return
-        block, self._gathered = self._gathered, bytearray()
+        pieces, size = self._pieces, self._gathered
+        self._pieces, self._gathered = [], 0
         position = self.chunk.offset + self.state.written
-        await asyncio.to_thread(self._write, block, position)
+        write = asyncio.to_thread(self._write, pieces, position)
+        if self.state.live:
+            await asyncio.gather(write, self.run.hasher.feed_live(self.state, pieces, size))
+            self.state.written += size
+            return
+        await write
         # No await until the live check: the in-order hasher may read bytes back up to
         # ``written`` and then switch this chunk to live, after which its writer feeds it.
-        self.state.written += len(block)
-        await self.run.hasher.feed_live(self.state, block)
+        self.state.written += size
+        await self.run.hasher.feed_live(self.state, pieces, size)
 
-    def _write(self, block: bytearray, position: int) -> None:
-        view = memoryview(block)
-        os.lseek(self.fd, position, os.SEEK_SET)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        self.digest.update(block)
+    def _write(self, pieces: Sequence[bytes], position: int) -> None:
+        with self._fd_lock:
+            if self._closed:
+                raise OSError(f"chunk {self.chunk.index}: the staging file is closed")
+            os.lseek(self.fd, position, os.SEEK_SET)
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+                self.digest.update(piece)
+
+    def close(self) -> None:
+        """Close the descriptor once no write is under way (blocking).
+
+        A cancelled ``flush`` leaves its worker thread running: closing the descriptor under
+        it could hand its number to another file before the thread's next write.
+        """
+        with self._fd_lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
 
 
 def _read_range(path: Path, start: int, count: int) -> bytes:

@@ -1,6 +1,7 @@
 """Transfer benchmark: this collector against the link's physical limit and the SDK's way.
 
-``python scripts/bench_transfer.py [--links loopback,lan,wan] [--quick]``
+``python scripts/bench_transfer.py [--links loopback,lan,wan] [--quick] [--sets large,triage]
+[--large-mib N]``
 
 For each link model (``cblr-collect emulator --link NAME``, the emulator in its own process so
 it shares neither event loop nor interpreter lock with the collector) and each file set (one
@@ -115,14 +116,17 @@ class LinkPlan:
     triage_sweep: tuple[int, ...]
 
 
-def link_plan(link: str, quick: bool) -> LinkPlan:
-    """File sets and sweeps per link: the issue's sizes; --quick for a smoke run."""
+def link_plan(link: str, quick: bool, large_mib: int | None = None) -> LinkPlan:
+    """File sets and sweeps per link: the issue's sizes; --quick for a smoke run;
+    ``large_mib`` overrides the large file's size."""
     chunk = DEFAULT_CHUNK_SIZE
     if link == "wan":
         large, small = (20 * MIB, 40) if quick else (100 * MIB, 100)
+        large = large_mib * MIB if large_mib else large
         sweep = ((chunk, DEFAULT_PARALLEL),) if quick else ((4 * MIB, 4), (chunk, DEFAULT_PARALLEL))
         return LinkPlan(large, small, sweep, (DEFAULT_PARALLEL,))
     large, small = (256 * MIB, 100) if quick else (2 * GIB, 500)
+    large = large_mib * MIB if large_mib else large
     sweep = ((chunk, DEFAULT_PARALLEL),)
     if not quick:
         sweep = ((8 * MIB, 4), (8 * MIB, 8), (16 * MIB, 8), (32 * MIB, 8))
@@ -315,8 +319,8 @@ def lower_bound(link: str, file_set: FileSet, route_rate: float) -> float:
 
 
 async def bench_link(link: str, args: argparse.Namespace, folder: Path) -> list[tuple]:
-    plan = link_plan(link, args.quick)
-    sets = file_sets(plan)
+    plan = link_plan(link, args.quick, args.large_mib)
+    sets = [file_set for file_set in file_sets(plan) if file_set.name in args.sets.split(",")]
     for file_set in sets:
         digests = await asyncio.gather(*(asyncio.to_thread(f.sha256) for f in file_set.files))
         file_set.expected = {f.path: d for f, d in zip(file_set.files, digests, strict=True)}
@@ -425,7 +429,9 @@ async def bench(args: argparse.Namespace) -> None:
         for link in links:
             started = time.perf_counter()
             results += await bench_link(link, args, Path(tmp))
-            for file_set in file_sets(link_plan(link, args.quick)):
+            for file_set in file_sets(link_plan(link, args.quick, args.large_mib)):
+                if file_set.name not in args.sets.split(","):
+                    continue
                 sets_seen[f"{link}/{file_set.name}"] = file_set.describe()
             print(f"  {link}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     print_table(results, sets_seen)
@@ -435,6 +441,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--links", default="loopback,lan,wan")
     parser.add_argument("--quick", action="store_true", help="small sets, default settings only")
+    parser.add_argument("--sets", default="large,triage", help="file sets to run")
+    parser.add_argument("--large-mib", type=int, default=None, help="size of the large file")
     parser.add_argument(
         "--sdk-sample",
         type=int,
