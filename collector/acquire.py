@@ -25,7 +25,12 @@ from collector.journal import Artifact, ArtifactState, Collected, Journal
 from collector.models import DirectoryEntry, MemdumpProgress, ProcessInfo
 from collector.progress import Reporter
 from collector.registry_walk import capture_registry
-from collector.remote_command import delete_quietly, remote_temp_path, run_and_capture
+from collector.remote_command import (
+    delete_quietly,
+    quote_argument,
+    remote_temp_path,
+    run_and_capture,
+)
 from collector.sessions import LiveResponseSession
 from collector.staging import resolve_staging, staging_relpath, sync_directory
 from collector.transfer import FETCHED_KINDS, TransferEngine
@@ -151,14 +156,17 @@ class Acquirer:
                 artifact,
                 ".hiv",
                 "reg save, then get file",
-                lambda temp: f'reg.exe save "{save_key}" "{temp}" /y',
+                lambda temp: f"reg.exe save {quote_argument(save_key)} {quote_argument(temp)} /y",
             )
         else:
             await self._copy_on_host(
                 artifact,
                 ".vss",
                 "esentutl /vss shadow copy, then get file",
-                lambda temp: f'esentutl.exe /y "{artifact.source}" /vss /d "{temp}"',
+                lambda temp: (
+                    f"esentutl.exe /y {quote_argument(artifact.source)} /vss /d "
+                    f"{quote_argument(temp)}"
+                ),
             )
 
     async def _is_locked(self, path: str) -> bool:
@@ -181,8 +189,13 @@ class Acquirer:
         self, artifact: Artifact, suffix: str, method: str, command: Callable[[str], str]
     ) -> None:
         temp = remote_temp_path(suffix)
+        try:
+            command_line = command(temp)
+        except ValueError as error:
+            raise AcquisitionError(
+                f"the file is locked, and {error}", hresult.SHARING_VIOLATION
+            ) from None
         await self._use_temp(artifact, temp, method)
-        command_line = command(temp)
         result = await self.session.create_process(command_line, wait=True)
         if result.return_code != 0:
             raise AcquisitionError(

@@ -7,6 +7,7 @@ and then deleted from the endpoint whatever happened, so no trace of ours stays 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
@@ -45,6 +46,21 @@ class CapturedOutput:
     truncated: bool
 
 
+_UNQUOTABLE = re.compile(r'["\x00-\x1f]')
+
+
+def quote_argument(text: str) -> str:
+    """``text`` in double quotes for the endpoint's command line (CommandLineToArgvW rules).
+
+    Remote names and registry keys may be written by an attacker: one holding a quote or a
+    control character, or ending in a backslash (which would escape the closing quote), could
+    add arguments of its own, so it is refused rather than escaped.
+    """
+    if not text or _UNQUOTABLE.search(text) or text.endswith("\\"):
+        raise ValueError(f"cannot pass {text!r} on a command line safely")
+    return f'"{text}"'
+
+
 def remote_temp_path(suffix: str, temp_dir: str = REMOTE_TEMP) -> str:
     """A fresh path in the endpoint's temp folder, e.g. ``C:\\Windows\\Temp\\cblr-<hex>.out``."""
     return f"{temp_dir}\\cblr-{uuid.uuid4().hex}{suffix}"
@@ -59,10 +75,14 @@ async def delete_quietly(runner: ProcessRunner, remote_path: str) -> None:
 
 
 async def run_and_capture(
-    runner: ProcessRunner, command_line: str, *, max_output: int = MAX_OUTPUT
+    runner: ProcessRunner,
+    command_line: str,
+    *,
+    max_output: int = MAX_OUTPUT,
+    temp_dir: str = REMOTE_TEMP,
 ) -> CapturedOutput:
     """Run ``command_line`` to completion and return what it wrote (at most ``max_output``)."""
-    output_path = remote_temp_path(".out")
+    output_path = remote_temp_path(".out", temp_dir.rstrip("\\"))
     try:
         result = await runner.create_process(command_line, wait=True, output_file=output_path)
         output = await runner.read_file(output_path, 0, max_output + 1)

@@ -9,16 +9,15 @@ bytes received shows the copy matches the source as the source saw it.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from collector.errors import CommandError, LiveResponseError
+from collector.remote_command import quote_argument, run_and_capture
 from collector.sessions import LiveResponseSession
 
 DEFAULT_REMOTE_TEMP = "C:\\Windows\\Temp"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_UNQUOTABLE = re.compile(r'["\x00-\x1f]')
 _MAX_OUTPUT = 64 * 1024
 
 
@@ -36,9 +35,7 @@ class SourceHash:
 
 def certutil_command(remote_path: str) -> str:
     """The command line; refuses paths that cannot be quoted safely for CommandLineToArgvW."""
-    if _UNQUOTABLE.search(remote_path) or remote_path.endswith("\\") or not remote_path:
-        raise ValueError(f"cannot pass {remote_path!r} to certutil safely")
-    return f'certutil.exe -hashfile "{remote_path}" SHA256'
+    return f"certutil.exe -hashfile {quote_argument(remote_path)} SHA256"
 
 
 def parse_certutil(output: bytes) -> str | None:
@@ -59,29 +56,20 @@ async def source_sha256(
         command_line = certutil_command(remote_path)
     except ValueError as error:
         return SourceHash(None, error=str(error))
-    output_file = f"{remote_temp.rstrip(chr(92))}\\cblr-certutil-{secrets.token_hex(8)}.txt"
     try:
-        result = await session.create_process(command_line, wait=True, output_file=output_file)
-        output = await session.read_file(output_file, 0, _MAX_OUTPUT)
+        captured = await run_and_capture(
+            session, command_line, max_output=_MAX_OUTPUT, temp_dir=remote_temp
+        )
     except CommandError as error:
         return SourceHash(None, error=str(error), return_code=error.result_code)
     except LiveResponseError as error:
         return SourceHash(None, error=str(error))
-    finally:
-        await _delete_quietly(session, output_file)
-    digest = parse_certutil(output)
-    if result.return_code != 0 or digest is None:
-        first_line = output.decode("utf-8", "replace").strip().splitlines()[:1]
+    digest = parse_certutil(captured.output)
+    if captured.return_code != 0 or digest is None:
+        first_line = captured.output.decode("utf-8", "replace").strip().splitlines()[:1]
         text = _printable(first_line[0] if first_line else "no output")
-        return SourceHash(None, error=f"certutil failed: {text}", return_code=result.return_code)
+        return SourceHash(None, error=f"certutil failed: {text}", return_code=captured.return_code)
     return SourceHash(digest)
-
-
-async def _delete_quietly(session: LiveResponseSession, remote_path: str) -> None:
-    try:
-        await session.delete_file(remote_path)
-    except LiveResponseError:
-        return
 
 
 def _printable(text: str) -> str:

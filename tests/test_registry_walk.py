@@ -91,3 +91,15 @@ async def test_command_output_is_captured_and_the_temp_file_removed(
     assert captured.output.replace(b"\r\n", b"\n") == b"hello evidence\n"
     leftovers = [e.name for e in await live.list_directory("C:\\Windows\\Temp\\")]
     assert not any(name.startswith("cblr-") for name in leftovers)
+
+
+def test_arguments_an_attacker_could_break_out_of_are_refused() -> None:
+    from collector.remote_command import quote_argument
+
+    assert (
+        quote_argument("C:\\Windows\\System32\\config\\SAM")
+        == '"C:\\Windows\\System32\\config\\SAM"'
+    )
+    for hostile in ['HKU\\S-1-5-21" /y C:\\x', "C:\\dir\\", "C:\\a\x01b", ""]:
+        with pytest.raises(ValueError, match="cannot pass"):
+            quote_argument(hostile)
