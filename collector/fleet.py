@@ -24,6 +24,7 @@ from collector.errors import (
 )
 from collector.journal import ArtifactState, Journal
 from collector.progress import Reporter
+from collector.runlog import CURRENT_DEVICE
 from collector.runner import DeviceOutcome, RunSettings, collect_device, outcome_of
 from collector.sealing import SealedArchive, SealKeys, seal_workspace
 from collector.sessions import SessionManager, SessionOptions
@@ -146,6 +147,7 @@ async def _one_device(
     reporter: Reporter,
     limiter: asyncio.Semaphore,
 ) -> DeviceResult:
+    CURRENT_DEVICE.set(device_id)  # this task's context: its log lines go to its own run.log
     result = DeviceResult(device_id=device_id, workspace=workspace.root)
     began = time.monotonic()
     try:

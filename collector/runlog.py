@@ -5,11 +5,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
 
 REDACTED = "[REDACTED]"
 LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+CURRENT_DEVICE: ContextVar[int | None] = ContextVar("cblr_current_device", default=None)
+"""The device whose work is logging; set by each device's task in a fleet run."""
+
+
+class DeviceFilter(logging.Filter):
+    """Keeps one device's records (and those of no device: the run's own) for its log."""
+
+    def __init__(self, device_id: int | None) -> None:
+        super().__init__()
+        self.device_id = device_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = CURRENT_DEVICE.get()
+        return self.device_id is None or current is None or current == self.device_id
 
 
 class RedactingFilter(logging.Filter):
@@ -39,13 +56,19 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def open_run_log(path: Path, secrets: Iterable[str], level: int = logging.INFO) -> logging.Handler:
+def open_run_log(
+    path: Path,
+    secrets: Iterable[str],
+    level: int = logging.INFO,
+    device_id: int | None = None,
+) -> logging.Handler:
     """Send the project's loggers to ``path`` with UTC times; return the handler."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
+    handler.addFilter(DeviceFilter(device_id))
     handler.addFilter(RedactingFilter(secrets))
     handler.setLevel(level)
     for name in ("collector", "evidence", "profiles"):

@@ -32,3 +32,28 @@ def test_secrets_are_redacted_in_messages_and_tracebacks(tmp_path: Path) -> None
     first = text.splitlines()[0]
     assert first.endswith("INFO collector.test: token is [REDACTED]")
     assert first[10] == "T" and first[23] == "Z"
+
+
+async def test_each_device_log_keeps_its_own_lines(tmp_path: Path) -> None:
+    import asyncio
+
+    from collector.runlog import CURRENT_DEVICE
+
+    logs = {device: tmp_path / f"{device}.log" for device in (1001, 1002)}
+    handlers = [open_run_log(path, [], device_id=device) for device, path in logs.items()]
+    log = logging.getLogger("collector.fleet_test")
+
+    async def work(device: int) -> None:
+        CURRENT_DEVICE.set(device)
+        await asyncio.sleep(0)
+        log.info("collecting on %d", device)
+
+    try:
+        log.info("run started")
+        await asyncio.gather(work(1001), work(1002))
+    finally:
+        for handler in handlers:
+            close_run_log(handler)
+    for device, path in logs.items():
+        lines = [line.split(": ", 1)[1] for line in path.read_text().splitlines()]
+        assert lines == ["run started", f"collecting on {device}"]

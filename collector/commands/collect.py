@@ -390,9 +390,9 @@ def execute(
     if job.seal_keys is not None and job.seal_keys.passphrase:
         secrets.append(job.seal_keys.passphrase.decode(errors="replace"))
     handlers = []
-    for _, workspace, _ in job.devices:
+    for device_id, workspace, _ in job.devices:
         workspace.create()
-        handlers.append(open_run_log(workspace.log_path, secrets))
+        handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
     settings = job.devices[0][2] if job.devices else None
     started, began = utc_now(), time.monotonic()
     log.info(
