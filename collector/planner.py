@@ -26,8 +26,8 @@ from typing import Any
 from collector.errors import CommandError
 from collector.journal import Journal
 from collector.models import RegistryKeyListing
+from collector.observe import observation_of
 from collector.registry_walk import RegistryReader, is_plain_key_name, join_key
-from collector.transfer import observation_of
 from collector.walk import Lister, ListingCache, WalkResult, is_not_found, walk_pattern
 from profiles.model import (
     Artifact,

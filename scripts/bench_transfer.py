@@ -57,6 +57,7 @@ import yaml
 from collector.client import AUTH_HEADER, LiveResponseClient, Timeouts
 from collector.journal import ArtifactState, Journal
 from collector.models import FileObject
+from collector.observe import observation_of
 from collector.sessions import LiveResponseSession, SessionManager, SessionOptions
 from collector.transfer import (
     DEFAULT_CHUNK_SIZE,
@@ -64,7 +65,6 @@ from collector.transfer import (
     FILE_KIND,
     TransferEngine,
     artifact_concurrency,
-    observation_of,
 )
 from emulator.content import RandomContent
 from emulator.scenario import LINK_PRESETS

@@ -31,13 +31,13 @@ from transfer_support import (
 
 from collector import hresult
 from collector.journal import ArtifactState, Journal
+from collector.observe import observation_of
 from collector.transfer import (
     FILE_KIND,
     ArtifactResult,
     ChunkProgress,
     TransferEngine,
     TransferOptions,
-    observation_of,
     plan_chunks,
 )
 from emulator.content import RandomContent

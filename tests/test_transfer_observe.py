@@ -11,7 +11,7 @@ import pytest
 from collector import hresult
 from collector.errors import CommandError
 from collector.models import DirectoryEntry
-from collector.transfer import FolderObserver, planned_observation
+from collector.observe import FolderObserver, planned_observation
 
 WHEN = datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
 
