@@ -25,7 +25,7 @@ from collector.sessions import SessionOptions
 from collector.summary import print_summary
 from collector.workspace import device_workspace
 from emulator.server import EmulatorServer
-from evidence import keys
+from evidence import custody, keys
 from evidence.verify import verify_archive
 from profiles import load_profile, resolve
 
@@ -97,6 +97,14 @@ async def _verify_and_explain(
     console.print(f"lab verification of the archive: {verdict}")
     for check in report.failures:
         console.print(f"  {check.name}: {check.detail}", markup=False)
+    # The lab signs its verdict into the custody sidecar, as `verify --record` does.
+    await asyncio.to_thread(
+        custody.record_verification,
+        result.archive.path,
+        report.ok,
+        [check.name for check in report.failures],
+        keys.load_signing_key(lab.signing_private),
+    )
     archive = result.archive.path
     console.print(
         "\n".join(
@@ -109,7 +117,8 @@ async def _verify_and_explain(
                 f"lab keys       {lab.recipient_private} (private), {lab.recipient_public}",
                 "",
                 "what the lab runs next:",
-                f"  cblr-collect verify {archive} --identity {lab.recipient_private}",
+                f"  cblr-collect verify {archive} --identity {lab.recipient_private} "
+                f"--record --signing-key {lab.signing_private}",
                 f"  cblr-collect unseal {archive} --out unsealed/ "
                 f"--identity {lab.recipient_private}",
             ]

@@ -206,6 +206,21 @@ def record_handoff(
     return append_signed(sidecar_path(archive), "handed_over", payload, signing_key)
 
 
+def record_verification(
+    archive: str | Path,
+    verified: bool,
+    failed_checks: list[str],
+    signing_key: ed25519.Ed25519PrivateKey,
+) -> dict[str, Any]:
+    """``cblr-collect verify --record``: the verifier's signed result in the sidecar."""
+    payload = {
+        "result": "verified" if verified else "failed",
+        "failed_checks": failed_checks,
+        "archive_sha256": _file_sha256(Path(archive)),
+    }
+    return append_signed(sidecar_path(archive), "verified", payload, signing_key)
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

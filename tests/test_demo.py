@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -30,7 +31,14 @@ def test_demo_runs_clean_and_its_printed_commands_verify_and_unseal(tmp_path: Pa
 
     verified = run_cli(*commands[0][1:], env=env, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.rstrip().endswith("VERIFIED")
+    verdict, recorded = verified.stdout.rstrip().splitlines()[-2:]
+    assert verdict == "VERIFIED"
+    assert recorded.startswith("recorded verification #3 in ")
+    custody_kinds = [
+        json.loads(line)["kind"]
+        for line in Path(f"{archive}.custody.jsonl").read_text().splitlines()
+    ]
+    assert custody_kinds == ["sealed", "verified", "verified"]  # the demo's, then the lab's
     unsealed = run_cli(*commands[1][1:], env=env, cwd=tmp_path)
     assert unsealed.returncode == 0, unsealed.stdout + unsealed.stderr
     assert (tmp_path / "unsealed" / "manifest.json").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -501,6 +502,35 @@ def test_7zip_refuses_a_wrong_password(sealed: Path, tmp_path: Path) -> None:
 
 
 # -- the command line ------------------------------------------------------------------------
+
+
+def test_verify_record_appends_the_signed_verdict_to_the_sidecar(
+    tmp_path: Path, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "ws" / "device-37191"
+    folder.mkdir(parents=True)
+    make_collection(folder, SAMPLE, lab.signing)
+    monkeypatch.setenv("CASE_PASS", PASSPHRASE)
+    out = tmp_path / "archives"
+    assert main(["seal", str(folder), "--password-env", "CASE_PASS", "--out", str(out),
+                 "--signing-key", str(lab.signing_path)]) == 0  # fmt: skip
+    [archive] = list(out.glob("*.zip"))
+    verifier = tmp_path / "lab-verifier.key"
+    opening = ["--password-env", "CASE_PASS"]
+    assert main(["verify", str(archive), *opening, "--record", "--signing-key", str(verifier)]) == 0
+    sidecar = custody.sidecar_path(archive)
+    events = [json.loads(line) for line in sidecar.read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["sealed", "verified"]
+    verified = events[-1]
+    assert verified["payload"]["result"] == "verified"
+    assert verified["payload"]["failed_checks"] == []
+    assert verified["payload"]["archive_sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert verified["signer"] == keys.fingerprint(keys.load_signing_key(verifier).public_key())
+    # The recorded verdict is part of the signed chain: the archive still verifies after it,
+    # and editing the verdict breaks the chain.
+    assert main(["verify", str(archive), *opening]) == 0
+    sidecar.write_text(sidecar.read_text().replace('"verified"}', '"failed"}'))
+    assert main(["verify", str(archive), *opening]) == 1
 
 
 def test_cli_seal_verify_custody_unseal_keeps_secrets_out(

@@ -38,6 +38,14 @@ def register(commands: Any) -> None:
     verify.add_argument("archive")
     _add_identity(verify)
     verify.add_argument("--json", action="store_true", help="the report as JSON")
+    verify.add_argument(
+        "--record",
+        action="store_true",
+        help="append the result, signed, to the archive's custody sidecar",
+    )
+    verify.add_argument(
+        "--signing-key", metavar="KEY.pem", help="the verifier's key for --record (made if missing)"
+    )
     verify.set_defaults(handler=run_verify)
 
     unseal = commands.add_parser("unseal", help="restore a sealed archive into a folder")
@@ -264,12 +272,37 @@ def run_verify(args: argparse.Namespace) -> int:
     from evidence.verify import verify_archive, verify_folder
 
     if Path(args.archive).is_dir():
+        if args.record:
+            return _fail("verify", "--record needs a sealed archive, not a folder")
         return _open_and_run(args, "verify", lambda _i, _p: verify_folder(args.archive))
-    return _open_and_run(
-        args,
-        "verify",
-        lambda identity, secret: verify_archive(args.archive, identity, secret, _limits(args)),
-    )
+    reports: list[Any] = []
+
+    def action(identity: Any, secret: bytes | None) -> Any:
+        reports.append(verify_archive(args.archive, identity, secret, _limits(args)))
+        return reports[-1]
+
+    code = _open_and_run(args, "verify", action)
+    if args.record and reports and not reports[-1].key_problem:
+        return _record_verification(args, reports[-1]) or code
+    return code
+
+
+def _record_verification(args: argparse.Namespace, report: Any) -> int:
+    """Append the verdict to the sidecar, signed by the verifier; 0 when recorded."""
+    from evidence import custody, keys
+
+    failed = [check.name for check in report.failures]
+    try:
+        signing_key = keys.load_or_create_signing_key(
+            args.signing_key or keys.default_signing_key_path()
+        )
+        event = custody.record_verification(args.archive, report.ok, failed, signing_key)
+    except keys.KeyFileError as exc:
+        return _fail("verify", str(exc))
+    except (custody.CustodyChainError, OSError) as exc:
+        return _fail("verify", f"could not record the result: {exc}", EXIT_PARTIAL)
+    print(f"recorded verification #{event['seq']} in {custody.sidecar_path(args.archive)}")
+    return 0
 
 
 def run_unseal(args: argparse.Namespace) -> int:
