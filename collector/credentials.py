@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,10 +132,23 @@ def resolve_credentials(
     verify = not insecure
     if "ssl_verify" in settings and not insecure:
         verify = parse_bool(settings["ssl_verify"], f"{source}: ssl_verify")
+    bundle = ca_bundle or settings.get("ssl_cert_file") or None
+    if bundle is not None:
+        check_ca_bundle(bundle)
     return Credentials(
         url=url,
         token=Secret(token.strip()),
         verify_tls=verify,
-        ca_bundle=ca_bundle or settings.get("ssl_cert_file") or None,
+        ca_bundle=bundle,
         source=source,
     )
+
+
+def check_ca_bundle(path: str) -> None:
+    """Refuse a CA bundle that cannot be loaded now, rather than on the first request."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise CredentialsError(f"CA bundle {path}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError):
+        raise CredentialsError(f"CA bundle {path}: not a PEM certificate bundle") from None

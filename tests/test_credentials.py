@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from collector.credentials import CredentialsError, credentials_files, resolve_credentials
+from emulator.server import self_signed_context
 
 TOKEN = "ABCDEFGHIJKLMNOP/CONN42"
 
@@ -32,18 +33,19 @@ def test_default_profile_of_an_existing_cbapi_setup(tmp_path: Path) -> None:
 
 
 def test_named_profile_and_ssl_verify_false(tmp_path: Path) -> None:
+    _, lab_ca = self_signed_context("127.0.0.1", tmp_path)
     ini = write_ini(
         tmp_path / "c.defense",
         f"[default]\nurl = https://a.example\ntoken = {TOKEN}\n"
         "[lab]\nurl = https://lab.example\ntoken = LAB/1\nssl_verify = false\n"
-        "ssl_cert_file = /etc/ssl/lab.pem\n",
+        f"ssl_cert_file = {lab_ca}\n",
     )
     creds = resolve_credentials(profile="lab", environ={}, files=[ini])
     assert (creds.url, creds.token.reveal(), creds.verify_tls, creds.ca_bundle) == (
         "https://lab.example",
         "LAB/1",
         False,
-        "/etc/ssl/lab.pem",
+        str(lab_ca),
     )
 
 
@@ -105,3 +107,16 @@ def test_search_path_and_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ]
     monkeypatch.setenv("CBLR_CREDENTIALS_FILE", str(tmp_path / "x.ini"))
     assert credentials_files() == [tmp_path / "x.ini"]
+
+
+def test_a_ca_bundle_that_cannot_be_loaded_is_refused_up_front(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("/tmp/emulator-cert.pem\n", encoding="utf-8")
+    with pytest.raises(CredentialsError, match=r"ca\.pem: not a PEM certificate bundle"):
+        resolve_credentials(
+            url="https://a", token=TOKEN, ca_bundle=str(not_pem), environ={}, files=[]
+        )
+    with pytest.raises(CredentialsError, match="no such file"):
+        resolve_credentials(
+            url="https://a", token=TOKEN, ca_bundle=str(tmp_path / "x.pem"), environ={}, files=[]
+        )
