@@ -12,11 +12,13 @@ import json
 import os
 import platform
 import shutil
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from collector import __version__
-from collector.journal import Artifact, ArtifactState, Journal
+from collector.journal import Artifact, ArtifactState, Event, Journal
 from collector.runner import TOOL_NAME, RunSettings
 from collector.staging import resolve_staging
 from collector.workspace import Workspace
@@ -69,7 +71,10 @@ def _iso(value: Any) -> str:
     return str(value) if value else ""
 
 
-def artifact_record(journal: Journal, artifact: Artifact, staged_path: str) -> ArtifactRecord:
+def artifact_record(
+    journal: Journal, artifact: Artifact, staged_path: str, events: Sequence[Event]
+) -> ArtifactRecord:
+    """The evidence record of one journal artifact; ``events`` are that artifact's events."""
     details = artifact.details
     collected = artifact.state is ArtifactState.COLLECTED
     digests = (
@@ -79,7 +84,6 @@ def artifact_record(journal: Journal, artifact: Artifact, staged_path: str) -> A
     )
     chunks = journal.chunks(artifact.id) if collected else []
     observations = artifact.observations or {}
-    events = journal.events(artifact_id=artifact.id)
     started = next((e.utc for e in events if e.kind == "artifact.started"), "")
     finished = next(
         (e.utc for e in events if e.kind in ("artifact.collected", "artifact.failed")), ""
@@ -126,6 +130,11 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
         settings = journal.settings()
         run = RunSettings.from_settings(settings)
         artifacts = journal.artifacts()
+        journal_events = journal.events()
+        by_artifact: dict[int, list[Event]] = defaultdict(list)
+        for event in journal_events:
+            if event.artifact_id is not None:
+                by_artifact[event.artifact_id].append(event)
         namer = MemberNamer(root="artifacts")
         records = []
         for artifact in artifacts:
@@ -134,7 +143,7 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
                 staged = namer.place(member_source(artifact))
                 source = resolve_staging(workspace.root, artifact.staging_path)
                 link_or_copy(source, folder.joinpath(*staged.split("/")))
-            records.append(artifact_record(journal, artifact, staged))
+            records.append(artifact_record(journal, artifact, staged, by_artifact[artifact.id]))
         events = [
             CustodyEvent(
                 seq=event.seq,
@@ -144,9 +153,9 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
                 if event.artifact_id is not None
                 else event.payload,
             )
-            for event in journal.events()
+            for event in journal_events
         ]
-        device = device_info(run, journal)
+        device = device_info(run, journal_events)
         profile = settings.get("resolved_profile", {})
     plan = [
         PlannedArtifact(
@@ -180,15 +189,13 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
     return folder
 
 
-def device_info(run: RunSettings, journal: Journal) -> DeviceInfo:
-    sessions = [e.payload for e in journal.events() if e.kind == "session.established"]
-    last = sessions[-1] if sessions else {}
+def device_info(run: RunSettings, events: Sequence[Event]) -> DeviceInfo:
+    sessions = [e for e in events if e.kind == "session.established"]
+    last = sessions[-1].payload if sessions else {}
     return DeviceInfo(
         device_id=str(run.device_id),
         hostname=str(last.get("hostname", "")),
         os=str(last.get("os", "")),
-        sensor_checkin=next(
-            (e.utc for e in journal.events() if e.kind == "session.established"), ""
-        ),
-        session_ids=tuple(str(s.get("session_id", "")) for s in sessions),
+        sensor_checkin=sessions[0].utc if sessions else "",
+        session_ids=tuple(str(e.payload.get("session_id", "")) for e in sessions),
     )
