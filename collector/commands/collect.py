@@ -184,20 +184,21 @@ def load_resolved(name_or_file: str) -> ResolvedProfile:
 def profile_from_record(document: dict[str, Any]) -> ResolvedProfile:
     """The profile exactly as the first run recorded it (includes already flattened)."""
     recorded = {k: document[k] for k in ("name", "description") if k in document}
-    recorded["artifacts"] = [
-        {k: v for k, v in artifact.items() if k != "source"}
-        for artifact in document.get("artifacts", [])
-    ]
+    recorded["artifacts"] = recorded_artifacts(document)
     return resolve(load_profile_text(yaml.safe_dump(recorded), "<recorded profile>"))
 
 
 def profile_fingerprint(document: dict[str, Any]) -> str:
     """What makes two recorded profiles the same collection (not where they were loaded from)."""
-    artifacts = [
+    return json.dumps(recorded_artifacts(document), sort_keys=True, default=str)
+
+
+def recorded_artifacts(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A recorded profile's artifacts without ``source`` (the file:line they came from)."""
+    return [
         {k: v for k, v in artifact.items() if k != "source"}
         for artifact in document.get("artifacts", [])
     ]
-    return json.dumps(artifacts, sort_keys=True, default=str)
 
 
 def run_collect(args: argparse.Namespace) -> int:
