@@ -126,14 +126,16 @@ class Acquirer:
     # ---- fetched through the transfer engine
 
     async def _fetched(self, artifact: Artifact) -> None:
-        temp = artifact.details.get("remote_temp")
         try:
             if artifact.state is ArtifactState.PLANNED:
                 await self._prepare_fetch(artifact)
             await self.engine.fetch(self.journal.artifact(artifact.id))
         finally:
-            temp = self.journal.artifact(artifact.id).details.get("remote_temp") or temp
-            if temp and self.journal.artifact(artifact.id).is_finished:
+            # The temporary copy (reg save, shadow copy, memdump) goes once the artifact ends;
+            # while it is unfinished, resume still needs it.
+            current = self.journal.artifact(artifact.id)
+            temp = current.details.get("remote_temp")
+            if temp and current.is_finished:
                 await delete_quietly(self.session, temp)
 
     async def _prepare_fetch(self, artifact: Artifact) -> None:
