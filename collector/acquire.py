@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from collector import hresult
-from collector.errors import CommandError, LiveResponseError, SessionStartError
+from collector.errors import (
+    CommandError,
+    CommandOutcomeUnknownError,
+    LiveResponseError,
+    SessionStartError,
+)
 from collector.journal import Artifact, ArtifactState, Collected, Journal
 from collector.models import DirectoryEntry, MemdumpProgress, ProcessInfo
 from collector.progress import Reporter
@@ -39,6 +44,9 @@ from evidence.hashes import MultiHasher
 from profiles.paths import split_pattern
 
 log = logging.getLogger(__name__)
+
+HOST_COPY_ATTEMPTS = 3
+"""Tries of a reg save or shadow copy whose session was lost while it ran."""
 
 
 class AcquisitionError(Exception):
@@ -190,21 +198,35 @@ class Acquirer:
     async def _copy_on_host(
         self, artifact: Artifact, suffix: str, method: str, command: Callable[[str], str]
     ) -> None:
-        temp = remote_temp_path(suffix)
-        try:
-            command_line = command(temp)
-        except ValueError as error:
-            raise AcquisitionError(
-                f"the file is locked, and {error}", hresult.SHARING_VIOLATION
-            ) from None
-        await self._use_temp(artifact, temp, method)
-        result = await self.session.create_process(command_line, wait=True)
-        if result.return_code != 0:
-            raise AcquisitionError(
-                f"the file is locked, and {command_line.split()[0]} exited with "
-                f"{result.return_code}",
-                hresult.SHARING_VIOLATION,
-            )
+        """Run a copy command on the host into a fresh temporary file.
+
+        The session layer does not re-issue a command whose session was lost while it ran
+        (it may have run). A copy into a temporary file of our own is safe to repeat, so it
+        is tried again into a new file, and the one it may have written is deleted.
+        """
+        for attempt in range(1, HOST_COPY_ATTEMPTS + 1):
+            temp = remote_temp_path(suffix)
+            try:
+                command_line = command(temp)
+            except ValueError as error:
+                raise AcquisitionError(
+                    f"the file is locked, and {error}", hresult.SHARING_VIOLATION
+                ) from None
+            await self._use_temp(artifact, temp, method)
+            try:
+                result = await self.session.create_process(command_line, wait=True)
+            except CommandOutcomeUnknownError:
+                await delete_quietly(self.session, temp)
+                if attempt == HOST_COPY_ATTEMPTS:
+                    raise
+                continue
+            if result.return_code != 0:
+                raise AcquisitionError(
+                    f"the file is locked, and {command_line.split()[0]} exited with "
+                    f"{result.return_code}",
+                    hresult.SHARING_VIOLATION,
+                )
+            return
 
     async def _dump_memory(self, artifact: Artifact) -> None:
         temp = remote_temp_path(".dmp")
