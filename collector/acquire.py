@@ -24,6 +24,7 @@ from collector.errors import (
     CommandError,
     CommandOutcomeUnknownError,
     LiveResponseError,
+    SessionLostError,
     SessionStartError,
 )
 from collector.journal import Artifact, ArtifactState, Collected, Journal
@@ -45,6 +46,8 @@ from profiles.paths import split_pattern
 
 log = logging.getLogger(__name__)
 
+SESSION_LOSS_ATTEMPTS = 3
+"""Tries of one artifact whose session is lost more often than the session layer reopens."""
 HOST_COPY_ATTEMPTS = 3
 """Tries of a reg save or shadow copy whose session was lost while it ran."""
 
@@ -96,19 +99,27 @@ class Acquirer:
             kind=artifact.kind,
             size=artifact.size or artifact.details.get("expected_size") or 0,
         )
-        try:
-            if artifact.kind in FETCHED_KINDS:
-                await self._fetched(artifact)
-            else:
-                await self._document(artifact)
-        except AcquisitionError as error:
-            await self._fail(artifact.id, error.reason, error.result_code)
-        except SessionStartError:
-            raise
-        except CommandError as error:
-            await self._fail(artifact.id, str(error), error.result_code)
-        except LiveResponseError as error:
-            await self._fail(artifact.id, str(error), None)
+        for attempt in range(1, SESSION_LOSS_ATTEMPTS + 1):
+            try:
+                await self._attempt(self.journal.artifact(artifact.id))
+            except AcquisitionError as error:
+                await self._fail(artifact.id, error.reason, error.result_code)
+            except SessionStartError:
+                raise
+            except CommandError as error:
+                await self._fail(artifact.id, str(error), error.result_code)
+            except CommandOutcomeUnknownError as error:
+                await self._fail(artifact.id, str(error), None)  # never run a command twice
+            except SessionLostError as error:
+                # The session layer reopened as often as one operation may; a long memory
+                # dump or registry walk can still outlast that, so the artifact starts over.
+                if attempt < SESSION_LOSS_ATTEMPTS:
+                    log.info("artifact %d: %s; starting it again", artifact.id, error)
+                    continue
+                await self._fail(artifact.id, str(error), None)
+            except LiveResponseError as error:
+                await self._fail(artifact.id, str(error), None)
+            break
         final = self.journal.artifact(artifact.id)
         self.reporter.event(
             "artifact_done",
@@ -125,6 +136,12 @@ class Acquirer:
         )
         return final
 
+    async def _attempt(self, artifact: Artifact) -> None:
+        if artifact.kind in FETCHED_KINDS:
+            await self._fetched(artifact)
+        else:
+            await self._document(artifact)
+
     async def _fail(self, artifact_id: int, reason: str, result_code: int | None) -> None:
         if not self.journal.artifact(artifact_id).is_finished:
             await asyncio.to_thread(
@@ -136,6 +153,9 @@ class Acquirer:
     async def _fetched(self, artifact: Artifact) -> None:
         try:
             if artifact.state is ArtifactState.PLANNED:
+                if stale := artifact.details.get("remote_temp"):
+                    # A copy or dump from an interrupted attempt: it is made again.
+                    await delete_quietly(self.session, stale)
                 await self._prepare_fetch(artifact)
             await self.engine.fetch(self.journal.artifact(artifact.id))
         finally:
