@@ -28,6 +28,7 @@ from collector.runlog import CURRENT_DEVICE
 from collector.runner import DeviceOutcome, RunSettings, collect_device, outcome_of
 from collector.sealing import SealedArchive, SealKeys, seal_workspace
 from collector.sessions import SessionManager, SessionOptions
+from collector.streamseal import SealFollower
 from collector.workspace import Workspace, WorkspaceError
 from profiles import ResolvedProfile
 
@@ -95,6 +96,8 @@ class FleetJob:
     seal_keys: SealKeys | None
     session_options: SessionOptions = field(default_factory=SessionOptions)
     max_sessions: int = DEFAULT_MAX_SESSIONS
+    seal_while_collecting: bool = True
+    """Write each device's archive as its artifacts arrive (``collector.streamseal``)."""
 
 
 def make_client(credentials: Credentials) -> LiveResponseClient:
@@ -150,8 +153,12 @@ async def _one_device(
     CURRENT_DEVICE.set(device_id)  # this task's context: its log lines go to its own run.log
     result = DeviceResult(device_id=device_id, workspace=workspace.root)
     began = time.monotonic()
+    follower: SealFollower | None = None
     try:
         with workspace:
+            sealing = settings.seal and job.seal_keys is not None
+            if sealing and job.seal_while_collecting:
+                follower = SealFollower.start(workspace, settings, job.seal_keys)
             try:
                 result.outcome = await collect_device(
                     workspace, settings, job.profile, manager, reporter, limiter
@@ -172,10 +179,13 @@ async def _one_device(
             if result.error:
                 _record_failure(workspace, result.error)
                 reporter.event("device_failed", device_id=device_id, reason=result.error)
-            elif settings.seal and job.seal_keys is not None:
-                await _seal(workspace, settings, job.seal_keys, result, reporter)
+            elif sealing:
+                await _seal(workspace, settings, job.seal_keys, result, reporter, follower)
     except WorkspaceError as error:
         result.error = str(error)
+    finally:
+        if follower is not None:
+            await follower.close()
     result.seconds = time.monotonic() - began
     return result
 
@@ -225,11 +235,13 @@ async def _seal(
     keys: SealKeys,
     result: DeviceResult,
     reporter: Reporter,
+    follower: SealFollower | None,
 ) -> None:
     try:
-        result.archive = await asyncio.to_thread(
-            seal_workspace, workspace, Path(settings.out), keys
-        )
+        archive = await follower.finish() if follower is not None else None
+        if archive is None:
+            archive = await asyncio.to_thread(seal_workspace, workspace, Path(settings.out), keys)
+        result.archive = archive
     except (ValueError, OSError) as error:
         result.seal_error = f"sealing failed: {error}"
         reporter.event("device_failed", device_id=settings.device_id, reason=result.seal_error)

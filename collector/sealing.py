@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from collector.runner import RunSettings
 from collector.workspace import Workspace
 from evidence import keys
 from evidence.safepaths import safe_component
-from evidence.seal import seal_collection
+from evidence.seal import SealResult, StreamingSeal, seal_collection
 
 
 class SealKeyError(ValueError):
@@ -63,20 +64,52 @@ def archive_name(case_id: str, device_id: int) -> str:
     return safe_component(f"{case_id}-device-{device_id}-{stamp}") + ".zip"
 
 
+def prepare_out(out: Path, run: RunSettings) -> None:
+    """Create ``out`` and remove this device's unfinished archives, left by a killed run.
+
+    The device's workspace is locked while its archive is written, so a ``.partial`` for it
+    is never one another collector is still writing.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    stem = archive_name(run.case_id, run.device_id).rsplit("-", 1)[0]
+    for stale in out.glob(glob.escape(stem) + "-*.zip.partial"):
+        stale.unlink(missing_ok=True)
+
+
+def open_seal(out: Path, run: RunSettings, seal_keys: SealKeys) -> StreamingSeal:
+    """A new archive for ``run``'s device in ``out``, ready for its artifacts."""
+    prepare_out(out, run)
+    return StreamingSeal(
+        out / archive_name(run.case_id, run.device_id),
+        seal_keys.signing_key,
+        recipient=seal_keys.recipient,
+        passphrase=seal_keys.passphrase,
+    )
+
+
 def seal_workspace(workspace: Workspace, out: Path, seal_keys: SealKeys) -> SealedArchive:
     """Build the evidence folder and seal it into ``out``; blocking."""
     with Journal.open(workspace.root) as journal:
         run = RunSettings.from_settings(journal.settings())
     folder = build_evidence_folder(workspace, seal_keys.signing_key)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / archive_name(run.case_id, run.device_id)
+    prepare_out(out, run)
     result = seal_collection(
         folder,
-        target,
+        out / archive_name(run.case_id, run.device_id),
         seal_keys.signing_key,
         recipient=seal_keys.recipient,
         passphrase=seal_keys.passphrase,
     )
+    return _recorded(workspace, result)
+
+
+def finish_followed(workspace: Workspace, seal: StreamingSeal, signing_key: Any) -> SealedArchive:
+    """Finish an archive whose artifacts were added while collecting; blocking."""
+    folder = build_evidence_folder(workspace, signing_key)
+    return _recorded(workspace, seal.finish(folder))
+
+
+def _recorded(workspace: Workspace, result: SealResult) -> SealedArchive:
     with Journal.open(workspace.root) as journal:
         journal.add_event(
             "collection.sealed",

@@ -4,10 +4,11 @@ Layout (why: 7-Zip must open it with the password, yet no name may leak without 
 
     outer zip (ZIP64, data descriptors, written as a stream)
       KEY-ENVELOPE.json   stored, not encrypted: the key envelope (``evidence.envelope``)
-      evidence.zip        stored, AES-256 WinZip AE-2 (pyzipper): the inner zip below
+      evidence.zip        stored, AES-256 WinZip AE-2 (``evidence.wzaes``): the inner zip below
     inner zip (plain ZIP64, read-only safe names)
-      manifest.json, manifest.sig, custody.jsonl, case.jsonld, SHA256SUMS, SHA1SUMS, MD5SUMS,
       artifacts/...        each member deflated or stored, chosen by measuring samples
+      manifest.json, manifest.sig, custody.jsonl, case.jsonld, SHA256SUMS, SHA1SUMS, MD5SUMS
+                           last, so artifacts can go in while they are still being collected
 
 A zip's names are never encrypted, so the real names live only inside the single encrypted
 member. Opaque outer names (with the path map only in the encrypted manifest) were rejected:
@@ -23,18 +24,21 @@ byte before any inner structure is parsed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import stat
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import pyzipper
 from pyzipper.zipfile_aes import AESZipInfo
+
+from evidence.wzaes import FastAESZipFile
 
 BLOCK = 1024 * 1024
 ENVELOPE_MEMBER = "KEY-ENVELOPE.json"
@@ -76,6 +80,8 @@ class MemberDecision:
     """``deflate`` or ``store``."""
     written: int
     """Bytes the member takes in the inner zip (after compression)."""
+    sha256: str = ""
+    """SHA-256 of the bytes written (before compression)."""
 
 
 class _HashingSink(io.RawIOBase):
@@ -85,6 +91,7 @@ class _HashingSink(io.RawIOBase):
     def __init__(self, handle: BinaryIO) -> None:
         self._handle = handle
         self._position = 0
+        self._discarding = False
         self.digest = hashlib.sha256()
 
     def writable(self) -> bool:
@@ -93,8 +100,14 @@ class _HashingSink(io.RawIOBase):
     def seekable(self) -> bool:
         return False
 
+    def discard(self) -> None:
+        """Drop every later write: the archive is being abandoned."""
+        self._discarding = True
+
     def write(self, data: bytes) -> int:  # type: ignore[override]
         view = memoryview(data)
+        if self._discarding:
+            return len(view)
         self._handle.write(view)
         self.digest.update(view)
         self._position += len(view)
@@ -144,36 +157,10 @@ def _zipinfo(
     return info
 
 
-def _write_member(
-    inner: zipfile.ZipFile,
-    source: MemberSource,
-    date_time: tuple[int, ...],
-    progress: Callable[[int], None] | None,
-) -> MemberDecision:
-    size = source.path.stat().st_size
-    ratio = measure_compressibility(source.path, size)
-    method = zipfile.ZIP_DEFLATED if ratio < DEFLATE_THRESHOLD else zipfile.ZIP_STORED
-    info = _zipinfo(source.name, size, date_time, method)
-    digest = hashlib.sha256()
-    copied = 0
-    with open(source.path, "rb") as handle, inner.open(info, "w") as member:
+def _blocks_of(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
         while block := handle.read(BLOCK):
-            digest.update(block)
-            member.write(block)
-            copied += len(block)
-            if progress:
-                progress(len(block))
-    if copied != size:
-        raise ArchiveError(f"{source.name}: file changed size while sealing")
-    if source.expected_sha256 and digest.hexdigest() != source.expected_sha256:
-        raise MemberHashMismatch(f"{source.name}: SHA-256 differs from the manifest")
-    return MemberDecision(
-        name=source.name,
-        size=size,
-        sample_ratio=round(ratio, 4),
-        method="deflate" if method == zipfile.ZIP_DEFLATED else "store",
-        written=info.compress_size,
-    )
+            yield block
 
 
 @dataclass(frozen=True)
@@ -181,6 +168,102 @@ class WrittenArchive:
     sha256: str
     size: int
     members: list[MemberDecision]
+
+
+class ArchiveWriter:
+    """The sealed archive, written member by member as a stream into ``target``.
+
+    Members may be added as they become available (``add_blocks`` takes any iterable of
+    blocks, such as a file still being written), so sealing can follow a collection instead
+    of waiting for it. ``close`` finishes the archive; ``abort`` stops writing and leaves
+    ``target`` for the caller to delete. Blocking.
+    """
+
+    def __init__(
+        self,
+        target: Path,
+        envelope: bytes,
+        password: bytes,
+        date_time: tuple[int, ...] = ZIP_EPOCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.members: list[MemberDecision] = []
+        self._date_time = date_time
+        self._progress = progress
+        self._stack = contextlib.ExitStack()
+        try:
+            handle = self._stack.enter_context(open(target, "xb"))  # noqa: SIM115 (closed by the stack)
+            self._sink = _HashingSink(handle)
+            outer = self._stack.enter_context(
+                FastAESZipFile(self._sink, "w", compression=pyzipper.ZIP_STORED)
+            )
+            envelope_info = _zipinfo(ENVELOPE_MEMBER, len(envelope), date_time, 0, AESZipInfo)
+            outer.writestr(envelope_info, envelope)
+            outer.setpassword(password)
+            outer.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=2)
+            payload_info = _zipinfo(PAYLOAD_MEMBER, 0, date_time, 0, AESZipInfo)
+            payload = self._stack.enter_context(outer.open(payload_info, "w", force_zip64=True))
+            self._inner = self._stack.enter_context(zipfile.ZipFile(payload, "w", allowZip64=True))
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, source: MemberSource) -> MemberDecision:
+        """Add a complete file, deflated or stored as its samples say."""
+        size = source.path.stat().st_size
+        ratio = measure_compressibility(source.path, size)
+        return self.add_blocks(
+            source.name, size, _blocks_of(source.path), ratio, source.expected_sha256
+        )
+
+    def add_blocks(
+        self,
+        name: str,
+        size: int,
+        blocks: Iterable[bytes],
+        sample_ratio: float,
+        expected_sha256: str | None = None,
+    ) -> MemberDecision:
+        """Add ``size`` bytes arriving as ``blocks``; fewer or more is an ArchiveError."""
+        method = zipfile.ZIP_DEFLATED if sample_ratio < DEFLATE_THRESHOLD else zipfile.ZIP_STORED
+        info = _zipinfo(name, size, self._date_time, method)
+        digest = hashlib.sha256()
+        copied = 0
+        with self._inner.open(info, "w") as member:
+            for block in blocks:
+                copied += len(block)
+                if copied > size:
+                    break
+                digest.update(block)
+                member.write(block)
+                if self._progress:
+                    self._progress(len(block))
+        if copied != size:
+            raise ArchiveError(f"{name}: file changed size while sealing")
+        sha256 = digest.hexdigest()
+        if expected_sha256 and sha256 != expected_sha256:
+            raise MemberHashMismatch(f"{name}: SHA-256 differs from the manifest")
+        decision = MemberDecision(
+            name=name,
+            size=size,
+            sample_ratio=round(sample_ratio, 4),
+            method="deflate" if method == zipfile.ZIP_DEFLATED else "store",
+            written=info.compress_size,
+            sha256=sha256,
+        )
+        self.members.append(decision)
+        return decision
+
+    def close(self) -> WrittenArchive:
+        self._stack.close()
+        return WrittenArchive(self._sink.digest.hexdigest(), self._sink.tell(), self.members)
+
+    def abort(self) -> None:
+        """Stop: later writes are dropped, so unwinding the zip writers cannot fail."""
+        if hasattr(self, "_sink"):
+            self._sink.discard()
+        with contextlib.suppress(Exception):
+            self._stack.close()
 
 
 def write_archive(
@@ -192,25 +275,14 @@ def write_archive(
     progress: Callable[[int], None] | None = None,
 ) -> WrittenArchive:
     """Stream the sealed archive into ``target`` (created; must not exist). Blocking."""
-    decisions: list[MemberDecision] = []
-    with open(target, "xb") as handle:
-        sink = _HashingSink(handle)
-        with pyzipper.AESZipFile(sink, "w", compression=pyzipper.ZIP_STORED) as outer:
-            envelope_info = _zipinfo(ENVELOPE_MEMBER, len(envelope), date_time, 0, AESZipInfo)
-            outer.writestr(envelope_info, envelope)
-            outer.setpassword(password)
-            outer.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=2)
-            payload_info = _zipinfo(PAYLOAD_MEMBER, 0, date_time, 0, AESZipInfo)
-            with (
-                outer.open(payload_info, "w", force_zip64=True) as payload,
-                zipfile.ZipFile(payload, "w", allowZip64=True) as inner,
-            ):
-                for source in members:
-                    decisions.append(_write_member(inner, source, date_time, progress))
-        sink.flush()
-        size = sink.tell()
-        digest = sink.digest.hexdigest()
-    return WrittenArchive(sha256=digest, size=size, members=decisions)
+    writer = ArchiveWriter(target, envelope, password, date_time, progress)
+    try:
+        for source in members:
+            writer.add(source)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def _check_outer_layout(outer: pyzipper.AESZipFile) -> None:
@@ -239,7 +311,7 @@ def _check_outer_layout(outer: pyzipper.AESZipFile) -> None:
 def read_envelope(archive: Path) -> bytes:
     """The key envelope bytes, after checking the outer layout is exactly ours."""
     try:
-        with pyzipper.AESZipFile(archive) as outer:
+        with FastAESZipFile(archive) as outer:
             _check_outer_layout(outer)
             return outer.read(ENVELOPE_MEMBER)
     except ArchiveError:
@@ -255,7 +327,7 @@ def _reason(exc: BaseException) -> str:
 def decrypt_payload(archive: Path, password: bytes, target: Path) -> None:
     """Decrypt and authenticate the payload into ``target`` (the inner zip). Blocking."""
     try:
-        with pyzipper.AESZipFile(archive) as outer:
+        with FastAESZipFile(archive) as outer:
             _check_outer_layout(outer)
             with (
                 outer.open(PAYLOAD_MEMBER, pwd=password) as payload,

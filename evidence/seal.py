@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +31,136 @@ class SealResult:
     seconds: float
 
 
-def _members(folder: Path, manifest: dict) -> list[archive_format.MemberSource]:
-    documents = [MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES]
-    members = [archive_format.MemberSource(name, folder / name) for name in documents]
-    for artifact in manifest["artifacts"]:
-        if artifact["status"] == "collected":
-            members.append(
-                archive_format.MemberSource(
-                    artifact["staged_path"],
-                    folder / artifact["staged_path"],
-                    expected_sha256=artifact["hashes"]["sha256"],
-                )
+def artifact_members(folder: Path, manifest: dict) -> list[archive_format.MemberSource]:
+    return [
+        archive_format.MemberSource(
+            artifact["staged_path"],
+            folder / artifact["staged_path"],
+            expected_sha256=artifact["hashes"]["sha256"],
+        )
+        for artifact in manifest["artifacts"]
+        if artifact["status"] == "collected"
+    ]
+
+
+def checked_collection(folder: Path, signing_key: ed25519.Ed25519PrivateKey) -> tuple[dict, bytes]:
+    """The folder's manifest, once its documents verify (signature, hashes, custody chain,
+    plan) and the signing key is the one that signed it; SealError otherwise."""
+    report = Report(target=str(folder))
+    loaded = check_collection(report, FolderContents(folder), hash_artifacts=False)
+    if loaded is None or not report.ok:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failures)
+        raise SealError(f"the collection does not verify: {failed}")
+    manifest, _ = loaded
+    if manifest["signer"]["fingerprint"] != keys.fingerprint(signing_key.public_key()):
+        raise SealError("the signing key is not the one that signed the manifest")
+    return loaded
+
+
+class StreamingSeal:
+    """A sealed archive opened before its collection is complete.
+
+    The artifacts go in as they arrive (``add_artifact``: any blocks, such as a file still
+    being written, in the order the manifest will list them); ``finish`` then checks the
+    finished collection folder, requires every artifact member to be exactly the one its
+    manifest lists (name, order, SHA-256), adds the documents, and only then puts the archive
+    in place and starts its custody sidecar. Until then the archive exists only as
+    ``ARCHIVE.partial``; ``abort`` removes it. Exactly one of ``recipient`` and
+    ``passphrase``. Blocking.
+    """
+
+    def __init__(
+        self,
+        archive: str | Path,
+        signing_key: ed25519.Ed25519PrivateKey,
+        recipient: keys.RecipientPublicKey | None = None,
+        passphrase: bytes | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if (recipient is None) == (passphrase is None):
+            raise SealError("give exactly one of a recipient key or a passphrase")
+        self.target = Path(archive)
+        self.sidecar = custody.sidecar_path(self.target)
+        if self.target.exists() or self.sidecar.exists():
+            raise SealError(f"{self.target} or its custody sidecar already exists")
+        self._signing_key = signing_key
+        password = envelope.new_password() if passphrase is None else passphrase
+        self._envelope = (
+            envelope.seal_for_recipient(password, recipient)
+            if recipient is not None
+            else envelope.seal_for_passphrase(password)
+        )
+        self._partial = self.target.with_name(self.target.name + ".partial")
+        self._started = time.monotonic()
+        self._writer = archive_format.ArchiveWriter(
+            self._partial, self._envelope, password, progress=progress
+        )
+
+    def add_artifact(
+        self, name: str, size: int, blocks: Iterable[bytes], sample_ratio: float
+    ) -> archive_format.MemberDecision:
+        try:
+            return self._writer.add_blocks(name, size, blocks, sample_ratio)
+        except BaseException:
+            self.abort()
+            raise
+
+    def add_file(self, source: archive_format.MemberSource) -> archive_format.MemberDecision:
+        try:
+            return self._writer.add(source)
+        except archive_format.ArchiveError as exc:
+            self.abort()
+            raise SealError(str(exc)) from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self, folder: str | Path, checked: tuple[dict, bytes] | None = None) -> SealResult:
+        """Complete the archive with ``folder``'s documents; ``checked`` is its manifest
+        when the caller has already verified the folder with ``checked_collection``."""
+        root = Path(folder)
+        try:
+            manifest, manifest_bytes = checked or checked_collection(root, self._signing_key)
+            self._require_listed(manifest)
+            for name in (MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES):
+                self.add_file(archive_format.MemberSource(name, root / name))
+            written = self._writer.close()
+            with open(self._partial, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self._partial, self.target)
+        except BaseException:
+            self.abort()
+            raise
+        custody.append_signed(
+            self.sidecar,
+            "sealed",
+            {
+                "archive_name": self.target.name,
+                "archive_sha256": written.sha256,
+                "archive_size": written.size,
+                "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                "key_envelope": envelope.describe(envelope.parse_envelope(self._envelope)),
+            },
+            self._signing_key,
+            first_prev=manifest["custody"]["head"],
+        )
+        seconds = time.monotonic() - self._started
+        return SealResult(
+            self.target, self.sidecar, written.sha256, written.size, written.members, seconds
+        )
+
+    def _require_listed(self, manifest: dict) -> None:
+        listed = [(m.name, m.expected_sha256) for m in artifact_members(Path(), manifest)]
+        written = [(m.name, m.sha256) for m in self._writer.members]
+        if written != listed:
+            raise SealError(
+                "the artifacts sealed are not the ones the manifest lists "
+                f"({len(written)} sealed, {len(listed)} listed)"
             )
-    return members
+
+    def abort(self) -> None:
+        self._writer.abort()
+        self._partial.unlink(missing_ok=True)
 
 
 def seal_collection(
@@ -60,51 +177,11 @@ def seal_collection(
     artifact's SHA-256 is checked while it streams into the archive, so bytes are read once.
     Exactly one of ``recipient`` and ``passphrase`` must be given.
     """
+    root = Path(folder)
     if (recipient is None) == (passphrase is None):
         raise SealError("give exactly one of a recipient key or a passphrase")
-    root, target = Path(folder), Path(archive)
-    sidecar = custody.sidecar_path(target)
-    if target.exists() or sidecar.exists():
-        raise SealError(f"{target} or its custody sidecar already exists")
-    report = Report(target=str(root))
-    loaded = check_collection(report, FolderContents(root), hash_artifacts=False)
-    if loaded is None or not report.ok:
-        failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failures)
-        raise SealError(f"the collection does not verify: {failed}")
-    manifest, manifest_bytes = loaded
-    if manifest["signer"]["fingerprint"] != keys.fingerprint(signing_key.public_key()):
-        raise SealError("the signing key is not the one that signed the manifest")
-    password = envelope.new_password() if passphrase is None else passphrase
-    envelope_bytes = (
-        envelope.seal_for_recipient(password, recipient)
-        if recipient is not None
-        else envelope.seal_for_passphrase(password)
-    )
-    partial = target.with_name(target.name + ".partial")
-    started = time.monotonic()
-    try:
-        written = archive_format.write_archive(
-            partial, envelope_bytes, password, _members(root, manifest), progress=progress
-        )
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    except archive_format.ArchiveError as exc:
-        raise SealError(str(exc)) from None
-    finally:
-        partial.unlink(missing_ok=True)
-    seconds = time.monotonic() - started
-    custody.append_signed(
-        sidecar,
-        "sealed",
-        {
-            "archive_name": target.name,
-            "archive_sha256": written.sha256,
-            "archive_size": written.size,
-            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-            "key_envelope": envelope.describe(envelope.parse_envelope(envelope_bytes)),
-        },
-        signing_key,
-        first_prev=manifest["custody"]["head"],
-    )
-    return SealResult(target, sidecar, written.sha256, written.size, written.members, seconds)
+    checked = checked_collection(root, signing_key)
+    seal = StreamingSeal(archive, signing_key, recipient, passphrase, progress)
+    for source in artifact_members(root, checked[0]):
+        seal.add_file(source)
+    return seal.finish(root, checked)

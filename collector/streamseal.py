@@ -1,0 +1,199 @@
+"""Sealing while collecting: the archive follows the collection instead of waiting for it.
+
+Sealing reads every collected byte once more (SHA-256 check, compression, encryption); run
+after the collection, it adds its whole time to a large acquisition. A ``SealFollower``,
+started with a device's collection, writes each artifact into the archive (in a worker
+thread) as soon as the journal says it is collected, and follows a file still being fetched
+along its durable prefix: the chunks from its start that are on disk and recorded done. A
+memory image is encrypted while it arrives.
+
+Artifacts go in in journal order, the order the evidence folder names them in. When the
+collection ends, the folder is built as for any seal, and the archive is finished only if
+every artifact member is exactly the one its manifest lists (name, order, SHA-256). Anything
+else (an artifact that failed or started over after its first bytes were sealed, a file
+that shrank) abandons the followed archive, and the device is sealed from its folder
+afterwards, as without following: a shortcut, never a different result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from collector.journal import Artifact, ArtifactState, Chunk, Journal
+from collector.package import member_source
+from collector.runner import RunSettings
+from collector.sealing import SealedArchive, SealKeys, finish_followed, open_seal
+from collector.staging import resolve_staging
+from collector.transfer import FETCHED_KINDS
+from collector.workspace import Workspace
+from evidence.archive import BLOCK, MemberSource, measure_compressibility
+from evidence.safepaths import MemberNamer
+from evidence.seal import StreamingSeal
+
+log = logging.getLogger(__name__)
+
+FOLLOW_AFTER = 64 * 1024 * 1024
+"""A file still arriving is followed once this much of it (or all of it) is durable; its
+compressibility is judged from samples of that prefix."""
+POLL_SECONDS = 0.05
+IDLE_POLL_SECONDS = 1.0
+"""Polls back off to this while nothing changes (a device waiting for a session slot)."""
+
+
+class FollowAbandoned(Exception):
+    """The followed archive cannot become the device's archive; the reason says why."""
+
+
+def durable_prefix(chunks: Sequence[Chunk]) -> int:
+    """Bytes from the start of the file that are on disk and recorded done."""
+    end = 0
+    for chunk in chunks:
+        if not chunk.is_done or chunk.offset != end:
+            break
+        received = chunk.received or 0
+        end += received
+        if received < chunk.length:
+            break
+    return end
+
+
+class SealFollower:
+    """One device's archive, written alongside its collection (see the module docstring)."""
+
+    def __init__(self, workspace: Workspace, seal: StreamingSeal, keys: SealKeys) -> None:
+        self._workspace = workspace
+        self._seal = seal
+        self._keys = keys
+        self._namer = MemberNamer(root="artifacts")
+        self._collected = threading.Event()
+        self._stop = threading.Event()
+        self._poll = POLL_SECONDS
+        # Its own thread: following lasts the whole collection, and must not hold one of the
+        # default executor's few workers that the journal and hashing calls need meanwhile.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal-follower")
+        self._thread: asyncio.Future[None] | None = None
+
+    @classmethod
+    def start(cls, workspace: Workspace, settings: RunSettings, keys: SealKeys) -> SealFollower:
+        Journal.open(workspace.root).close()  # created here, so the thread only ever reads it
+        follower = cls(workspace, open_seal(Path(settings.out), settings, keys), keys)
+        loop = asyncio.get_running_loop()
+        follower._thread = loop.run_in_executor(follower._executor, follower._follow_all)
+        return follower
+
+    async def finish(self) -> SealedArchive | None:
+        """The sealed archive once the collection has ended, or None when it was abandoned
+        (logged; the caller seals from the evidence folder instead)."""
+        self._collected.set()
+        try:
+            if self._thread is not None:
+                await self._thread
+            return await asyncio.to_thread(
+                finish_followed, self._workspace, self._seal, self._keys.signing_key
+            )
+        except Exception as reason:  # any failure: the folder seal is the proven path
+            log.warning(
+                "sealing while collecting gave up (%s: %s); sealing the folder instead",
+                type(reason).__name__,
+                reason,
+            )
+            self._seal.abort()
+            return None
+
+    async def close(self) -> None:
+        """Stop following and remove an unfinished archive; harmless after ``finish``."""
+        self._stop.set()
+        if self._thread is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._thread)
+        self._executor.shutdown(wait=False)
+        self._seal.abort()
+
+    # ---- the worker thread
+
+    def _follow_all(self) -> None:
+        with Journal.open(self._workspace.root, readonly=True) as journal:
+            last = 0
+            while True:
+                ended = self._collected.is_set()
+                upcoming = [a.id for a in journal.artifacts() if a.id > last]
+                if not upcoming and ended:
+                    return
+                for artifact_id in upcoming:
+                    self._follow_one(journal, artifact_id)
+                    last = artifact_id
+                if not upcoming:
+                    self._pause(idle=True)
+
+    def _pause(self, idle: bool = False) -> None:
+        """Wait a little; longer and longer while idle, short again once work shows up."""
+        self._poll = min(self._poll * 2, IDLE_POLL_SECONDS) if idle else POLL_SECONDS
+        if self._stop.wait(self._poll):
+            raise FollowAbandoned("the collection stopped")
+
+    def _follow_one(self, journal: Journal, artifact_id: int) -> None:
+        while True:
+            ended = self._collected.is_set()
+            artifact = journal.artifact(artifact_id)
+            if artifact.state is ArtifactState.COLLECTED:
+                if artifact.staging_path:
+                    self._add_collected(artifact)
+                return
+            if artifact.state is ArtifactState.FAILED or ended:
+                return  # not in the folder either: failed, or left unfinished by this run
+            if artifact.kind in FETCHED_KINDS and artifact.staging_path and artifact.size:
+                available = durable_prefix(journal.chunks(artifact_id))
+                if available >= min(artifact.size, FOLLOW_AFTER):
+                    self._add_arriving(journal, artifact, available)
+                    return
+            self._pause()
+
+    def _staged(self, artifact: Artifact) -> Path:
+        return resolve_staging(self._workspace.root, str(artifact.staging_path))
+
+    def _add_collected(self, artifact: Artifact) -> None:
+        name = self._namer.place(member_source(artifact))
+        self._seal.add_file(MemberSource(name, self._staged(artifact), artifact.sha256))
+
+    def _add_arriving(self, journal: Journal, artifact: Artifact, available: int) -> None:
+        name = self._namer.place(member_source(artifact))
+        size = int(artifact.size or 0)
+        path = self._staged(artifact)
+        ratio = measure_compressibility(path, available)
+        self._seal.add_artifact(name, size, self._arriving_blocks(journal, artifact, path), ratio)
+
+    def _arriving_blocks(self, journal: Journal, artifact: Artifact, path: Path) -> Iterator[bytes]:
+        """The file's bytes in order, each block read once it is durable."""
+        size = int(artifact.size or 0)
+        copied = 0
+        with open(path, "rb") as handle:
+            while copied < size:
+                available = durable_prefix(journal.chunks(artifact.id))
+                if available < copied:
+                    raise FollowAbandoned(f"artifact {artifact.id} started over")
+                if available == copied:
+                    self._check_still_arriving(journal.artifact(artifact.id), copied)
+                    self._pause()
+                    continue
+                while copied < available:
+                    block = handle.read(min(BLOCK, available - copied))
+                    if not block:
+                        raise FollowAbandoned(f"artifact {artifact.id}: the staged file is short")
+                    copied += len(block)
+                    yield block
+                    if self._stop.is_set():
+                        raise FollowAbandoned("the collection stopped")
+
+    def _check_still_arriving(self, artifact: Artifact, copied: int) -> None:
+        if artifact.state is ArtifactState.FAILED:
+            raise FollowAbandoned(f"artifact {artifact.id} failed after sealing began")
+        if artifact.state is ArtifactState.COLLECTED and (artifact.size or 0) <= copied:
+            raise FollowAbandoned(f"artifact {artifact.id} ended shorter than planned")
+        if self._collected.is_set() and not artifact.is_finished:
+            raise FollowAbandoned(f"artifact {artifact.id} was left unfinished")
