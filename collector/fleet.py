@@ -22,6 +22,7 @@ from collector.errors import (
     NotFoundError,
     SessionStartError,
 )
+from collector.gil import short_switch_interval
 from collector.journal import ArtifactState, Journal
 from collector.progress import Reporter
 from collector.runlog import CURRENT_DEVICE
@@ -124,6 +125,11 @@ async def check_server(client: LiveResponseClient, device_id: int) -> None:
 async def run_fleet(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
     if not job.devices:
         return []
+    with short_switch_interval():
+        return await _run_devices(job, reporter)
+
+
+async def _run_devices(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
     async with make_client(job.credentials) as client:
         await check_server(client, job.devices[0][0])
         manager = SessionManager(client, max_sessions=job.max_sessions, options=job.session_options)

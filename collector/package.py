@@ -82,7 +82,13 @@ def artifact_record(
         if collected and artifact.md5 and artifact.sha1 and artifact.sha256
         else None
     )
-    chunks = journal.chunks(artifact.id) if collected else []
+    # A file that shrank while read leaves empty chunks past its new end: they hold no bytes
+    # of the evidence (an empty file is still its one empty chunk, as planned).
+    chunks = [
+        chunk
+        for chunk in (journal.chunks(artifact.id) if collected else [])
+        if chunk.received or chunk.index == 0
+    ]
     observations = artifact.observations or {}
     started = next((e.utc for e in events if e.kind == "artifact.started"), "")
     finished = next(

@@ -66,10 +66,11 @@ def durable_prefix(chunks: Sequence[Chunk]) -> int:
 class SealFollower:
     """One device's archive, written alongside its collection (see the module docstring)."""
 
-    def __init__(self, workspace: Workspace, seal: StreamingSeal, keys: SealKeys) -> None:
+    def __init__(self, workspace: Workspace, settings: RunSettings, keys: SealKeys) -> None:
         self._workspace = workspace
-        self._seal = seal
+        self._settings = settings
         self._keys = keys
+        self._opened: StreamingSeal | None = None
         self._namer = MemberNamer(root="artifacts")
         self._collected = threading.Event()
         self._stop = threading.Event()
@@ -82,7 +83,7 @@ class SealFollower:
     @classmethod
     def start(cls, workspace: Workspace, settings: RunSettings, keys: SealKeys) -> SealFollower:
         Journal.open(workspace.root).close()  # created here, so the thread only ever reads it
-        follower = cls(workspace, open_seal(Path(settings.out), settings, keys), keys)
+        follower = cls(workspace, settings, keys)
         loop = asyncio.get_running_loop()
         follower._thread = loop.run_in_executor(follower._executor, follower._follow_all)
         return follower
@@ -95,7 +96,7 @@ class SealFollower:
             if self._thread is not None:
                 await self._thread
             return await asyncio.to_thread(
-                finish_followed, self._workspace, self._seal, self._keys.signing_key
+                finish_followed, self._workspace, self._seal(), self._keys.signing_key
             )
         except Exception as reason:  # any failure: the folder seal is the proven path
             log.warning(
@@ -103,7 +104,7 @@ class SealFollower:
                 type(reason).__name__,
                 reason,
             )
-            self._seal.abort()
+            self._abort()
             return None
 
     async def close(self) -> None:
@@ -113,7 +114,18 @@ class SealFollower:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(self._thread)
         self._executor.shutdown(wait=False)
-        self._seal.abort()
+        self._abort()
+
+    def _seal(self) -> StreamingSeal:
+        """The archive, opened when the first artifact is ready: a device still waiting for
+        a session slot has no ``.partial`` in the output folder yet."""
+        if self._opened is None:
+            self._opened = open_seal(Path(self._settings.out), self._settings, self._keys)
+        return self._opened
+
+    def _abort(self) -> None:
+        if self._opened is not None:
+            self._opened.abort()
 
     # ---- the worker thread
 
@@ -159,14 +171,15 @@ class SealFollower:
 
     def _add_collected(self, artifact: Artifact) -> None:
         name = self._namer.place(member_source(artifact))
-        self._seal.add_file(MemberSource(name, self._staged(artifact), artifact.sha256))
+        self._seal().add_file(MemberSource(name, self._staged(artifact), artifact.sha256))
 
     def _add_arriving(self, journal: Journal, artifact: Artifact, available: int) -> None:
         name = self._namer.place(member_source(artifact))
         size = int(artifact.size or 0)
         path = self._staged(artifact)
         ratio = measure_compressibility(path, available)
-        self._seal.add_artifact(name, size, self._arriving_blocks(journal, artifact, path), ratio)
+        blocks = self._arriving_blocks(journal, artifact, path)
+        self._seal().add_artifact(name, size, blocks, ratio)
 
     def _arriving_blocks(self, journal: Journal, artifact: Artifact, path: Path) -> Iterator[bytes]:
         """The file's bytes in order, each block read once it is durable."""

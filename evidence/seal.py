@@ -127,23 +127,25 @@ class StreamingSeal:
             written = self._writer.close()
             with open(self._partial, "rb") as handle:
                 os.fsync(handle.fileno())
+            # The sidecar first: an archive in place always has its custody record.
+            custody.append_signed(
+                self.sidecar,
+                "sealed",
+                {
+                    "archive_name": self.target.name,
+                    "archive_sha256": written.sha256,
+                    "archive_size": written.size,
+                    "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                    "key_envelope": envelope.describe(envelope.parse_envelope(self._envelope)),
+                },
+                self._signing_key,
+                first_prev=manifest["custody"]["head"],
+            )
             os.replace(self._partial, self.target)
         except BaseException:
             self.abort()
+            self.sidecar.unlink(missing_ok=True)  # it did not exist before: see __init__
             raise
-        custody.append_signed(
-            self.sidecar,
-            "sealed",
-            {
-                "archive_name": self.target.name,
-                "archive_sha256": written.sha256,
-                "archive_size": written.size,
-                "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-                "key_envelope": envelope.describe(envelope.parse_envelope(self._envelope)),
-            },
-            self._signing_key,
-            first_prev=manifest["custody"]["head"],
-        )
         seconds = time.monotonic() - self._started
         return SealResult(
             self.target, self.sidecar, written.sha256, written.size, written.members, seconds

@@ -55,6 +55,7 @@ import aiohttp
 import yaml
 
 from collector.client import AUTH_HEADER, LiveResponseClient, Timeouts
+from collector.gil import short_switch_interval
 from collector.journal import ArtifactState, Journal
 from collector.models import FileObject
 from collector.observe import observation_of
@@ -269,9 +270,10 @@ async def engine_run(
                 async with gate:
                     return await engine.fetch(artifact)
 
-            started = time.perf_counter()
-            results = await asyncio.gather(*(one(a) for a in artifacts))
-            elapsed = time.perf_counter() - started
+            with short_switch_interval():  # as run_fleet collects
+                started = time.perf_counter()
+                results = await asyncio.gather(*(one(a) for a in artifacts))
+                elapsed = time.perf_counter() - started
         for item, result in zip(file_set.files, results, strict=True):
             if result.state is not ArtifactState.COLLECTED or result.digests is None:
                 raise SystemExit(f"engine run failed on {item.path}: {result.reason}")
