@@ -38,6 +38,7 @@ from typing import BinaryIO
 import pyzipper
 from pyzipper.zipfile_aes import AESZipInfo
 
+from evidence.pipe import ThreadedWriter
 from evidence.wzaes import FastAESZipFile
 
 BLOCK = 1024 * 1024
@@ -194,8 +195,11 @@ class ArchiveWriter:
         try:
             handle = self._stack.enter_context(open(target, "xb"))  # noqa: SIM115 (closed by the stack)
             self._sink = _HashingSink(handle)
+            # Three threads: this one (reading, checking, the inner zip), one encrypting, one
+            # hashing the archive and writing it; each stage drops the GIL in its C calls.
+            to_disk = self._stack.enter_context(ThreadedWriter(self._sink, name="seal-write"))
             outer = self._stack.enter_context(
-                FastAESZipFile(self._sink, "w", compression=pyzipper.ZIP_STORED)
+                FastAESZipFile(to_disk, "w", compression=pyzipper.ZIP_STORED)
             )
             envelope_info = _zipinfo(ENVELOPE_MEMBER, len(envelope), date_time, 0, AESZipInfo)
             outer.writestr(envelope_info, envelope)
@@ -203,7 +207,10 @@ class ArchiveWriter:
             outer.setencryption(pyzipper.WZ_AES, nbits=256, force_wz_aes_version=2)
             payload_info = _zipinfo(PAYLOAD_MEMBER, 0, date_time, 0, AESZipInfo)
             payload = self._stack.enter_context(outer.open(payload_info, "w", force_zip64=True))
-            self._inner = self._stack.enter_context(zipfile.ZipFile(payload, "w", allowZip64=True))
+            to_cipher = self._stack.enter_context(ThreadedWriter(payload, name="seal-encrypt"))
+            self._inner = self._stack.enter_context(
+                zipfile.ZipFile(to_cipher, "w", allowZip64=True)
+            )
         except BaseException:
             self.abort()
             raise
