@@ -1,8 +1,9 @@
 """End-to-end benchmark: collect plus seal of a memory image, against each stage alone.
 
-``python scripts/bench_end_to_end.py [--image-mib 2048] [--rss-image-mib 4096] [--quick]``
+``python scripts/bench_end_to_end.py [--image-mib 2048] [--rss-image-mib 4096] [--quick]
+[--link loopback]``
 
-The emulator (in its own process, ``loopback`` link) serves one device whose physical
+The emulator (in its own process, with the ``--link`` model) serves one device whose physical
 memory is ``--image-mib`` of pseudo-random bytes. The built-in ``memory`` profile (process
 list, then ``memdump``) is collected through ``collector.fleet.run_fleet``, as
 ``cblr-collect collect`` does, with seal keys made for the run (an ed25519 signing key and
@@ -138,10 +139,10 @@ def run_phase(args: argparse.Namespace) -> None:
 
 
 class Emulator:
-    def __init__(self, scenario: Path) -> None:
+    def __init__(self, scenario: Path, link: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collector.cli", "emulator", "--scenario", str(scenario),
-             "--link", "loopback"],
+             "--link", link],
             stdout=subprocess.PIPE,
         )  # fmt: skip
         assert self.process.stdout is not None
@@ -165,11 +166,11 @@ def fresh_run_folder(root: Path, name: str) -> Path:
     return folder
 
 
-def with_image(root: Path, image: int, steps: list[str]) -> dict[str, dict]:
+def with_image(root: Path, image: int, steps: list[str], link: str) -> dict[str, dict]:
     """Run ``steps`` (phases) against an emulator whose device has an ``image``-byte memory."""
     scenario = root / f"scenario-{image}.yaml"
     scenario.write_text(scenario_yaml(image))
-    emulator = Emulator(scenario)
+    emulator = Emulator(scenario, link)
     results: dict[str, dict] = {}
     try:
         staged = fresh_run_folder(root, f"staged-{image}")
@@ -190,11 +191,11 @@ def bench(args: argparse.Namespace) -> None:
     rss_image = (512 if args.quick else args.rss_image_mib) * MIB
     with tempfile.TemporaryDirectory(prefix="cblr-bench-e2e-", dir=args.tmp) as tmp:
         root = Path(tmp)
-        timed = with_image(root, image, ["collect", "seal", "sequential", "both"])
-        large = with_image(root, rss_image, ["both"])["both"]
+        timed = with_image(root, image, ["collect", "seal", "sequential", "both"], args.link)
+        large = with_image(root, rss_image, ["both"], args.link)["both"]
     collect_s, seal_s, both_s = (timed[k]["seconds"] for k in ("collect", "seal", "both"))
     slowest = max(collect_s, seal_s)
-    print(f"cores: {os.cpu_count()}; python {sys.version.split()[0]}; link loopback")
+    print(f"cores: {os.cpu_count()}; python {sys.version.split()[0]}; link {args.link}")
     print(f"{'step':44s} {'seconds':>8s} {'MiB/s':>8s} {'peak RSS MiB':>13s}")
     rows = [
         (f"collect alone ({image // MIB} MiB image)", timed["collect"], image),
@@ -223,6 +224,7 @@ def main() -> None:
     parser.add_argument("--rss-image-mib", type=int, default=4096)
     parser.add_argument("--quick", action="store_true", help="256 MiB and 512 MiB images")
     parser.add_argument("--tmp", default=None, help="folder for the workspaces")
+    parser.add_argument("--link", default="loopback", choices=("loopback", "lan", "wan"))
     parser.add_argument(
         "--phase", choices=("collect", "seal", "sequential", "both"), help=argparse.SUPPRESS
     )
