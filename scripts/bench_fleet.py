@@ -5,7 +5,9 @@
 The emulator serves the built-in ``fleet`` scenario (100 laptops; the tenant allows 10 live
 response sessions at once) in its own process, with every device on the ``--link`` model.
 A small legal-hold profile (each user's Documents folder and Outlook data files, written
-by this script) is collected without sealing (``seal_keys=None``):
+by this script) is collected without sealing (``seal_keys=None``), or with ``--seal`` sealed
+for a passphrase as each device finishes (each device's archive written while it is collected,
+``collector.streamseal``):
 
 1. one device alone gives the per-device time t1 (three devices, one after another, and
    their mean, so one device's file sizes do not decide it);
@@ -32,9 +34,11 @@ from collector.credentials import Credentials
 from collector.fleet import DEFAULT_MAX_SESSIONS, FleetJob, run_fleet
 from collector.progress import Reporter
 from collector.runner import RunSettings
+from collector.sealing import SealKeys
 from collector.transfer import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
 from collector.workspace import Workspace
 from emulator.scenario import load_scenario
+from evidence import keys
 from profiles.library import load_profile, resolve
 
 PROFILE = """\
@@ -62,7 +66,12 @@ async def start_emulator(link: str) -> tuple[asyncio.subprocess.Process, dict]:
 
 
 def make_job(
-    ready: dict, devices: list[int], out: Path, profile_path: Path, max_sessions: int
+    ready: dict,
+    devices: list[int],
+    out: Path,
+    profile_path: Path,
+    max_sessions: int,
+    seal_keys: SealKeys | None,
 ) -> FleetJob:
     profile = resolve(load_profile(str(profile_path)))
     credentials = Credentials(ready["url"], Secret(ready["token"]), True, None, "bench")
@@ -77,17 +86,17 @@ def make_job(
             url=ready["url"],
             chunk_size=DEFAULT_CHUNK_SIZE,
             parallel=DEFAULT_PARALLEL,
-            seal=False,
+            seal=seal_keys is not None,
         )
         jobs.append((device, Workspace(out / f"device-{device}"), settings))
-    return FleetJob(jobs, profile, credentials, seal_keys=None, max_sessions=max_sessions)
+    return FleetJob(jobs, profile, credentials, seal_keys=seal_keys, max_sessions=max_sessions)
 
 
 async def timed_fleet(job: FleetJob) -> tuple[float, int, int]:
     started = time.perf_counter()
     results = await run_fleet(job, Reporter())
     elapsed = time.perf_counter() - started
-    complete = sum(1 for r in results if r.complete)
+    complete = sum(1 for r in results if r.complete and (r.archive or not job.seal_keys))
     collected = sum(r.outcome.collected for r in results if r.outcome)
     return elapsed, complete, collected
 
@@ -105,22 +114,34 @@ async def bench(args: argparse.Namespace) -> None:
             root = Path(tmp)
             profile_path = root / "bench-hold.yaml"
             profile_path.write_text(PROFILE)
+            seal_keys = None
+            if args.seal:
+                signer = keys.load_or_create_signing_key(root / "signing.key")
+                seal_keys = SealKeys(signer, passphrase=b"bench passphrase, not a secret")
             singles = []
             for device in all_devices[-3:]:
-                job = make_job(ready, [device], root / "single", profile_path, args.max_sessions)
+                job = make_job(
+                    ready, [device], root / "single", profile_path, args.max_sessions, seal_keys
+                )
                 seconds, complete, _ = await timed_fleet(job)
                 if complete != 1:
                     raise SystemExit(f"device {device} did not complete alone")
                 singles.append(seconds)
             per_device = sum(singles) / len(singles)
-            job = make_job(ready, all_devices[:count], root / "fleet", profile_path, slots)
+            job = make_job(
+                ready, all_devices[:count], root / "fleet", profile_path, slots, seal_keys
+            )
             total, complete, collected = await timed_fleet(job)
     finally:
         process.terminate()
         await process.wait()
     ideal = per_device * count / slots
     alone = ", ".join(f"{s:.2f}" for s in singles)
-    print(f"cores: {os.cpu_count()}; link {args.link}; {count} devices; session slots {slots}")
+    sealing = "sealed" if args.seal else "not sealed"
+    print(
+        f"cores: {os.cpu_count()}; link {args.link}; {count} devices ({sealing}); "
+        f"session slots {slots}"
+    )
     print(f"per-device time alone (mean of 3): {per_device:8.2f} s  ({alone})")
     print(f"ideal (t1 x devices / slots):       {ideal:8.2f} s")
     print(f"fleet run:                          {total:8.2f} s  ({complete}/{count} complete)")
@@ -134,6 +155,7 @@ def main() -> None:
     parser.add_argument("--link", choices=("loopback", "lan", "wan"), default="wan")
     parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS)
     parser.add_argument("--quick", action="store_true", help="20 devices")
+    parser.add_argument("--seal", action="store_true", help="seal each device's evidence")
     parser.add_argument("--tmp", default=None)
     asyncio.run(bench(parser.parse_args()))
 
