@@ -159,41 +159,53 @@ async def _one_device(
     CURRENT_DEVICE.set(device_id)  # this task's context: its log lines go to its own run.log
     result = DeviceResult(device_id=device_id, workspace=workspace.root)
     began = time.monotonic()
-    follower: SealFollower | None = None
+    sealing = settings.seal and job.seal_keys is not None
     try:
         with workspace:
-            sealing = settings.seal and job.seal_keys is not None
+            follower = None
             if sealing and job.seal_while_collecting:
                 follower = SealFollower.start(workspace, settings, job.seal_keys)
             try:
-                result.outcome = await collect_device(
-                    workspace, settings, job.profile, manager, reporter, limiter
-                )
-            except SessionStartError as error:
-                result.offline = True
-                result.error = f"offline: {error}"
-            except NotFoundError:
-                result.error = f"device {device_id} is not known to the server (HTTP 404)"
-            except AuthenticationError as error:
-                result.error = f"refused: {error}"
-            except LiveResponseError as error:
-                # The session or the server went away mid-run: what is done stays done.
-                result.error = (
-                    f"cut off: {error}; finish with: cblr-collect resume {workspace.root}"
-                )
-                result.outcome = _outcome_so_far(workspace, device_id)
-            if result.error:
-                _record_failure(workspace, result.error)
-                reporter.event("device_failed", device_id=device_id, reason=result.error)
-            elif sealing:
-                await _seal(workspace, settings, job.seal_keys, result, reporter, follower)
+                await _collect(job, workspace, settings, manager, reporter, limiter, result)
+                if sealing and not result.error:
+                    await _seal(workspace, settings, job.seal_keys, result, reporter, follower)
+            finally:
+                if follower is not None:  # inside the lock: its unfinished archive is here
+                    await follower.close()
     except WorkspaceError as error:
         result.error = str(error)
-    finally:
-        if follower is not None:
-            await follower.close()
     result.seconds = time.monotonic() - began
     return result
+
+
+async def _collect(
+    job: FleetJob,
+    workspace: Workspace,
+    settings: RunSettings,
+    manager: SessionManager,
+    reporter: Reporter,
+    limiter: asyncio.Semaphore,
+    result: DeviceResult,
+) -> None:
+    device_id = settings.device_id
+    try:
+        result.outcome = await collect_device(
+            workspace, settings, job.profile, manager, reporter, limiter
+        )
+    except SessionStartError as error:
+        result.offline = True
+        result.error = f"offline: {error}"
+    except NotFoundError:
+        result.error = f"device {device_id} is not known to the server (HTTP 404)"
+    except AuthenticationError as error:
+        result.error = f"refused: {error}"
+    except LiveResponseError as error:
+        # The session or the server went away mid-run: what is done stays done.
+        result.error = f"cut off: {error}; finish with: cblr-collect resume {workspace.root}"
+        result.outcome = _outcome_so_far(workspace, device_id)
+    if result.error:
+        _record_failure(workspace, result.error)
+        reporter.event("device_failed", device_id=device_id, reason=result.error)
 
 
 def _outcome_so_far(workspace: Workspace, device_id: int) -> DeviceOutcome:

@@ -13,6 +13,7 @@ at 5 ms, 224 at 0.5 ms, 277 at 0.1 ms.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,12 +21,26 @@ COLLECTING_SWITCH_INTERVAL = 0.0001
 """Seconds; 0.1 ms. Shorter gains nothing measurable and switches threads more often."""
 
 
+_lock = threading.Lock()
+_users = 0
+_restore = 0.0
+
+
 @contextmanager
 def short_switch_interval(seconds: float = COLLECTING_SWITCH_INTERVAL) -> Iterator[None]:
-    """Use ``seconds`` as the interpreter's switch interval inside the block, then restore."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(seconds, previous))
+    """Use ``seconds`` (or the current interval, if shorter) inside the block. Blocks may
+    overlap (two runs in one process): the first in sets it, the last out restores it.
+    (The interpreter keeps whole microseconds, so the value read back may differ by one.)"""
+    global _users, _restore
+    with _lock:
+        if _users == 0:
+            _restore = sys.getswitchinterval()
+            sys.setswitchinterval(min(seconds, _restore))
+        _users += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(previous)
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                sys.setswitchinterval(_restore)

@@ -82,12 +82,12 @@ def artifact_record(
         if collected and artifact.md5 and artifact.sha1 and artifact.sha256
         else None
     )
-    # A file that shrank while read leaves empty chunks past its new end: they hold no bytes
-    # of the evidence (an empty file is still its one empty chunk, as planned).
+    # A file that shrank while read keeps only the chunks before its new end (others may
+    # have been fetched whole before it shrank); an empty file is its one empty chunk.
     chunks = [
         chunk
         for chunk in (journal.chunks(artifact.id) if collected else [])
-        if chunk.received or chunk.index == 0
+        if chunk.offset < (artifact.size or 0) or chunk.index == 0
     ]
     observations = artifact.observations or {}
     started = next((e.utc for e in events if e.kind == "artifact.started"), "")

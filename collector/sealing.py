@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,26 +63,31 @@ def archive_name(case_id: str, device_id: int) -> str:
     return safe_component(f"{case_id}-device-{device_id}-{stamp}") + ".zip"
 
 
-def prepare_out(out: Path, run: RunSettings) -> None:
-    """Create ``out`` and remove this device's unfinished archives, left by a killed run.
+PARTIAL_ARCHIVE = "archive.zip.partial"
+"""The device's archive while it is written: in its own (locked) workspace, so a killed
+run's leftover is found and removed by the next run of that device, and never confused
+with another device's."""
 
-    The device's workspace is locked while its archive is written, so a ``.partial`` for it
-    is never one another collector is still writing.
-    """
+
+def prepare_out(workspace: Workspace, out: Path) -> Path:
+    """Create ``out`` and remove the unfinished archive a killed run left; the partial path."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = archive_name(run.case_id, run.device_id).rsplit("-", 1)[0]
-    for stale in out.glob(glob.escape(stem) + "-*.zip.partial"):
-        stale.unlink(missing_ok=True)
+    partial = workspace.root / PARTIAL_ARCHIVE
+    partial.unlink(missing_ok=True)
+    return partial
 
 
-def open_seal(out: Path, run: RunSettings, seal_keys: SealKeys) -> StreamingSeal:
+def open_seal(
+    workspace: Workspace, out: Path, run: RunSettings, seal_keys: SealKeys
+) -> StreamingSeal:
     """A new archive for ``run``'s device in ``out``, ready for its artifacts."""
-    prepare_out(out, run)
+    partial = prepare_out(workspace, out)
     return StreamingSeal(
         out / archive_name(run.case_id, run.device_id),
         seal_keys.signing_key,
         recipient=seal_keys.recipient,
         passphrase=seal_keys.passphrase,
+        partial=partial,
     )
 
 
@@ -92,24 +96,25 @@ def seal_workspace(workspace: Workspace, out: Path, seal_keys: SealKeys) -> Seal
     with Journal.open(workspace.root) as journal:
         run = RunSettings.from_settings(journal.settings())
     folder = build_evidence_folder(workspace, seal_keys.signing_key)
-    prepare_out(out, run)
+    partial = prepare_out(workspace, out)
     result = seal_collection(
         folder,
         out / archive_name(run.case_id, run.device_id),
         seal_keys.signing_key,
         recipient=seal_keys.recipient,
         passphrase=seal_keys.passphrase,
+        partial=partial,
     )
-    return _recorded(workspace, result)
+    return record_sealed(workspace, result)
 
 
-def finish_followed(workspace: Workspace, seal: StreamingSeal, signing_key: Any) -> SealedArchive:
+def finish_followed(workspace: Workspace, seal: StreamingSeal, signing_key: Any) -> SealResult:
     """Finish an archive whose artifacts were added while collecting; blocking."""
-    folder = build_evidence_folder(workspace, signing_key)
-    return _recorded(workspace, seal.finish(folder))
+    return seal.finish(build_evidence_folder(workspace, signing_key))
 
 
-def _recorded(workspace: Workspace, result: SealResult) -> SealedArchive:
+def record_sealed(workspace: Workspace, result: SealResult) -> SealedArchive:
+    """The custody event of a sealed archive, in the workspace's journal."""
     with Journal.open(workspace.root) as journal:
         journal.add_event(
             "collection.sealed",

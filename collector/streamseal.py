@@ -21,20 +21,26 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from collector.journal import Artifact, ArtifactState, Chunk, Journal
 from collector.package import member_source
 from collector.runner import RunSettings
-from collector.sealing import SealedArchive, SealKeys, finish_followed, open_seal
+from collector.sealing import (
+    SealedArchive,
+    SealKeys,
+    finish_followed,
+    open_seal,
+    record_sealed,
+)
 from collector.staging import resolve_staging
 from collector.transfer import FETCHED_KINDS
 from collector.workspace import Workspace
-from evidence.archive import BLOCK, MemberSource, measure_compressibility
+from evidence.archive import BLOCK, measure_compressibility
 from evidence.safepaths import MemberNamer
-from evidence.seal import StreamingSeal
+from evidence.seal import SealResult, StreamingSeal
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +70,12 @@ def durable_prefix(chunks: Sequence[Chunk]) -> int:
 
 
 class SealFollower:
-    """One device's archive, written alongside its collection (see the module docstring)."""
+    """One device's archive, written alongside its collection (see the module docstring).
+
+    The follower thread owns the archive while it runs and removes it itself when told to
+    stop, so nothing else ever writes to or aborts an archive under it; ``finish`` and
+    ``close`` touch the archive only once the thread has ended.
+    """
 
     def __init__(self, workspace: Workspace, settings: RunSettings, keys: SealKeys) -> None:
         self._workspace = workspace
@@ -78,26 +89,23 @@ class SealFollower:
         # Its own thread: following lasts the whole collection, and must not hold one of the
         # default executor's few workers that the journal and hashing calls need meanwhile.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal-follower")
-        self._thread: asyncio.Future[None] | None = None
+        self._done: Future[None] | None = None
 
     @classmethod
     def start(cls, workspace: Workspace, settings: RunSettings, keys: SealKeys) -> SealFollower:
         Journal.open(workspace.root).close()  # created here, so the thread only ever reads it
         follower = cls(workspace, settings, keys)
-        loop = asyncio.get_running_loop()
-        follower._thread = loop.run_in_executor(follower._executor, follower._follow_all)
+        follower._done = follower._executor.submit(follower._run)
         return follower
 
     async def finish(self) -> SealedArchive | None:
-        """The sealed archive once the collection has ended, or None when it was abandoned
+        """The sealed archive once the collection has ended, or None when following gave up
         (logged; the caller seals from the evidence folder instead)."""
         self._collected.set()
         try:
-            if self._thread is not None:
-                await self._thread
-            return await asyncio.to_thread(
-                finish_followed, self._workspace, self._seal(), self._keys.signing_key
-            )
+            if self._done is not None:
+                await asyncio.wrap_future(self._done)
+            result = await asyncio.to_thread(self._finish_archive)
         except Exception as reason:  # any failure: the folder seal is the proven path
             log.warning(
                 "sealing while collecting gave up (%s: %s); sealing the folder instead",
@@ -106,21 +114,28 @@ class SealFollower:
             )
             self._abort()
             return None
+        return await asyncio.to_thread(record_sealed, self._workspace, result)
 
     async def close(self) -> None:
-        """Stop following and remove an unfinished archive; harmless after ``finish``."""
+        """Stop following; an unfinished archive is removed (by the thread, if it still runs).
+        Harmless after ``finish``."""
         self._stop.set()
-        if self._thread is not None:
+        if self._done is not None and not self._done.done():
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(self._thread)
+                await asyncio.shield(asyncio.wrap_future(self._done))
         self._executor.shutdown(wait=False)
-        self._abort()
+        if self._done is None or self._done.done():
+            self._abort()
+
+    def _finish_archive(self) -> SealResult:
+        return finish_followed(self._workspace, self._seal(), self._keys.signing_key)
 
     def _seal(self) -> StreamingSeal:
         """The archive, opened when the first artifact is ready: a device still waiting for
-        a session slot has no ``.partial`` in the output folder yet."""
+        a session slot has no unfinished archive yet."""
         if self._opened is None:
-            self._opened = open_seal(Path(self._settings.out), self._settings, self._keys)
+            out = Path(self._settings.out)
+            self._opened = open_seal(self._workspace, out, self._settings, self._keys)
         return self._opened
 
     def _abort(self) -> None:
@@ -128,6 +143,14 @@ class SealFollower:
             self._opened.abort()
 
     # ---- the worker thread
+
+    def _run(self) -> None:
+        try:
+            self._follow_all()
+        except BaseException:
+            if self._stop.is_set():
+                self._abort()
+            raise
 
     def _follow_all(self) -> None:
         with Journal.open(self._workspace.root, readonly=True) as journal:
@@ -138,16 +161,21 @@ class SealFollower:
                 if not upcoming and ended:
                     return
                 for artifact_id in upcoming:
+                    self._check_stop()
                     self._follow_one(journal, artifact_id)
                     last = artifact_id
                 if not upcoming:
                     self._pause(idle=True)
 
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise FollowAbandoned("the collection stopped")
+
     def _pause(self, idle: bool = False) -> None:
         """Wait a little; longer and longer while idle, short again once work shows up."""
         self._poll = min(self._poll * 2, IDLE_POLL_SECONDS) if idle else POLL_SECONDS
-        if self._stop.wait(self._poll):
-            raise FollowAbandoned("the collection stopped")
+        self._stop.wait(self._poll)
+        self._check_stop()
 
     def _follow_one(self, journal: Journal, artifact_id: int) -> None:
         while True:
@@ -171,37 +199,43 @@ class SealFollower:
 
     def _add_collected(self, artifact: Artifact) -> None:
         name = self._namer.place(member_source(artifact))
-        self._seal().add_file(MemberSource(name, self._staged(artifact), artifact.sha256))
+        path = self._staged(artifact)
+        size = path.stat().st_size
+        ratio = measure_compressibility(path, size)
+        blocks = self._read(path, size, lambda copied: size, artifact.id)
+        self._seal().add_artifact(name, size, blocks, ratio, artifact.sha256)
 
     def _add_arriving(self, journal: Journal, artifact: Artifact, available: int) -> None:
         name = self._namer.place(member_source(artifact))
-        size = int(artifact.size or 0)
         path = self._staged(artifact)
         ratio = measure_compressibility(path, available)
-        blocks = self._arriving_blocks(journal, artifact, path)
-        self._seal().add_artifact(name, size, blocks, ratio)
 
-    def _arriving_blocks(self, journal: Journal, artifact: Artifact, path: Path) -> Iterator[bytes]:
-        """The file's bytes in order, each block read once it is durable."""
+        def durable(copied: int) -> int:
+            """Where the durable prefix ends, once it is past ``copied`` (waiting till then)."""
+            while (end := durable_prefix(journal.chunks(artifact.id))) == copied:
+                self._check_still_arriving(journal.artifact(artifact.id), copied)
+                self._pause()
+            if end < copied:
+                raise FollowAbandoned(f"artifact {artifact.id} started over")
+            return end
+
         size = int(artifact.size or 0)
+        self._seal().add_artifact(name, size, self._read(path, size, durable, artifact.id), ratio)
+
+    def _read(
+        self, path: Path, size: int, readable: Callable[[int], int], artifact_id: int
+    ) -> Iterator[bytes]:
+        """``size`` bytes in order, never past ``readable(copied)``. Unbuffered: nothing past
+        that is read ahead and kept (beyond a file's durable prefix there may be a hole)."""
         copied = 0
-        with open(path, "rb") as handle:
+        with open(path, "rb", buffering=0) as handle:
             while copied < size:
-                available = durable_prefix(journal.chunks(artifact.id))
-                if available < copied:
-                    raise FollowAbandoned(f"artifact {artifact.id} started over")
-                if available == copied:
-                    self._check_still_arriving(journal.artifact(artifact.id), copied)
-                    self._pause()
-                    continue
-                while copied < available:
-                    block = handle.read(min(BLOCK, available - copied))
-                    if not block:
-                        raise FollowAbandoned(f"artifact {artifact.id}: the staged file is short")
-                    copied += len(block)
-                    yield block
-                    if self._stop.is_set():
-                        raise FollowAbandoned("the collection stopped")
+                block = handle.read(min(BLOCK, readable(copied) - copied))
+                if not block:
+                    raise FollowAbandoned(f"artifact {artifact_id}: the staged file is short")
+                copied += len(block)
+                yield block
+                self._check_stop()
 
     def _check_still_arriving(self, artifact: Artifact, copied: int) -> None:
         if artifact.state is ArtifactState.FAILED:

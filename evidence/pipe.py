@@ -42,6 +42,7 @@ class ThreadedWriter(io.RawIOBase):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._position = 0
+        self._closing = False
         self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
         self._thread.start()
 
@@ -58,6 +59,8 @@ class ThreadedWriter(io.RawIOBase):
         raise io.UnsupportedOperation("forward-only stream")
 
     def write(self, data: Any) -> int:  # type: ignore[override]
+        if self._closing:
+            raise ValueError("write to a closed ThreadedWriter")
         self._raise_failure()
         block = data if isinstance(data, bytes) else bytes(data)  # the caller may reuse it
         if block:
@@ -67,19 +70,22 @@ class ThreadedWriter(io.RawIOBase):
 
     def flush(self) -> None:
         """Wait until every block accepted so far is written, then flush the target."""
-        if self.closed:
+        if self._closing:
             return
         self._queue.join()
         self._raise_failure()
         self._target.flush()
 
     def close(self) -> None:
-        if self.closed:
+        """Write what is queued, end the worker, then raise its failure if it had one."""
+        if self._closing:
             return
+        self._closing = True
         self._queue.put(_END)
         self._thread.join()
         super().close()
         self._raise_failure()
+        self._target.flush()
 
     def _raise_failure(self) -> None:
         if self._error is not None:

@@ -65,8 +65,8 @@ class StreamingSeal:
     finished collection folder, requires every artifact member to be exactly the one its
     manifest lists (name, order, SHA-256), adds the documents, and only then puts the archive
     in place and starts its custody sidecar. Until then the archive exists only as
-    ``ARCHIVE.partial``; ``abort`` removes it. Exactly one of ``recipient`` and
-    ``passphrase``. Blocking.
+    ``partial`` (by default ``ARCHIVE.partial``; it must be on the archive's file system);
+    ``abort`` removes it. Exactly one of ``recipient`` and ``passphrase``. Blocking.
     """
 
     def __init__(
@@ -76,6 +76,7 @@ class StreamingSeal:
         recipient: keys.RecipientPublicKey | None = None,
         passphrase: bytes | None = None,
         progress: Callable[[int], None] | None = None,
+        partial: Path | None = None,
     ) -> None:
         if (recipient is None) == (passphrase is None):
             raise SealError("give exactly one of a recipient key or a passphrase")
@@ -90,17 +91,26 @@ class StreamingSeal:
             if recipient is not None
             else envelope.seal_for_passphrase(password)
         )
-        self._partial = self.target.with_name(self.target.name + ".partial")
+        self._partial = partial or self.target.with_name(self.target.name + ".partial")
         self._started = time.monotonic()
-        self._writer = archive_format.ArchiveWriter(
-            self._partial, self._envelope, password, progress=progress
-        )
+        try:
+            self._writer = archive_format.ArchiveWriter(
+                self._partial, self._envelope, password, progress=progress
+            )
+        except BaseException:
+            self._partial.unlink(missing_ok=True)
+            raise
 
     def add_artifact(
-        self, name: str, size: int, blocks: Iterable[bytes], sample_ratio: float
+        self,
+        name: str,
+        size: int,
+        blocks: Iterable[bytes],
+        sample_ratio: float,
+        expected_sha256: str | None = None,
     ) -> archive_format.MemberDecision:
         try:
-            return self._writer.add_blocks(name, size, blocks, sample_ratio)
+            return self._writer.add_blocks(name, size, blocks, sample_ratio, expected_sha256)
         except BaseException:
             self.abort()
             raise
@@ -172,6 +182,7 @@ def seal_collection(
     recipient: keys.RecipientPublicKey | None = None,
     passphrase: bytes | None = None,
     progress: Callable[[int], None] | None = None,
+    partial: Path | None = None,
 ) -> SealResult:
     """Write ``archive`` (must not exist) and ``ARCHIVE.custody.jsonl``. Blocking.
 
@@ -180,10 +191,8 @@ def seal_collection(
     Exactly one of ``recipient`` and ``passphrase`` must be given.
     """
     root = Path(folder)
-    if (recipient is None) == (passphrase is None):
-        raise SealError("give exactly one of a recipient key or a passphrase")
     checked = checked_collection(root, signing_key)
-    seal = StreamingSeal(archive, signing_key, recipient, passphrase, progress)
+    seal = StreamingSeal(archive, signing_key, recipient, passphrase, progress, partial)
     for source in artifact_members(root, checked[0]):
         seal.add_file(source)
     return seal.finish(root, checked)

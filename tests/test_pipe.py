@@ -82,3 +82,14 @@ def test_it_is_a_stream_to_zipfile_which_writes_data_descriptors() -> None:
         assert archive.read("member.bin") == b"evidence" * 10_000
     with ThreadedWriter(Recorder()) as idle, pytest.raises(io.UnsupportedOperation):
         idle.seek(0)
+
+
+def test_writing_after_close_is_refused_and_closing_twice_is_harmless() -> None:
+    target = Recorder()
+    writer = ThreadedWriter(target)
+    writer.write(b"kept")
+    writer.close()
+    writer.close()
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(b"late")
+    assert target.getvalue() == b"kept"

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import random
 import re
 import threading
 import zipfile
@@ -31,11 +32,12 @@ from collector import streamseal
 from collector.client import Secret
 from collector.credentials import Credentials
 from collector.fleet import DeviceResult, FleetJob, run_fleet
-from collector.journal import Artifact, ArtifactState, Chunk, ChunkState, Journal
+from collector.journal import ArtifactState, Chunk, ChunkState, Collected, Journal
 from collector.progress import Reporter
 from collector.runner import RunSettings
-from collector.sealing import SealedArchive, SealKeys, open_seal, prepare_out
+from collector.sealing import PARTIAL_ARCHIVE, SealKeys, open_seal, prepare_out
 from collector.sessions import LiveResponseSession, SessionOptions
+from collector.staging import resolve_staging, staging_relpath
 from collector.streamseal import SealFollower, durable_prefix
 from collector.workspace import Workspace, device_workspace
 from emulator.faults import FaultPlan
@@ -44,6 +46,7 @@ from emulator.server import EmulatorServer
 from evidence import archive as archive_format
 from evidence import custody, envelope
 from evidence import seal as seal_module
+from evidence.hashes import MultiHasher
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
 from evidence.seal import SealError, StreamingSeal, artifact_members
 from evidence.verify import verify_archive
@@ -150,8 +153,8 @@ class FollowWatch:
     threads: list[threading.Thread] = field(default_factory=list)
     follow_ended: threading.Event = field(default_factory=threading.Event)
     held_gets: int = 0
-    finished: list[SealedArchive] = field(default_factory=list)
-    """What ``finish_followed`` returned: the archives that were finished from following."""
+    finished: list[Path] = field(default_factory=list)
+    """The archives ``finish_followed`` finished: those that were finished from following."""
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(streamseal, "FOLLOW_AFTER", FOLLOW_AFTER)
@@ -180,7 +183,7 @@ class FollowWatch:
         start = SealFollower.start
         finish_followed = streamseal.finish_followed
         follow_all = SealFollower._follow_all
-        arriving_blocks = SealFollower._arriving_blocks
+        read = SealFollower._read
         watch = self
 
         def spied_start(*args: Any) -> SealFollower:
@@ -195,32 +198,34 @@ class FollowWatch:
             finally:
                 watch.follow_ended.set()
 
-        def spied_blocks(
-            follower: SealFollower, journal: Journal, artifact: Artifact, path: Path
-        ) -> Iterator[bytes]:
+        def spied_read(follower: SealFollower, *args: Any) -> Iterator[bytes]:
+            """Records the journal at the first block of a file read while still arriving."""
+            artifact_id = args[-1]
             first = True
-            for block in arriving_blocks(follower, journal, artifact, path):
+            for block in read(follower, *args):
                 if first:
                     first = False
-                    now = journal.artifact(artifact.id)
-                    durable = durable_prefix(journal.chunks(artifact.id))
-                    watch.first_blocks.append(
-                        FirstBlock(now.source, now.state, durable, int(now.size or 0))
-                    )
-                    watch.following.set()
-                    if watch.release_on_follow:
-                        watch.release.set()
+                    with Journal.open(follower._workspace.root, readonly=True) as journal:
+                        now = journal.artifact(artifact_id)
+                        durable = durable_prefix(journal.chunks(artifact_id))
+                    if now.state is not ArtifactState.COLLECTED:
+                        watch.first_blocks.append(
+                            FirstBlock(now.source, now.state, durable, int(now.size or 0))
+                        )
+                        watch.following.set()
+                        if watch.release_on_follow:
+                            watch.release.set()
                 yield block
 
-        def spied_finish(*args: Any) -> SealedArchive:
-            archive = finish_followed(*args)
-            watch.finished.append(archive)
-            return archive
+        def spied_finish(*args: Any) -> Any:
+            result = finish_followed(*args)
+            watch.finished.append(result.archive)
+            return result
 
         monkeypatch.setattr(SealFollower, "start", spied_start)
         monkeypatch.setattr(streamseal, "finish_followed", spied_finish)
         monkeypatch.setattr(SealFollower, "_follow_all", spied_follow_all)
-        monkeypatch.setattr(SealFollower, "_arriving_blocks", spied_blocks)
+        monkeypatch.setattr(SealFollower, "_read", spied_read)
 
 
 # ---- running a device and reading its archive
@@ -235,6 +240,7 @@ def fleet_job(
     options: SessionOptions = FAST,
     device_id: int = DEVICE_ID,
     parallel: int = 2,
+    chunk_size: int = CHUNK_SIZE,
 ) -> FleetJob:
     settings = RunSettings(
         case_id=CASE,
@@ -243,7 +249,7 @@ def fleet_job(
         profile="streamseal",
         out=str(out),
         url=server.url,
-        chunk_size=CHUNK_SIZE,
+        chunk_size=chunk_size,
         parallel=parallel,
     )
     return FleetJob(
@@ -326,7 +332,7 @@ async def test_a_file_sealed_while_it_arrives_verifies_with_the_emulators_bytes(
 
     archive = assert_sealed_and_verified(result, out)
     assert GAVE_UP not in caplog.text
-    assert watch.finished == [result.archive]  # the followed archive is the device's archive
+    assert watch.finished == [result.archive.path]  # the followed archive is the device's
     # Followed while arriving: the first block went in while the journal said RUNNING, with
     # only part of the file durable (the rest was held until then).
     assert len(watch.followers) == 1
@@ -377,7 +383,7 @@ async def test_following_gives_the_same_evidence_as_sealing_the_folder_afterward
         after = await run_device(fleet_job(server, folder_out, signer, follow=False))
 
     assert len(watch.followers) == 1, "the folder seal must not start a follower"
-    assert watch.finished == [followed.archive]
+    assert watch.finished == [followed.archive.path]
     assert len(watch.first_blocks) == 1
     assert GAVE_UP not in caplog.text
     followed_members = sealed_members(
@@ -479,8 +485,7 @@ async def test_a_run_cancelled_while_a_file_is_followed_leaves_no_archive(
         assert server.tenant.open_sessions() == []
 
     assert following
-    [partial] = partials
-    assert re.fullmatch(ARCHIVE_NAME + r"\.partial", partial.name)
+    assert partials == [device_workspace(out, DEVICE_ID).root / PARTIAL_ARCHIVE]
     assert leftovers(out, "*.zip") == []
     assert leftovers(out, "*.partial") == []
     assert_follower_ended(watch)
@@ -567,43 +572,39 @@ def run_settings(out: Path, device_id: int = DEVICE_ID, case_id: str = CASE) -> 
     )
 
 
-def test_the_next_seal_removes_only_this_devices_stale_partial_archives(
+def test_the_unfinished_archive_lives_in_its_devices_workspace_and_a_stale_one_is_removed(
     tmp_path: Path, signer
 ) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    stamp = "20261129T070000Z"
-    stale = out / f"{CASE}-device-{DEVICE_ID}-{stamp}.zip.partial"
-    kept = [
-        out / f"{CASE}-device-37192-{stamp}.zip.partial",
-        out / f"{CASE}-device-{DEVICE_ID}1-{stamp}.zip.partial",
-        out / f"OTHER-{CASE}-device-{DEVICE_ID}-{stamp}.zip.partial",
-        out / f"{CASE}-device-{DEVICE_ID}-{stamp}.zip",
-    ]
-    for path in [stale, *kept]:
-        path.write_bytes(b"left by a killed run: " + path.name.encode())
+    mine, other = device_workspace(out, DEVICE_ID), device_workspace(out, 37192)
+    for workspace in (mine, other):
+        workspace.root.mkdir(parents=True)
+        (workspace.root / PARTIAL_ARCHIVE).write_bytes(b"left by a killed run")
+    finished = out / f"{CASE}-device-{DEVICE_ID}-20261129T070000Z.zip"
+    finished.write_bytes(b"an archive")
 
-    prepare_out(out, run_settings(out))
+    assert prepare_out(mine, out) == mine.root / PARTIAL_ARCHIVE
+    assert not (mine.root / PARTIAL_ARCHIVE).exists()
+    assert (other.root / PARTIAL_ARCHIVE).read_bytes() == b"left by a killed run"
+    assert finished.read_bytes() == b"an archive"
 
-    assert not stale.exists()
-    for path in kept:
-        assert path.read_bytes() == b"left by a killed run: " + path.name.encode()
-
-    stale.write_bytes(b"killed again")
-    seal = open_seal(out, run_settings(out), SealKeys(signer, passphrase=PASSPHRASE))
-    assert not stale.exists()
-    [opened] = sorted(set(out.glob("*.partial")) - set(kept))
-    assert re.fullmatch(ARCHIVE_NAME + r"\.partial", opened.name)
+    (mine.root / PARTIAL_ARCHIVE).write_bytes(b"killed again")
+    seal = open_seal(mine, out, run_settings(out), SealKeys(signer, passphrase=PASSPHRASE))
+    assert (mine.root / PARTIAL_ARCHIVE).read_bytes() != b"killed again"  # a new archive
+    assert re.fullmatch(ARCHIVE_NAME, seal.target.name)
+    assert list(out.glob("*.partial")) == []
     seal.abort()
-    assert not opened.exists()
-    assert all(path.exists() for path in kept)
+    assert not (mine.root / PARTIAL_ARCHIVE).exists()
+    assert (other.root / PARTIAL_ARCHIVE).exists() and finished.exists()
 
 
 def test_prepare_out_creates_the_out_folder(tmp_path: Path) -> None:
     out = tmp_path / "new" / "out"
-    prepare_out(out, run_settings(out))
+    workspace = device_workspace(out, DEVICE_ID)
+    workspace.root.mkdir(parents=True)
+    prepare_out(workspace, out)
     assert out.is_dir()
-    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["workspaces"]
 
 
 # ---- durable_prefix
@@ -781,3 +782,104 @@ async def test_an_out_folder_that_is_a_file_fails_the_seal_not_the_run(
     assert result.outcome is not None and result.outcome.collected == 7
     assert result.archive is None
     assert result.seal_error.startswith("sealing failed: [Errno 17]")
+
+
+# ---- stopping a follower that is behind
+
+
+def workspace_of_collected_files(root: Path, count: int, size: int) -> Workspace:
+    """A workspace whose journal holds ``count`` collected files of ``size`` random bytes."""
+    workspace = device_workspace(root, DEVICE_ID)
+    workspace.root.mkdir(parents=True)
+    with Journal.open(workspace.root) as journal:
+        journal.set_settings(run_settings(root).as_settings())
+        for index in range(count):
+            artifact = journal.add_artifact("file", DEVICE_ID, f"C:\\Data\\f{index}.bin")
+            relpath = staging_relpath(artifact.id)
+            path = resolve_staging(workspace.root, relpath)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = random.Random(index).randbytes(size)
+            path.write_bytes(data)
+            journal.start_artifact(artifact.id, method="get_file", size=size, staging_path=relpath)
+            hasher = MultiHasher()
+            hasher.update(data)
+            digests = hasher.digests()
+            journal.mark_collected(
+                artifact.id,
+                Collected(size=size, md5=digests.md5, sha1=digests.sha1, sha256=digests.sha256),
+            )
+    return workspace
+
+
+async def test_cancelling_while_finish_waits_for_a_lagging_follower_ends_it_cleanly(
+    tmp_path: Path, signer
+) -> None:
+    """One Ctrl-C while ``finish`` waits: the thread stops on its own, removes its archive,
+    and nothing hangs (the archive is never closed under the thread still writing it)."""
+    out = tmp_path / "out"
+    workspace = workspace_of_collected_files(out, count=12, size=8 * 1024 * 1024)
+    follower = SealFollower.start(
+        workspace, run_settings(out), SealKeys(signer, passphrase=PASSPHRASE)
+    )
+
+    async def device() -> None:
+        try:
+            await follower.finish()
+        finally:
+            await follower.close()
+
+    task = asyncio.create_task(device())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=RUN_TIMEOUT)
+
+    assert done == {task} and task.cancelled()
+    assert follower._done is not None
+    assert isinstance(follower._done.exception(timeout=WAIT_SECONDS), streamseal.FollowAbandoned)
+    assert not (workspace.root / PARTIAL_ARCHIVE).exists()
+    assert leftovers(out, "*.zip") == []
+
+
+async def test_close_stops_a_follower_between_blocks_not_after_every_queued_artifact(
+    tmp_path: Path, signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    workspace = workspace_of_collected_files(out, count=6, size=4 * 1024 * 1024)
+    read = SealFollower._read
+    blocks: list[int] = []
+    reading = threading.Event()
+
+    def counted(follower: SealFollower, *args: Any) -> Iterator[bytes]:
+        for block in read(follower, *args):
+            blocks.append(len(block))
+            reading.set()
+            yield block
+
+    monkeypatch.setattr(SealFollower, "_read", counted)
+    follower = SealFollower.start(
+        workspace, run_settings(out), SealKeys(signer, passphrase=PASSPHRASE)
+    )
+    assert await wait_until(reading)
+    await follower.close()
+
+    assert follower._done is not None and follower._done.done()
+    assert len(blocks) < 6 * 4  # far from all 24 blocks of the six queued files
+    assert not (workspace.root / PARTIAL_ARCHIVE).exists()
+
+
+async def test_chunks_that_end_mid_page_are_followed_without_reading_ahead(
+    serve, signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A durable prefix ending inside a page: a buffered read would take the hole after it
+    as file bytes, and following would always give up on the SHA-256 check."""
+    watch = FollowWatch()
+    watch.install(monkeypatch)
+    out = tmp_path / "out"
+    async with serve() as server:
+        result = await run_device(fleet_job(server, out, signer, chunk_size=250_001))
+
+    assert_sealed_and_verified(result, out)
+    assert GAVE_UP not in caplog.text
+    assert watch.finished == [result.archive.path]
+    [first] = watch.first_blocks
+    assert first.state is ArtifactState.RUNNING
