@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,16 +64,19 @@ def archive_name(case_id: str, device_id: int) -> str:
     return safe_component(f"{case_id}-device-{device_id}-{stamp}") + ".zip"
 
 
-PARTIAL_ARCHIVE = "archive.zip.partial"
-"""The device's archive while it is written: in its own (locked) workspace, so a killed
-run's leftover is found and removed by the next run of that device, and never confused
-with another device's."""
+def partial_path(workspace: Workspace, out: Path) -> Path:
+    """Where a workspace's archive is written until it is finished: in ``out`` (a rename
+    then puts it in place, which needs the same file system), named after the workspace
+    alone, so a killed run's leftover is found again by the next run of that workspace and
+    is never another device's."""
+    digest = hashlib.sha256(str(workspace.root.resolve()).encode()).hexdigest()[:16]
+    return out / f".{workspace.root.name}-{digest}.zip.partial"
 
 
 def prepare_out(workspace: Workspace, out: Path) -> Path:
     """Create ``out`` and remove the unfinished archive a killed run left; the partial path."""
     out.mkdir(parents=True, exist_ok=True)
-    partial = workspace.root / PARTIAL_ARCHIVE
+    partial = partial_path(workspace, out)
     partial.unlink(missing_ok=True)
     return partial
 

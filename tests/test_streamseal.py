@@ -35,7 +35,7 @@ from collector.fleet import DeviceResult, FleetJob, run_fleet
 from collector.journal import ArtifactState, Chunk, ChunkState, Collected, Journal
 from collector.progress import Reporter
 from collector.runner import RunSettings
-from collector.sealing import PARTIAL_ARCHIVE, SealKeys, open_seal, prepare_out
+from collector.sealing import SealKeys, open_seal, partial_path, prepare_out
 from collector.sessions import LiveResponseSession, SessionOptions
 from collector.staging import resolve_staging, staging_relpath
 from collector.streamseal import SealFollower, durable_prefix
@@ -485,7 +485,7 @@ async def test_a_run_cancelled_while_a_file_is_followed_leaves_no_archive(
         assert server.tenant.open_sessions() == []
 
     assert following
-    assert partials == [device_workspace(out, DEVICE_ID).root / PARTIAL_ARCHIVE]
+    assert partials == [partial_path(device_workspace(out, DEVICE_ID), out)]
     assert leftovers(out, "*.zip") == []
     assert leftovers(out, "*.partial") == []
     assert_follower_ended(watch)
@@ -572,39 +572,41 @@ def run_settings(out: Path, device_id: int = DEVICE_ID, case_id: str = CASE) -> 
     )
 
 
-def test_the_unfinished_archive_lives_in_its_devices_workspace_and_a_stale_one_is_removed(
+def test_each_workspace_has_its_own_unfinished_archive_and_a_stale_one_is_removed(
     tmp_path: Path, signer
 ) -> None:
     out = tmp_path / "out"
     mine, other = device_workspace(out, DEVICE_ID), device_workspace(out, 37192)
-    for workspace in (mine, other):
-        workspace.root.mkdir(parents=True)
-        (workspace.root / PARTIAL_ARCHIVE).write_bytes(b"left by a killed run")
+    elsewhere = device_workspace(out, DEVICE_ID, explicit=tmp_path / "elsewhere")
+    partials = {w.root: partial_path(w, out) for w in (mine, other, elsewhere)}
+    assert len(set(partials.values())) == 3
+    assert all(p.parent == out and p.name.endswith(".zip.partial") for p in partials.values())
+    out.mkdir()
+    for partial in partials.values():
+        partial.write_bytes(b"left by a killed run")
     finished = out / f"{CASE}-device-{DEVICE_ID}-20261129T070000Z.zip"
     finished.write_bytes(b"an archive")
 
-    assert prepare_out(mine, out) == mine.root / PARTIAL_ARCHIVE
-    assert not (mine.root / PARTIAL_ARCHIVE).exists()
-    assert (other.root / PARTIAL_ARCHIVE).read_bytes() == b"left by a killed run"
+    assert prepare_out(mine, out) == partials[mine.root]
+    assert not partials[mine.root].exists()
+    for workspace in (other, elsewhere):
+        assert partials[workspace.root].read_bytes() == b"left by a killed run"
     assert finished.read_bytes() == b"an archive"
 
-    (mine.root / PARTIAL_ARCHIVE).write_bytes(b"killed again")
+    partials[mine.root].write_bytes(b"killed again")
     seal = open_seal(mine, out, run_settings(out), SealKeys(signer, passphrase=PASSPHRASE))
-    assert (mine.root / PARTIAL_ARCHIVE).read_bytes() != b"killed again"  # a new archive
+    assert partials[mine.root].read_bytes() != b"killed again"  # a new archive
     assert re.fullmatch(ARCHIVE_NAME, seal.target.name)
-    assert list(out.glob("*.partial")) == []
     seal.abort()
-    assert not (mine.root / PARTIAL_ARCHIVE).exists()
-    assert (other.root / PARTIAL_ARCHIVE).exists() and finished.exists()
+    assert not partials[mine.root].exists()
+    assert partials[other.root].exists() and finished.exists()
 
 
 def test_prepare_out_creates_the_out_folder(tmp_path: Path) -> None:
     out = tmp_path / "new" / "out"
-    workspace = device_workspace(out, DEVICE_ID)
-    workspace.root.mkdir(parents=True)
-    prepare_out(workspace, out)
+    prepare_out(device_workspace(out, DEVICE_ID), out)
     assert out.is_dir()
-    assert sorted(p.name for p in out.iterdir()) == ["workspaces"]
+    assert list(out.iterdir()) == []
 
 
 # ---- durable_prefix
@@ -836,7 +838,7 @@ async def test_cancelling_while_finish_waits_for_a_lagging_follower_ends_it_clea
     assert done == {task} and task.cancelled()
     assert follower._done is not None
     assert isinstance(follower._done.exception(timeout=WAIT_SECONDS), streamseal.FollowAbandoned)
-    assert not (workspace.root / PARTIAL_ARCHIVE).exists()
+    assert not partial_path(workspace, out).exists()
     assert leftovers(out, "*.zip") == []
 
 
@@ -864,7 +866,7 @@ async def test_close_stops_a_follower_between_blocks_not_after_every_queued_arti
 
     assert follower._done is not None and follower._done.done()
     assert len(blocks) < 6 * 4  # far from all 24 blocks of the six queued files
-    assert not (workspace.root / PARTIAL_ARCHIVE).exists()
+    assert not partial_path(workspace, out).exists()
 
 
 async def test_chunks_that_end_mid_page_are_followed_without_reading_ahead(
