@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -260,7 +261,7 @@ async def _seal(
         if archive is None:
             archive = await asyncio.to_thread(seal_workspace, workspace, Path(settings.out), keys)
         result.archive = archive
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, sqlite3.Error) as error:
         result.seal_error = f"sealing failed: {error}"
         reporter.event("device_failed", device_id=settings.device_id, reason=result.seal_error)
         return

@@ -70,7 +70,7 @@ def partial_path(workspace: Workspace, out: Path) -> Path:
     alone, so a killed run's leftover is found again by the next run of that workspace and
     is never another device's."""
     digest = hashlib.sha256(str(workspace.root.resolve()).encode()).hexdigest()[:16]
-    return out / f".{workspace.root.name}-{digest}.zip.partial"
+    return out / f".unsealed-{digest}.zip.partial"
 
 
 def prepare_out(workspace: Workspace, out: Path) -> Path:

@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, TypeVar
 
 from collector.journal import Artifact, ArtifactState, Chunk, Journal
 from collector.package import member_source
@@ -40,9 +42,10 @@ from collector.transfer import FETCHED_KINDS
 from collector.workspace import Workspace
 from evidence.archive import BLOCK, measure_compressibility
 from evidence.safepaths import MemberNamer
-from evidence.seal import SealResult, StreamingSeal
+from evidence.seal import StreamingSeal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FOLLOW_AFTER = 64 * 1024 * 1024
 """A file still arriving is followed once this much of it (or all of it) is durable; its
@@ -69,12 +72,53 @@ def durable_prefix(chunks: Sequence[Chunk]) -> int:
     return end
 
 
+class _SerialThread:
+    """One daemon thread running jobs in the order given.
+
+    Every step of a device's archive (following, finishing, removing) runs here, one after
+    another, so no two ever touch the archive at once, and cancelling the coroutine that
+    waits for a step never leaves that step running beside the next. A daemon: should the
+    process be stopped hard before ``close``, it does not wait for the thread (the unfinished
+    archive is removed by the next run of the workspace).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, job: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._jobs.put((job, future))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the jobs already given have run."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as error:  # handed to whoever waits for the job
+                    future.set_exception(error)
+
+
+async def _outcome(future: Future[T]) -> T:
+    """Wait for a job without cancelling it (it runs to its end regardless); its result or
+    exception is always collected, so none goes unretrieved."""
+    waiting = asyncio.wrap_future(future)
+    waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return await asyncio.shield(waiting)
+
+
 class SealFollower:
     """One device's archive, written alongside its collection (see the module docstring).
 
-    The follower thread owns the archive while it runs and removes it itself when told to
-    stop, so nothing else ever writes to or aborts an archive under it; ``finish`` and
-    ``close`` touch the archive only once the thread has ended.
+    Every step on the archive runs on the follower's own thread, in order (``_SerialThread``):
+    following, then ``finish``, then ``close``'s removal of whatever is unfinished.
     """
 
     def __init__(self, workspace: Workspace, settings: RunSettings, keys: SealKeys) -> None:
@@ -86,49 +130,48 @@ class SealFollower:
         self._collected = threading.Event()
         self._stop = threading.Event()
         self._poll = POLL_SECONDS
-        # Its own thread: following lasts the whole collection, and must not hold one of the
-        # default executor's few workers that the journal and hashing calls need meanwhile.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal-follower")
-        self._done: Future[None] | None = None
+        self._thread = _SerialThread("seal-follower")
+        self._following: Future[None] | None = None
 
     @classmethod
     def start(cls, workspace: Workspace, settings: RunSettings, keys: SealKeys) -> SealFollower:
         Journal.open(workspace.root).close()  # created here, so the thread only ever reads it
         follower = cls(workspace, settings, keys)
-        follower._done = follower._executor.submit(follower._run)
+        follower._following = follower._thread.submit(follower._follow_all)
         return follower
 
     async def finish(self) -> SealedArchive | None:
         """The sealed archive once the collection has ended, or None when following gave up
         (logged; the caller seals from the evidence folder instead)."""
         self._collected.set()
-        try:
-            if self._done is not None:
-                await asyncio.wrap_future(self._done)
-            result = await asyncio.to_thread(self._finish_archive)
-        except Exception as reason:  # any failure: the folder seal is the proven path
-            log.warning(
-                "sealing while collecting gave up (%s: %s); sealing the folder instead",
-                type(reason).__name__,
-                reason,
-            )
-            self._abort()
-            return None
-        return await asyncio.to_thread(record_sealed, self._workspace, result)
+        return await _outcome(self._thread.submit(self._finish))
 
     async def close(self) -> None:
-        """Stop following; an unfinished archive is removed (by the thread, if it still runs).
-        Harmless after ``finish``."""
+        """Stop following and remove an unfinished archive; harmless after ``finish``. The
+        removal runs even if this coroutine is cancelled while waiting for it."""
         self._stop.set()
-        if self._done is not None and not self._done.done():
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.shield(asyncio.wrap_future(self._done))
-        self._executor.shutdown(wait=False)
-        if self._done is None or self._done.done():
-            self._abort()
+        removal = self._thread.submit(self._abort)
+        self._thread.stop()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await _outcome(removal)
 
-    def _finish_archive(self) -> SealResult:
-        return finish_followed(self._workspace, self._seal(), self._keys.signing_key)
+    # ---- on the follower's thread
+
+    def _finish(self) -> SealedArchive | None:
+        try:
+            if self._following is not None:
+                self._following.result()
+            result = finish_followed(self._workspace, self._seal(), self._keys.signing_key)
+        except Exception as reason:  # any failure: the folder seal is the proven path
+            if not self._stop.is_set():
+                log.warning(
+                    "sealing while collecting gave up (%s: %s); sealing the folder instead",
+                    type(reason).__name__,
+                    reason,
+                )
+            self._abort()
+            return None
+        return record_sealed(self._workspace, result)
 
     def _seal(self) -> StreamingSeal:
         """The archive, opened when the first artifact is ready: a device still waiting for
@@ -139,18 +182,10 @@ class SealFollower:
         return self._opened
 
     def _abort(self) -> None:
+        """Remove the unfinished archive (once: the fallback seal may reuse its path)."""
         if self._opened is not None:
             self._opened.abort()
-
-    # ---- the worker thread
-
-    def _run(self) -> None:
-        try:
-            self._follow_all()
-        except BaseException:
-            if self._stop.is_set():
-                self._abort()
-            raise
+            self._opened = None
 
     def _follow_all(self) -> None:
         with Journal.open(self._workspace.root, readonly=True) as journal:

@@ -836,8 +836,10 @@ async def test_cancelling_while_finish_waits_for_a_lagging_follower_ends_it_clea
     done, _ = await asyncio.wait({task}, timeout=RUN_TIMEOUT)
 
     assert done == {task} and task.cancelled()
-    assert follower._done is not None
-    assert isinstance(follower._done.exception(timeout=WAIT_SECONDS), streamseal.FollowAbandoned)
+    assert follower._following is not None
+    assert isinstance(
+        follower._following.exception(timeout=WAIT_SECONDS), streamseal.FollowAbandoned
+    )
     assert not partial_path(workspace, out).exists()
     assert leftovers(out, "*.zip") == []
 
@@ -864,7 +866,7 @@ async def test_close_stops_a_follower_between_blocks_not_after_every_queued_arti
     assert await wait_until(reading)
     await follower.close()
 
-    assert follower._done is not None and follower._done.done()
+    assert follower._following is not None and follower._following.done()
     assert len(blocks) < 6 * 4  # far from all 24 blocks of the six queued files
     assert not partial_path(workspace, out).exists()
 
