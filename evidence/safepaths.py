@@ -152,7 +152,7 @@ class MemberNamer:
         head, _, last = base.rpartition("/")
         for counter in range(2, 2 if self._parent_is_file(base) else 10_000):
             suffix = f"~{counter}"
-            renamed = _truncate_utf8(last, MAX_COMPONENT_BYTES + 9 - len(suffix)) + suffix
+            renamed = _truncate_utf8(last, MAX_COMPONENT_BYTES - len(suffix)) + suffix
             candidate = f"{head}/{renamed}" if head else renamed
             if not self._clashes(candidate):
                 return self._claim(candidate)

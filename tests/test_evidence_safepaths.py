@@ -94,3 +94,12 @@ def test_namer_gives_unique_names_that_never_nest_under_a_file(remotes: list[str
     for key in keys:
         assert not any(key.startswith(other + "/") for other in keys)
     assert all(is_safe_member_name(path) and path.startswith("artifacts/") for path in placed)
+
+
+def test_a_renamed_long_name_stays_within_the_component_limit() -> None:
+    """Found by hypothesis: two 199-byte names; the second became 201 bytes with its ``~2``,
+    a member name the verifier itself refuses."""
+    namer = MemberNamer()
+    first, second = (namer.place("0" * 199) for _ in range(2))
+    assert second.rsplit("/", 1)[-1] == "0" * 198 + "~2"
+    assert is_safe_member_name(first) and is_safe_member_name(second)
