@@ -17,7 +17,9 @@ script with ``--phase``), so its peak RSS (``ru_maxrss``) is its own, not the em
 4. collect and seal as one run does by default, the archive written while the image
    arrives (``collector.streamseal``): time T.
 
-Target: T <= 1.25 x max(C, S); step 3 shows what the overlap saves. Then step 4 runs again
+Target: T <= 1.25 x max(C, S); step 3 shows what the overlap saves. "cores busy" is the
+whole machine's CPU use during each step (every process and the kernel, from /proc/stat):
+a step near the core count is CPU-bound, and overlap cannot shorten it. Then step 4 runs again
 on a ``--rss-image-mib`` image for the memory target: peak RSS under 200 MiB and independent
 of the image size (compared with step 4's peak on the smaller image).
 """
@@ -153,10 +155,25 @@ class Emulator:
         self.process.wait()
 
 
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, every process and the kernel (Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def phase(name: str, folder: Path, url: str) -> dict:
     command = [sys.executable, __file__, "--phase", name, "--folder", str(folder), "--url", url]
+    busy, total = cpu_times()
     done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    busy_after, total_after = cpu_times()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    spent = total_after - total
+    result["machine_busy"] = (busy_after - busy) / spent if spent else float("nan")
+    return result
 
 
 def fresh_run_folder(root: Path, name: str) -> Path:
@@ -196,7 +213,7 @@ def bench(args: argparse.Namespace) -> None:
     collect_s, seal_s, both_s = (timed[k]["seconds"] for k in ("collect", "seal", "both"))
     slowest = max(collect_s, seal_s)
     print(f"cores: {os.cpu_count()}; python {sys.version.split()[0]}; link {args.link}")
-    print(f"{'step':44s} {'seconds':>8s} {'MiB/s':>8s} {'peak RSS MiB':>13s}")
+    print(f"{'step':44s} {'seconds':>8s} {'MiB/s':>8s} {'peak RSS MiB':>13s} {'cores busy':>10s}")
     rows = [
         (f"collect alone ({image // MIB} MiB image)", timed["collect"], image),
         ("seal alone (evidence folder + seal)", timed["seal"], image),
@@ -206,7 +223,11 @@ def bench(args: argparse.Namespace) -> None:
     ]
     for label, row, size in rows:
         rate = size / MIB / row["seconds"]
-        print(f"{label:44s} {row['seconds']:8.2f} {rate:8.1f} {row['peak_rss_mib']:13.1f}")
+        busy = row["machine_busy"] * (os.cpu_count() or 1)
+        print(
+            f"{label:44s} {row['seconds']:8.2f} {rate:8.1f} {row['peak_rss_mib']:13.1f} "
+            f"{busy:10.2f}"
+        )
     print(f"slowest single stage:  {slowest:8.2f} s")
     print(f"sum of the stages:     {collect_s + seal_s:8.2f} s")
     sequential = timed["sequential"]["seconds"]
