@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,15 +110,19 @@ class StreamingSeal:
         sample_ratio: float,
         expected_sha256: str | None = None,
     ) -> archive_format.MemberDecision:
-        try:
+        with self._aborting():
             return self._writer.add_blocks(name, size, blocks, sample_ratio, expected_sha256)
-        except BaseException:
-            self.abort()
-            raise
 
     def add_file(self, source: archive_format.MemberSource) -> archive_format.MemberDecision:
-        try:
+        with self._aborting():
             return self._writer.add(source)
+
+    @contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """Any failure removes the unfinished archive; the archive's own errors become
+        SealErrors."""
+        try:
+            yield
         except archive_format.ArchiveError as exc:
             self.abort()
             raise SealError(str(exc)) from None

@@ -723,7 +723,7 @@ def test_streaming_seal_abort_removes_the_partial_archive(tmp_path: Path, signer
 
 def test_a_failed_add_artifact_removes_the_partial_archive(tmp_path: Path, signer) -> None:
     seal = StreamingSeal(tmp_path / "short.zip", signer, passphrase=PASSPHRASE)
-    with pytest.raises(archive_format.ArchiveError, match="changed size while sealing"):
+    with pytest.raises(SealError, match="changed size while sealing"):
         seal.add_artifact("artifacts/a.bin", 6, [b"12", b"345"], 1.0)
     assert list(tmp_path.iterdir()) == []
 
