@@ -15,7 +15,7 @@ bytes are timed side by side in one run, each checked byte for byte by SHA-256:
 (c) this collector's ``TransferEngine`` (MD5 + SHA-1 + SHA-256, journal, fsync) over a sweep
     of chunk size and parallelism. Its file artifacts carry the planner's observation of the
     file (``details["observed"]``, taken from the planning walk, outside the timed window),
-    unless the row says "own listing".
+    unless the row says "own listing" (``--own-listing`` adds that run).
 
 The lower bound of a link model and file set (n files, B bytes)::
 
@@ -382,7 +382,8 @@ async def bench_set(
         runs = [(chunk, parallel, True) for chunk, parallel in plan.large_sweep]
     else:
         runs = [(DEFAULT_CHUNK_SIZE, parallel, True) for parallel in plan.triage_sweep]
-        runs.append((DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL, False))
+        if args.own_listing:
+            runs.append((DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL, False))
     best = math.inf
     for chunk, parallel, with_plan in runs:
         workspace = folder / f"ws-{link}-{file_set.name}-{chunk}-{parallel}-{with_plan}"
@@ -448,8 +449,13 @@ def main() -> None:
     parser.add_argument(
         "--sdk-sample",
         type=int,
-        default=40,
+        default=20,
         help="files of a set the SDK-style run fetches (0: all); scaled to the set",
+    )
+    parser.add_argument(
+        "--own-listing",
+        action="store_true",
+        help="also time the triage with the engine listing each file itself",
     )
     parser.add_argument("--tmp", default=None, help="folder for the workspaces")
     args = parser.parse_args()
