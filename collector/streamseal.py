@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import queue
 import threading
@@ -88,8 +90,10 @@ class _SerialThread:
         threading.Thread(target=self._run, name=name, daemon=True).start()
 
     def submit(self, job: Callable[[], T]) -> Future[T]:
+        """Run ``job`` after the jobs before it, in the caller's context (its log lines go
+        to the caller's device log)."""
         future: Future[T] = Future()
-        self._jobs.put((job, future))
+        self._jobs.put((functools.partial(contextvars.copy_context().run, job), future))
         return future
 
     def stop(self) -> None:

@@ -34,6 +34,7 @@ from collector.credentials import Credentials
 from collector.fleet import DeviceResult, FleetJob, run_fleet
 from collector.journal import ArtifactState, Chunk, ChunkState, Collected, Journal
 from collector.progress import Reporter
+from collector.runlog import CURRENT_DEVICE
 from collector.runner import RunSettings
 from collector.sealing import SealKeys, open_seal, partial_path, prepare_out
 from collector.sessions import LiveResponseSession, SessionOptions
@@ -887,3 +888,22 @@ async def test_chunks_that_end_mid_page_are_followed_without_reading_ahead(
     assert watch.finished == [result.archive.path]
     [first] = watch.first_blocks
     assert first.state is ArtifactState.RUNNING
+
+
+async def test_the_followers_log_lines_belong_to_its_device(
+    serve, signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower's thread logs in the device's context, so a fleet's per-device run logs
+    get its lines and no other device's log does."""
+    devices: list[int | None] = []
+    finish = SealFollower._finish
+
+    def recording(follower: SealFollower) -> Any:
+        devices.append(CURRENT_DEVICE.get())
+        return finish(follower)
+
+    monkeypatch.setattr(SealFollower, "_finish", recording)
+    async with serve() as server:
+        result = await run_device(fleet_job(server, tmp_path / "out", signer))
+    assert result.archive is not None
+    assert devices == [DEVICE_ID]
