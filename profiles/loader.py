@@ -87,6 +87,15 @@ class _Checker:
 
     # ---- scalars ----
 
+    def required_text(
+        self, fields: _FieldMap, name: str, parent: yaml.Node, field: str, expected: str
+    ) -> str | None:
+        """The text of the required field ``name``; reported as missing when absent."""
+        if name not in fields:
+            self.report(parent, field, "missing", expected)
+            return None
+        return self.text(fields[name][1], field)
+
     def text(self, node: yaml.Node, field: str, *, required: bool = True) -> str | None:
         if not isinstance(node, yaml.ScalarNode) or node.tag != _STR:
             self.report(node, field, f"{describe(node)} is not text", "a string")
@@ -258,19 +267,14 @@ def _profile(root: yaml.Node | None, checker: _Checker) -> Profile | None:
     fields = checker.mapping(root, "", PROFILE_FIELDS, "a mapping with name and artifacts")
     if fields is None:
         return None
-    name = ""
-    if "name" not in fields:
-        checker.report(root, "name", "missing", "the profile's name")
-    else:
-        value = checker.text(fields["name"][1], "name")
-        if value is not None and not PROFILE_NAME.match(value):
-            checker.report(
-                fields["name"][1],
-                "name",
-                f"{value!r} is not a profile name",
-                "letters, digits, '.', '_' or '-'",
-            )
-        name = value or ""
+    name = checker.required_text(fields, "name", root, "name", "the profile's name")
+    if name is not None and not PROFILE_NAME.match(name):
+        checker.report(
+            fields["name"][1],
+            "name",
+            f"{name!r} is not a profile name",
+            "letters, digits, '.', '_' or '-'",
+        )
     description = ""
     if "description" in fields:
         description = checker.text(fields["description"][1], "description", required=False) or ""
@@ -288,7 +292,7 @@ def _profile(root: yaml.Node | None, checker: _Checker) -> Profile | None:
             fields["artifacts"][1], "artifacts", "nothing to collect", "an artifact or an include"
         )
     return Profile(
-        name=name,
+        name=name or "",
         description=description,
         includes=tuple(i for i, _ in includes),
         artifacts=tuple(artifacts),
@@ -329,16 +333,12 @@ def _artifact(node: yaml.Node, where: str, checker: _Checker) -> Artifact | None
     if fields is None:
         return None
     before = len(checker.problems)
-    name = checker.text(fields["name"][1], f"{where}.name") if "name" in fields else None
-    if "name" not in fields:
-        checker.report(node, f"{where}.name", "missing", "the artifact's name")
+    name = checker.required_text(fields, "name", node, f"{where}.name", "the artifact's name")
     category = ""
     if "category" in fields:
         category = checker.text(fields["category"][1], f"{where}.category", required=False) or ""
-    if "kind" not in fields:
-        checker.report(node, f"{where}.kind", "missing", "one of " + ", ".join(ARTIFACT_KINDS))
-        return None
-    kind = checker.text(fields["kind"][1], f"{where}.kind")
+    kinds = "one of " + ", ".join(ARTIFACT_KINDS)
+    kind = checker.required_text(fields, "kind", node, f"{where}.kind", kinds)
     if kind is None:
         return None
     if kind not in ARTIFACT_KINDS:
@@ -432,19 +432,14 @@ def _check_registry(
     fields: _FieldMap, node: yaml.Node, where: str, checker: _Checker
 ) -> dict | None:
     values: dict[str, Any] = {}
-    if "key" not in fields:
-        checker.report(node, f"{where}.key", "missing", "a registry key, e.g. HKLM\\SOFTWARE\\...")
-    else:
-        key = checker.text(fields["key"][1], f"{where}.key")
-        if key is not None:
-            for problem in registry_key_problems(key):
-                checker.report(
-                    fields["key"][1],
-                    f"{where}.key",
-                    f"bad key {quote(key)}: {problem}",
-                    "a registry key, e.g. HKLM\\SOFTWARE\\...",
-                )
-            values["key"] = key
+    expected = "a registry key, e.g. HKLM\\SOFTWARE\\..."
+    key = checker.required_text(fields, "key", node, f"{where}.key", expected)
+    if key is not None:
+        for problem in registry_key_problems(key):
+            checker.report(
+                fields["key"][1], f"{where}.key", f"bad key {quote(key)}: {problem}", expected
+            )
+        values["key"] = key
     if "recursive" in fields:
         values["recursive"] = checker.flag(fields["recursive"][1], f"{where}.recursive")
     if "values" in fields:
@@ -541,17 +536,13 @@ def _check_command(
     fields: _FieldMap, node: yaml.Node, where: str, checker: _Checker
 ) -> dict | None:
     values: dict[str, Any] = {}
-    if "command" not in fields:
-        checker.report(node, f"{where}.command", "missing", "a command line, e.g. ipconfig /all")
-    else:
-        command = checker.text(fields["command"][1], f"{where}.command")
-        if command is not None and any(ord(c) < 32 for c in command):
-            checker.report(
-                fields["command"][1],
-                f"{where}.command",
-                "control characters",
-                "a single command line",
-            )
+    expected = "a command line, e.g. ipconfig /all"
+    command = checker.required_text(fields, "command", node, f"{where}.command", expected)
+    if command is not None and any(ord(c) < 32 for c in command):
+        checker.report(
+            fields["command"][1], f"{where}.command", "control characters", "a single command line"
+        )
+    if "command" in fields:
         values["command"] = command
     if "timeout" in fields:
         values["timeout"] = checker.seconds(fields["timeout"][1], f"{where}.timeout")
