@@ -7,6 +7,7 @@ require the same bytes, so a changed byte anywhere (even in whitespace) is caugh
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +22,7 @@ def canonical_bytes(value: Any) -> bytes:
 
 def parse_canonical(data: bytes) -> Any:
     """Parse JSON that must be in canonical form (raises ``CanonicalFormError``)."""
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CanonicalFormError(f"not valid JSON ({type(exc).__name__})") from None
-    if canonical_bytes(value) != data:
-        raise CanonicalFormError("not in canonical form")
-    return value
+    return _parse_as_written(data, canonical_bytes, "not in canonical form")
 
 
 def pretty_bytes(value: Any) -> bytes:
@@ -37,12 +32,17 @@ def pretty_bytes(value: Any) -> bytes:
 
 
 def parse_pretty(data: bytes) -> Any:
+    return _parse_as_written(data, pretty_bytes, "not in the deterministic form it was written in")
+
+
+def _parse_as_written(data: bytes, form: Callable[[Any], bytes], problem: str) -> Any:
+    """Parse JSON that must be exactly ``form`` of what it holds, byte for byte."""
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CanonicalFormError(f"not valid JSON ({type(exc).__name__})") from None
-    if pretty_bytes(value) != data:
-        raise CanonicalFormError("not in the deterministic form it was written in")
+    if form(value) != data:
+        raise CanonicalFormError(problem)
     return value
 
 
