@@ -192,9 +192,9 @@ class ArchiveWriter:
         self._date_time = date_time
         self._progress = progress
         self._stack = contextlib.ExitStack()
+        handle = self._stack.enter_context(open(target, "xb"))  # noqa: SIM115 (closed by the stack)
+        self._sink = _HashingSink(handle)
         try:
-            handle = self._stack.enter_context(open(target, "xb"))  # noqa: SIM115 (closed by the stack)
-            self._sink = _HashingSink(handle)
             # Three threads: this one (reading, checking, the inner zip), one encrypting, one
             # hashing the archive and writing it; each stage drops the GIL in its C calls.
             to_disk = self._stack.enter_context(ThreadedWriter(self._sink, name="seal-write"))
@@ -267,29 +267,9 @@ class ArchiveWriter:
 
     def abort(self) -> None:
         """Stop: later writes are dropped, so unwinding the zip writers cannot fail."""
-        if hasattr(self, "_sink"):
-            self._sink.discard()
+        self._sink.discard()
         with contextlib.suppress(Exception):
             self._stack.close()
-
-
-def write_archive(
-    target: Path,
-    envelope: bytes,
-    password: bytes,
-    members: Iterable[MemberSource],
-    date_time: tuple[int, ...] = ZIP_EPOCH,
-    progress: Callable[[int], None] | None = None,
-) -> WrittenArchive:
-    """Stream the sealed archive into ``target`` (created; must not exist). Blocking."""
-    writer = ArchiveWriter(target, envelope, password, date_time, progress)
-    try:
-        for source in members:
-            writer.add(source)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
 
 
 def _check_outer_layout(outer: pyzipper.AESZipFile) -> None:

@@ -65,6 +65,16 @@ class Lab:
     signing_path: Path
 
 
+def write_archive(
+    target: Path, envelope_bytes: bytes, password: bytes, members: list
+) -> archive_format.WrittenArchive:
+    """An archive of ``members`` as the sealer writes one (an attacker re-sealing, here)."""
+    writer = archive_format.ArchiveWriter(target, envelope_bytes, password)
+    for source in members:
+        writer.add(source)
+    return writer.close()
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
     generated = keys.generate_keys(tmp_path_factory.mktemp("keys") / "lab")
@@ -303,9 +313,7 @@ def reseal_with(
     victim.write_bytes(data)
     members = [archive_format.MemberSource(n, scratch / "tree" / n) for n in names]
     archive = target / "tampered.zip"
-    written = archive_format.write_archive(
-        archive, archive_format.read_envelope(source), password, members
-    )
+    written = write_archive(archive, archive_format.read_envelope(source), password, members)
     first = custody.parse_canonical(custody.sidecar_path(source).read_bytes().split(b"\n")[0])
     payload = {**first["payload"], "archive_sha256": written.sha256}
     attacker = ed25519.Ed25519PrivateKey.generate()
@@ -355,7 +363,7 @@ def test_flipping_a_key_envelope_byte_is_named(
         names = inner.namelist()
     members = [archive_format.MemberSource(n, tmp_path / "tree" / n) for n in names]
     archive = tmp_path / "tampered.zip"
-    archive_format.write_archive(archive, bytes(data), password, members)
+    write_archive(archive, bytes(data), password, members)
     shutil.copy(custody.sidecar_path(sealed), custody.sidecar_path(archive))
     report = verify_archive(archive, identity=lab.identity)
     assert report.exit_code == 1, report.failures
