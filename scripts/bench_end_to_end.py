@@ -5,17 +5,17 @@
 
 The emulator (in its own process, with the ``--link`` model) serves one device whose physical
 memory is ``--image-mib`` of pseudo-random bytes. The built-in ``memory`` profile (process
-list, then ``memdump``) is collected through ``collector.fleet.run_fleet``, as
+list, then ``memdump``) is collected through ``collector.fleet.run.run_fleet``, as
 ``cblr-collect collect`` does, with seal keys made for the run (an ed25519 signing key and
 a lab recipient from ``evidence.keys``). Each step runs in a child process of its own (this
 script with ``--phase``), so its peak RSS (``ru_maxrss``) is its own, not the emulator's:
 
 1. collect alone (``seal=False``): time C;
-2. seal alone, of the workspace step 1 left (``collector.sealing.seal_workspace``: the
+2. seal alone, of the workspace step 1 left (``collector.packaging.sealing.seal_workspace``: the
    evidence folder is built, then sealed): time S;
 3. collect, then seal, the stages one after another (``seal_while_collecting=False``);
 4. collect and seal as one run does by default, the archive written while the image
-   arrives (``collector.streamseal``): time T.
+   arrives (``collector.packaging.streamseal``): time T.
 
 Target: T <= 1.25 x max(C, S); step 3 shows what the overlap saves. "cores busy" is the
 whole machine's CPU use during each step (every process and the kernel, from /proc/stat):
@@ -40,14 +40,14 @@ from pathlib import Path
 
 import yaml
 
-from collector.client import Secret
-from collector.credentials import Credentials
-from collector.fleet import FleetJob, run_fleet
-from collector.progress import Reporter
-from collector.runner import RunSettings
-from collector.sealing import SealKeys, seal_workspace
-from collector.sessions import SessionOptions
-from collector.workspace import device_workspace
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import RunSettings
+from collector.fleet.run import FleetJob, run_fleet
+from collector.liveresponse.client import Secret
+from collector.liveresponse.credentials import Credentials
+from collector.liveresponse.sessions import SessionOptions
+from collector.packaging.sealing import SealKeys, seal_workspace
+from collector.transfer.workspace import device_workspace
 from evidence import keys
 from profiles import load_profile, resolve
 

@@ -1,4 +1,4 @@
-"""Fleet benchmark: many devices through ``collector.fleet.run_fleet`` against the ideal.
+"""Fleet benchmark: many devices through ``collector.fleet.run.run_fleet`` against the ideal.
 
 ``python scripts/bench_fleet.py [--devices 100] [--link wan] [--quick]``
 
@@ -7,7 +7,7 @@ response sessions at once) in its own process, with every device on the ``--link
 A small legal-hold profile (each user's Documents folder and Outlook data files, written
 by this script) is collected without sealing (``seal_keys=None``), or with ``--seal`` sealed
 for a passphrase as each device finishes (each device's archive written while it is collected,
-``collector.streamseal``):
+``collector.packaging.streamseal``):
 
 1. one device alone gives the per-device time t1 (three devices, one after another, and
    their mean, so one device's file sizes do not decide it);
@@ -29,14 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from collector.client import Secret
-from collector.credentials import Credentials
-from collector.fleet import DEFAULT_MAX_SESSIONS, FleetJob, run_fleet
-from collector.progress import Reporter
-from collector.runner import RunSettings
-from collector.sealing import SealKeys
-from collector.transfer import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
-from collector.workspace import Workspace
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import RunSettings
+from collector.fleet.run import DEFAULT_MAX_SESSIONS, FleetJob, run_fleet
+from collector.liveresponse.client import Secret
+from collector.liveresponse.credentials import Credentials
+from collector.packaging.sealing import SealKeys
+from collector.transfer.engine import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
+from collector.transfer.workspace import Workspace
 from emulator.scenario import load_scenario
 from evidence import keys
 from profiles.library import load_profile, resolve

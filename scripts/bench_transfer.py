@@ -54,19 +54,19 @@ from pathlib import Path
 import aiohttp
 import yaml
 
-from collector.client import AUTH_HEADER, LiveResponseClient, Timeouts
-from collector.gil import short_switch_interval
-from collector.journal import ArtifactState, Journal
-from collector.models import FileObject
-from collector.observe import observation_of
-from collector.sessions import LiveResponseSession, SessionManager, SessionOptions
-from collector.transfer import (
+from collector.liveresponse.client import AUTH_HEADER, LiveResponseClient, Timeouts
+from collector.liveresponse.models import FileObject
+from collector.liveresponse.sessions import LiveResponseSession, SessionManager, SessionOptions
+from collector.transfer.engine import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PARALLEL,
     FILE_KIND,
     TransferEngine,
     artifact_concurrency,
 )
+from collector.transfer.gil import short_switch_interval
+from collector.transfer.journal import ArtifactState, Journal
+from collector.transfer.observe import observation_of
 from emulator.content import RandomContent
 from emulator.scenario import LINK_PRESETS
 

@@ -42,9 +42,9 @@ from bench_transfer import (
     start_emulator,
 )
 
-from collector import transfer
-from collector.client import LiveResponseClient, Timeouts
-from collector.sessions import SessionManager, SessionOptions
+from collector.liveresponse.client import LiveResponseClient, Timeouts
+from collector.liveresponse.sessions import SessionManager, SessionOptions
+from collector.transfer import engine as transfer
 
 ROOT = Path(__file__).resolve().parent.parent
 # The innermost frame's source line (for the project's own code) or function and file name a

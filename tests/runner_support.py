@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.client import LiveResponseClient, RetryPolicy
-from collector.journal import Artifact, ArtifactState, Event, Journal
-from collector.progress import Reporter
-from collector.runner import DeviceOutcome, RunSettings, collect_device
-from collector.sessions import PollPolicy, SessionManager, SessionOptions
-from collector.staging import resolve_staging
-from collector.workspace import Workspace
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_device
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy
+from collector.liveresponse.sessions import PollPolicy, SessionManager, SessionOptions
+from collector.transfer.journal import Artifact, ArtifactState, Event, Journal
+from collector.transfer.staging import resolve_staging
+from collector.transfer.workspace import Workspace
 from emulator.content import sha256_of
 from emulator.endpoint import Endpoint, build_endpoint, hive_bytes
 from emulator.scenario import DeviceSpec

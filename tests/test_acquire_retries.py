@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.acquire import HOST_COPY_ATTEMPTS, SESSION_LOSS_ATTEMPTS, Acquirer
-from collector.errors import CommandOutcomeUnknownError, SessionLostError
-from collector.journal import ArtifactState, Journal
-from collector.models import ProcessResult
-from collector.progress import Reporter
+from collector.acquisition.acquire import HOST_COPY_ATTEMPTS, SESSION_LOSS_ATTEMPTS, Acquirer
+from collector.acquisition.reporter import Reporter
+from collector.liveresponse.errors import CommandOutcomeUnknownError, SessionLostError
+from collector.liveresponse.models import ProcessResult
+from collector.transfer.journal import ArtifactState, Journal
 
 
 class LosingSession:

@@ -12,8 +12,13 @@ from typing import Any
 import pytest
 from conftest import API_TOKEN, DEVICE_ID, LR_TOKEN
 
-from collector.client import InsecureTransportWarning, LiveResponseClient, RetryPolicy, Timeouts
-from collector.errors import (
+from collector.liveresponse.client import (
+    InsecureTransportWarning,
+    LiveResponseClient,
+    RetryPolicy,
+    Timeouts,
+)
+from collector.liveresponse.errors import (
     AuthenticationError,
     CommandError,
     CommandTimeoutError,
@@ -22,14 +27,14 @@ from collector.errors import (
     NotFoundError,
     SessionStartError,
 )
-from collector.models import (
+from collector.liveresponse.models import (
     DirectoryEntry,
     MemdumpProgress,
     ProcessResult,
     RegistryKeyListing,
     RegistryValue,
 )
-from collector.sessions import (
+from collector.liveresponse.sessions import (
     Deadline,
     LiveResponseSession,
     PollPolicy,

@@ -16,14 +16,14 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from collector.client import (
+from collector.liveresponse.client import (
     InsecureTransportWarning,
     LiveResponseClient,
     RetryPolicy,
     Secret,
     _retry_after_seconds,
 )
-from collector.errors import (
+from collector.liveresponse.errors import (
     AuthenticationError,
     ConnectionFailedError,
     LiveResponseError,

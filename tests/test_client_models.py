@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector import hresult
-from collector.dialect import (
+from collector.liveresponse import hresult
+from collector.liveresponse.dialect import (
     V3,
     close_request,
     command_body,
@@ -20,8 +20,8 @@ from collector.dialect import (
     route,
     session_start_body,
 )
-from collector.errors import CommandCancelledError, CommandError, ProtocolError
-from collector.models import (
+from collector.liveresponse.errors import CommandCancelledError, CommandError, ProtocolError
+from collector.liveresponse.models import (
     CommandInfo,
     DeviceInfo,
     DirectoryEntry,

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 from test_client_http import BASE, ROOT, TOKEN, MockServer, calls
 
-from collector.client import LiveResponseClient, RetryPolicy
-from collector.errors import (
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy
+from collector.liveresponse.errors import (
     CommandCancelledError,
     CommandOutcomeUnknownError,
     SessionLostError,
     SessionStartError,
 )
-from collector.sessions import (
+from collector.liveresponse.sessions import (
     DEFAULT_DEADLINES,
     Deadline,
     LiveResponseSession,

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.credentials import CredentialsError, credentials_files, resolve_credentials
+from collector.liveresponse.credentials import (
+    CredentialsError,
+    credentials_files,
+    resolve_credentials,
+)
 from emulator.server import self_signed_context
 
 TOKEN = "ABCDEFGHIJKLMNOP/CONN42"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.devices import DeviceListError, device_list, read_devices_file
+from collector.cli.devices import DeviceListError, device_list, read_devices_file
 
 
 def test_plain_list_with_comments_and_duplicates(tmp_path: Path) -> None:

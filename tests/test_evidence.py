@@ -19,9 +19,9 @@ import pyzipper
 from conftest import DEVICE_ID, LR_TOKEN
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
-from collector.cli import main
-from collector.client import LiveResponseClient
-from collector.sessions import PollPolicy, SessionManager, SessionOptions
+from collector.cli.main import main
+from collector.liveresponse.client import LiveResponseClient
+from collector.liveresponse.sessions import PollPolicy, SessionManager, SessionOptions
 from emulator.server import EmulatorServer
 from evidence import archive as archive_format
 from evidence import custody, envelope, keys

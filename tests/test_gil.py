@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from collector.gil import COLLECTING_SWITCH_INTERVAL, short_switch_interval
+from collector.transfer.gil import COLLECTING_SWITCH_INTERVAL, short_switch_interval
 
 
 def test_the_switch_interval_is_short_inside_and_restored_after() -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from collector.journal import (
+from collector.transfer.journal import (
     ArtifactState,
     Collected,
     Journal,
     JournalError,
     utc_now,
 )
-from collector.staging import (
+from collector.transfer.staging import (
     StagingPathError,
     create_staging_file,
     finish_staging_file,

@@ -6,8 +6,8 @@ import hashlib
 import random
 from pathlib import Path
 
-from collector.journal import Collected, Journal
-from collector.package import artifact_record
+from collector.packaging.folder import artifact_record
+from collector.transfer.journal import Collected, Journal
 
 CHUNK = 1024 * 1024
 

@@ -11,14 +11,14 @@ import pytest
 from conftest import ALICE_SID, BOB_SID, DEVICE_ID, LR_TOKEN
 from runner_support import FAST, RETRY, collect
 
-from collector import hresult
-from collector.client import LiveResponseClient
-from collector.errors import CommandError
-from collector.hostfacts import gather_host_facts
-from collector.journal import ArtifactState, Journal
-from collector.models import DirectoryEntry
-from collector.planner import PLAN_COMPLETE, Planner
-from collector.sessions import LiveResponseSession, SessionManager
+from collector.acquisition.hostfacts import gather_host_facts
+from collector.acquisition.planner import PLAN_COMPLETE, Planner
+from collector.liveresponse import hresult
+from collector.liveresponse.client import LiveResponseClient
+from collector.liveresponse.errors import CommandError
+from collector.liveresponse.models import DirectoryEntry
+from collector.liveresponse.sessions import LiveResponseSession, SessionManager
+from collector.transfer.journal import ArtifactState, Journal
 from emulator.server import EmulatorServer
 from profiles import FileArtifact, ListingArtifact, RegistryArtifact, ResolvedProfile
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import main
+from collector.cli.main import main
 
 
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:

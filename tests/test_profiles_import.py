@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import FORMATS_DIR
 
-from collector.cli import main
+from collector.cli.main import main
 from profiles import FileArtifact, RegistryArtifact, load_profile_file, load_profile_text
 from profiles.forensic_artifacts import (
     ForensicArtifacts,

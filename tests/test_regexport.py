@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from collector.models import RegistryValue
-from collector.regexport import ExportedKey, encode_reg, full_key_path, render_reg, render_value
+from collector.acquisition.regexport import (
+    ExportedKey,
+    encode_reg,
+    full_key_path,
+    render_reg,
+    render_value,
+)
+from collector.liveresponse.models import RegistryValue
 
 
 def test_roots_are_spelled_out() -> None:

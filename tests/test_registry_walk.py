@@ -9,11 +9,16 @@ from typing import Any
 import pytest
 from conftest import DEVICE_ID, LR_TOKEN
 
-from collector.client import LiveResponseClient, RetryPolicy
-from collector.errors import CommandError
-from collector.registry_walk import capture_registry
-from collector.remote_command import run_and_capture
-from collector.sessions import LiveResponseSession, PollPolicy, SessionManager, SessionOptions
+from collector.acquisition.registry_walk import capture_registry
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy
+from collector.liveresponse.errors import CommandError
+from collector.liveresponse.remote_command import run_and_capture
+from collector.liveresponse.sessions import (
+    LiveResponseSession,
+    PollPolicy,
+    SessionManager,
+    SessionOptions,
+)
 from emulator.server import EmulatorServer
 
 FAST = SessionOptions(checkin_timeout=5.0, poll=PollPolicy(first=0.005, factor=1.5, cap=0.02))
@@ -94,7 +99,7 @@ async def test_command_output_is_captured_and_the_temp_file_removed(
 
 
 def test_arguments_an_attacker_could_break_out_of_are_refused() -> None:
-    from collector.remote_command import quote_argument
+    from collector.liveresponse.remote_command import quote_argument
 
     assert (
         quote_argument("C:\\Windows\\System32\\config\\SAM")

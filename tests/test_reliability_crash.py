@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from collector import cli
+from collector.cli import main as cli
 
 CLI = str(Path(sys.executable).parent / "cblr-collect")
 DEVICE = 37191

@@ -22,13 +22,13 @@ import pytest
 import yaml
 from conftest import BASE_SCENARIO, DEVICE_ID
 
-from collector.client import LiveResponseClient, RetryPolicy, Timeouts
-from collector.journal import Artifact, ArtifactState, Journal
-from collector.progress import Reporter
-from collector.runner import RunSettings, collect_device
-from collector.sessions import PollPolicy, SessionManager, SessionOptions
-from collector.staging import resolve_staging
-from collector.workspace import Workspace
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import RunSettings, collect_device
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy, Timeouts
+from collector.liveresponse.sessions import PollPolicy, SessionManager, SessionOptions
+from collector.transfer.journal import Artifact, ArtifactState, Journal
+from collector.transfer.staging import resolve_staging
+from collector.transfer.workspace import Workspace
 from emulator.content import sha256_of
 from emulator.endpoint import hive_bytes
 from emulator.faults import FAULT_KINDS, FaultPlan

@@ -11,14 +11,19 @@ from typing import Any
 import pytest
 from conftest import DEVICE_ID, LR_TOKEN
 
-from collector.client import LiveResponseClient, RetryPolicy, Timeouts
-from collector.errors import (
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy, Timeouts
+from collector.liveresponse.errors import (
     CommandError,
     LiveResponseError,
     SessionLostError,
     SessionStartError,
 )
-from collector.sessions import LiveResponseSession, PollPolicy, SessionManager, SessionOptions
+from collector.liveresponse.sessions import (
+    LiveResponseSession,
+    PollPolicy,
+    SessionManager,
+    SessionOptions,
+)
 from emulator.faults import FaultPlan
 from emulator.scenario import Scenario
 from emulator.server import EmulatorServer

@@ -24,15 +24,15 @@ import pytest
 import yaml
 from conftest import BASE_SCENARIO, LR_TOKEN
 
-from collector.client import Secret
-from collector.credentials import Credentials
-from collector.fleet import DeviceResult, FleetJob, run_fleet
-from collector.journal import Artifact, ArtifactState, Journal
-from collector.progress import Reporter
-from collector.runner import RunSettings
-from collector.sessions import PollPolicy, SessionOptions
-from collector.staging import resolve_staging
-from collector.workspace import Workspace
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import RunSettings
+from collector.fleet.run import DeviceResult, FleetJob, run_fleet
+from collector.liveresponse.client import Secret
+from collector.liveresponse.credentials import Credentials
+from collector.liveresponse.sessions import PollPolicy, SessionOptions
+from collector.transfer.journal import Artifact, ArtifactState, Journal
+from collector.transfer.staging import resolve_staging
+from collector.transfer.workspace import Workspace
 from emulator.content import sha256_of
 from emulator.endpoint import hive_bytes
 from emulator.faults import FAULT_KINDS, FaultPlan

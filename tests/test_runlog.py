@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from collector.runlog import close_run_log, open_run_log
+from collector.fleet.runlog import close_run_log, open_run_log
 
 TOKEN = "SUPERSECRETKEY123/CONNID99"
 
@@ -37,7 +37,7 @@ def test_secrets_are_redacted_in_messages_and_tracebacks(tmp_path: Path) -> None
 async def test_each_device_log_keeps_its_own_lines(tmp_path: Path) -> None:
     import asyncio
 
-    from collector.runlog import CURRENT_DEVICE
+    from collector.fleet.runlog import CURRENT_DEVICE
 
     logs = {device: tmp_path / f"{device}.log" for device in (1001, 1002)}
     handlers = [open_run_log(path, [], device_id=device) for device, path in logs.items()]

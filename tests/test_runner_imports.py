@@ -23,7 +23,7 @@ from runner_support import (
     scenario_facts,
 )
 
-from collector.journal import ArtifactState
+from collector.transfer.journal import ArtifactState
 from emulator.server import EmulatorServer
 from profiles import ResolvedProfile, resolve
 from profiles.importing import import_files

@@ -23,7 +23,7 @@ from runner_support import (
     scenario_facts,
 )
 
-from collector.journal import ArtifactState
+from collector.transfer.journal import ArtifactState
 from emulator.endpoint import Endpoint
 from emulator.programs import run_program
 from emulator.registry import RegKey

@@ -17,16 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_client_http import BASE, ROOT, TOKEN, MockServer
 
-from collector.client import LiveResponseClient, RetryPolicy, Secret
-from collector.credentials import Credentials
-from collector.errors import LiveResponseError
-from collector.fleet import FleetJob, run_fleet
-from collector.journal import ArtifactState, Journal
-from collector.progress import Reporter
-from collector.runner import RunSettings
-from collector.sealing import SealKeys
-from collector.sessions import LiveResponseSession, PollPolicy, SessionOptions
-from collector.workspace import device_workspace
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import RunSettings
+from collector.fleet.run import FleetJob, run_fleet
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy, Secret
+from collector.liveresponse.credentials import Credentials
+from collector.liveresponse.errors import LiveResponseError
+from collector.liveresponse.sessions import LiveResponseSession, PollPolicy, SessionOptions
+from collector.packaging.sealing import SealKeys
+from collector.transfer.journal import ArtifactState, Journal
+from collector.transfer.workspace import device_workspace
 from emulator.faults import FaultPlan
 from emulator.scenario import ScenarioError, parse_scenario
 from emulator.server import EmulatorServer

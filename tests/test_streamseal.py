@@ -1,4 +1,4 @@
-"""Sealing while collecting (``collector.streamseal``) against the emulator over loopback.
+"""Sealing while collecting (``collector.packaging.streamseal``) against the emulator over loopback.
 
 A multi-MiB file is fetched in small chunks while its archive is written: the chunks past
 ``HOLD_AT`` wait until the follower has streamed the file's first block into the archive, so
@@ -28,19 +28,19 @@ from conftest import DEVICE_ID
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from runner_support import FAST
 
-from collector import streamseal
-from collector.client import Secret
-from collector.credentials import Credentials
-from collector.fleet import DeviceResult, FleetJob, run_fleet
-from collector.journal import ArtifactState, Chunk, ChunkState, Collected, Journal
-from collector.progress import Reporter
-from collector.runlog import CURRENT_DEVICE
-from collector.runner import RunSettings
-from collector.sealing import SealKeys, open_seal, partial_path, prepare_out
-from collector.sessions import LiveResponseSession, SessionOptions
-from collector.staging import resolve_staging, staging_relpath
-from collector.streamseal import SealFollower, durable_prefix
-from collector.workspace import Workspace, device_workspace
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import RunSettings
+from collector.fleet.run import DeviceResult, FleetJob, run_fleet
+from collector.fleet.runlog import CURRENT_DEVICE
+from collector.liveresponse.client import Secret
+from collector.liveresponse.credentials import Credentials
+from collector.liveresponse.sessions import LiveResponseSession, SessionOptions
+from collector.packaging import streamseal as streamseal
+from collector.packaging.sealing import SealKeys, open_seal, partial_path, prepare_out
+from collector.packaging.streamseal import SealFollower, durable_prefix
+from collector.transfer.journal import ArtifactState, Chunk, ChunkState, Collected, Journal
+from collector.transfer.staging import resolve_staging, staging_relpath
+from collector.transfer.workspace import Workspace, device_workspace
 from emulator.faults import FaultPlan
 from emulator.scenario import Scenario
 from emulator.server import EmulatorServer

@@ -29,10 +29,8 @@ from transfer_support import (
     workspace_of,
 )
 
-from collector import hresult
-from collector.journal import ArtifactState, Journal
-from collector.observe import observation_of
-from collector.transfer import (
+from collector.liveresponse import hresult
+from collector.transfer.engine import (
     FILE_KIND,
     ArtifactResult,
     ChunkProgress,
@@ -40,6 +38,8 @@ from collector.transfer import (
     TransferOptions,
     plan_chunks,
 )
+from collector.transfer.journal import ArtifactState, Journal
+from collector.transfer.observe import observation_of
 from emulator.content import RandomContent
 from emulator.faults import FAULT_KINDS
 from emulator.scenario import Scenario
@@ -202,7 +202,7 @@ async def test_offsets_beyond_4_gib_travel_and_land_exactly(
     size = 5 * GIB + 1000
     chunk = 64 * 1024
     tail = [(size - 1000 - chunk, chunk), (size - 1000, 1000)]
-    monkeypatch.setattr("collector.transfer.plan_chunks", lambda _size, _chunk: tail)
+    monkeypatch.setattr("collector.transfer.engine.plan_chunks", lambda _size, _chunk: tail)
     big = {"path": remote_path("memory.raw"), "random": {"size": size, "seed": 77}}
     content = RandomContent(size, 77)
     expected = content.read(tail[0][0], chunk + 1000)

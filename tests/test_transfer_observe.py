@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector import hresult
-from collector.errors import CommandError
-from collector.models import DirectoryEntry
-from collector.observe import FolderObserver, planned_observation
+from collector.liveresponse import hresult
+from collector.liveresponse.errors import CommandError
+from collector.liveresponse.models import DirectoryEntry
+from collector.transfer.observe import FolderObserver, planned_observation
 
 WHEN = datetime(2026, 11, 29, 7, 0, tzinfo=UTC)
 

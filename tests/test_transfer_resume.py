@@ -27,14 +27,14 @@ from transfer_support import (
     workspace_of,
 )
 
-from collector.journal import ArtifactState, Journal
-from collector.transfer import (
+from collector.transfer.engine import (
     FILE_KIND,
     ArtifactResult,
     ChunkProgress,
     TransferEngine,
     resume_transfers,
 )
+from collector.transfer.journal import ArtifactState, Journal
 from emulator.scenario import Scenario
 from emulator.server import EmulatorServer
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from collector.journal import Chunk, ChunkState
-from collector.transfer import _ChunkWriter, _InFlight, _WholeFileHasher
+from collector.transfer.engine import _ChunkWriter, _InFlight, _WholeFileHasher
+from collector.transfer.journal import Chunk, ChunkState
 
 KIB = 1024
 

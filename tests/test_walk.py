@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from collector import hresult
-from collector.errors import CommandError
-from collector.models import DirectoryEntry
-from collector.walk import ListingCache, walk_pattern
+from collector.acquisition.walk import ListingCache, walk_pattern
+from collector.liveresponse import hresult
+from collector.liveresponse.errors import CommandError
+from collector.liveresponse.models import DirectoryEntry
 from profiles.paths import split_pattern
 
 WHEN = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)

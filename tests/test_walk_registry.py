@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collector.errors import CommandError
-from collector.models import RegistryKeyListing, RegistryValue
-from collector.registry_walk import capture_registry
+from collector.acquisition.registry_walk import capture_registry
+from collector.liveresponse.errors import CommandError
+from collector.liveresponse.models import RegistryKeyListing, RegistryValue
 
 ROOT = "HKLM\\SOFTWARE\\Vendor"
 

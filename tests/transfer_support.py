@@ -13,16 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.client import LiveResponseClient, RetryPolicy, Timeouts
-from collector.journal import Journal
-from collector.sessions import LiveResponseSession, PollPolicy, SessionManager, SessionOptions
-from collector.transfer import (
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy, Timeouts
+from collector.liveresponse.sessions import (
+    LiveResponseSession,
+    PollPolicy,
+    SessionManager,
+    SessionOptions,
+)
+from collector.transfer.engine import (
     FILE_KIND,
     ArtifactResult,
     ProgressCallback,
     TransferEngine,
     TransferOptions,
 )
+from collector.transfer.journal import Journal
 from emulator.faults import FaultPlan
 from emulator.scenario import Scenario
 from emulator.server import EmulatorServer

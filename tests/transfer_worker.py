@@ -15,8 +15,8 @@ from pathlib import Path
 
 from transfer_support import FAST_TRANSFER, open_session
 
-from collector.journal import Journal
-from collector.transfer import FILE_KIND, TransferEngine, resume_transfers
+from collector.transfer.engine import FILE_KIND, TransferEngine, resume_transfers
+from collector.transfer.journal import Journal
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

@@ -1,0 +1,231 @@
+"""Running a collection on one device: session, plan, acquisition, all recorded in the journal.
+
+``collect_device`` is the same for a first run and for ``resume``: it opens a new session,
+plans only if the plan was never completed, and acquires every artifact not yet finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import platform
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from collector import __version__
+from collector.acquisition.acquire import Acquirer
+from collector.acquisition.hostfacts import gather_host_facts
+from collector.acquisition.planner import PLAN_COMPLETE, Planner
+from collector.acquisition.reporter import Reporter
+from collector.liveresponse.sessions import LiveResponseSession, SessionManager
+from collector.transfer.engine import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_PARALLEL,
+    FETCHED_KINDS,
+    ChunkProgress,
+    TransferEngine,
+    TransferOptions,
+    artifact_concurrency,
+)
+from collector.transfer.journal import ArtifactState, Journal
+from collector.transfer.workspace import Workspace
+from profiles import ResolvedProfile
+
+log = logging.getLogger(__name__)
+
+TOOL_NAME = "cblr-collector"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs that ``resume`` and ``seal`` must find again; never a secret."""
+
+    case_id: str
+    examiner: str
+    device_id: int
+    profile: str
+    out: str
+    url: str
+    authority: str = ""
+    purpose: str = ""
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    parallel: int = DEFAULT_PARALLEL
+    verify_source: bool = False
+    seal: bool = True
+    recipient: str = ""
+    archive_key_env: str = ""
+    """The name of the environment variable holding the archive passphrase (not its value)."""
+    signing_key: str = ""
+    insecure: bool = False
+    ca_bundle: str = ""
+    credentials_profile: str = ""
+    """The section of the credentials file the token came from (its name, not the token)."""
+
+    def as_settings(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> RunSettings:
+        known = {name: settings[name] for name in cls.__dataclass_fields__ if name in settings}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class DeviceOutcome:
+    device_id: int
+    collected: int
+    failed: int
+    bytes: int
+    failures: list[tuple[str, str]]
+    """(source, reason) of each failed artifact."""
+
+
+def outcome_of(journal: Journal, device_id: int) -> DeviceOutcome:
+    artifacts = journal.artifacts(device_id=device_id)
+    collected = [a for a in artifacts if a.state is ArtifactState.COLLECTED]
+    failed = [a for a in artifacts if a.state is not ArtifactState.COLLECTED]
+    return DeviceOutcome(
+        device_id=device_id,
+        collected=len(collected),
+        failed=len(failed),
+        bytes=sum(a.size or 0 for a in collected),
+        failures=[(a.source, a.reason or str(a.state)) for a in failed],
+    )
+
+
+def opened_event(settings: RunSettings, profile: ResolvedProfile) -> dict[str, Any]:
+    return {
+        "case_id": settings.case_id,
+        "examiner": settings.examiner,
+        "authority": settings.authority,
+        "purpose": settings.purpose,
+        "device_id": str(settings.device_id),
+        "profile": profile.name,
+        "profiles": list(profile.profiles),
+        "collecting_machine": platform.node(),
+        "operating_account": getpass.getuser(),
+        "tool": TOOL_NAME,
+        "tool_version": __version__,
+        "server": settings.url,
+    }
+
+
+async def collect_device(
+    workspace: Workspace,
+    settings: RunSettings,
+    profile: ResolvedProfile,
+    manager: SessionManager,
+    reporter: Reporter,
+    global_limiter: asyncio.Semaphore | None = None,
+) -> DeviceOutcome:
+    """Collect (or finish collecting) one device into its workspace."""
+    device_id = settings.device_id
+    with Journal.open(workspace.root) as journal:
+        if not journal.settings():
+            journal.set_settings(settings.as_settings())
+            journal.set_settings({"resolved_profile": profile.to_dict()})
+            journal.add_event("collection.opened", opened_event(settings, profile))
+        else:
+            journal.add_event("collection.resumed", {"device_id": str(device_id)})
+        reporter.event("session_waiting", device_id=device_id)
+        async with manager.session(device_id) as live:
+            info = live.info
+            journal.add_event(
+                "session.established",
+                {
+                    "device_id": str(device_id),
+                    "session_id": info.id if info else "",
+                    "hostname": (info.hostname if info else "") or "",
+                    "os": (info.os_version if info else "") or "",
+                },
+            )
+            reporter.event(
+                "session_established",
+                device_id=device_id,
+                hostname=(info.hostname if info else "") or "",
+                session_id=info.id if info else "",
+            )
+            await _plan_if_needed(journal, live, settings, profile, reporter)
+            await _acquire_all(journal, live, workspace, settings, reporter, global_limiter)
+        journal.add_event("session.closed", {"device_id": str(device_id)})
+        return outcome_of(journal, device_id)
+
+
+async def _plan_if_needed(
+    journal: Journal,
+    live: LiveResponseSession,
+    settings: RunSettings,
+    profile: ResolvedProfile,
+    reporter: Reporter,
+) -> None:
+    device_id = settings.device_id
+    if not journal.settings().get(PLAN_COMPLETE):
+        facts = await gather_host_facts(live)
+        journal.add_event(
+            "plan.host_facts",
+            {
+                "users": [{"sid": u.sid, "profile_path": u.profile_path} for u in facts.users],
+                "system_drive": facts.system_drive,
+            },
+        )
+        planner = Planner(journal, device_id, live.list_directory, live, concurrency=4)
+        await planner.plan(profile, facts)
+    pending = journal.artifacts(
+        states=(ArtifactState.PLANNED, ArtifactState.RUNNING), device_id=device_id
+    )
+    reporter.event(
+        "plan_ready",
+        device_id=device_id,
+        artifacts=len(journal.artifacts(device_id=device_id)),
+        pending=len(pending),
+        bytes=sum(a.size or a.details.get("expected_size") or 0 for a in pending),
+    )
+
+
+async def _acquire_all(
+    journal: Journal,
+    live: LiveResponseSession,
+    workspace: Workspace,
+    settings: RunSettings,
+    reporter: Reporter,
+    global_limiter: asyncio.Semaphore | None,
+) -> None:
+    device_id = settings.device_id
+
+    def on_chunk(progress: ChunkProgress) -> None:
+        reporter.bytes(device_id, progress.artifact_id, progress.received)
+
+    engine = TransferEngine(
+        live,
+        journal,
+        workspace.root,
+        chunk_size=settings.chunk_size,
+        parallel=settings.parallel,
+        global_limiter=global_limiter,
+        options=TransferOptions(verify_source=settings.verify_source),
+        progress=on_chunk,
+    )
+    acquirer = Acquirer(live, journal, workspace.root, engine, reporter, device_id)
+    pending = journal.artifacts(
+        states=(ArtifactState.PLANNED, ArtifactState.RUNNING), device_id=device_id
+    )
+    # Big files first, so the long transfers start early and small ones fill the gaps.
+    pending.sort(key=lambda a: -(a.size or a.details.get("expected_size") or 0))
+    # Files waiting for a batched listing hold no command slot, so many more may be under
+    # way than chunks in flight; documents (registry, processes, commands) take turns.
+    file_gate = asyncio.Semaphore(artifact_concurrency(settings.parallel))
+    document_gate = asyncio.Semaphore(settings.parallel)
+
+    async def one(artifact: Any) -> None:
+        async with file_gate if artifact.kind in FETCHED_KINDS else document_gate:
+            await acquirer.acquire(artifact)
+
+    # A TaskGroup, not gather: if one artifact raises (the session is gone for good), the
+    # others are cancelled before the journal closes, and stay resumable.
+    try:
+        async with asyncio.TaskGroup() as group:
+            for artifact in pending:
+                group.create_task(one(artifact))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None

@@ -1,0 +1,28 @@
+"""``cblr-collect demo``: the emulator, a collection, a sealed archive and its verification."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="run the emulator and a collection against it",
+        description="Start the emulator on loopback, collect the triage profile from its "
+        "workstation, seal the archive for a demo lab key, verify it, and print the lab's "
+        "next commands.",
+        epilog="examples:\n  cblr-collect demo\n  cblr-collect demo --out /tmp/demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", default="demo-out", help="folder for the results (default: demo-out)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from collector.cli.demo import run_demo
+
+    return run_demo(args.out)

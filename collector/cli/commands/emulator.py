@@ -1,0 +1,63 @@
+"""``cblr-collect emulator``: serve the Live Response emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from collector.cli.exitcodes import EXIT_OK, EXIT_USAGE
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "emulator",
+        help="serve the Live Response emulator",
+        description="Serve the Live Response emulator; prints one JSON line once ready.",
+        epilog="example:\n  cblr-collect emulator --faults http500=0.05,reset=0.02 --fault-seed 7",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--scenario", default="workstation", help="built-in name or YAML file")
+    parser.add_argument("--tls", action="store_true", help="HTTPS with a self-signed certificate")
+    parser.add_argument("--faults", default="", metavar="KIND=P,...", help="fault probabilities")
+    parser.add_argument("--fault-seed", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--link",
+        choices=("loopback", "lan", "wan"),
+        default=None,
+        help="give every device this link model instead of the scenario's: loopback (no "
+        "added latency), lan (100 ms a command), wan (1 s a command, 5 MB/s uploads a device)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from emulator.faults import FaultPlan, FaultSpecError
+    from emulator.scenario import ScenarioError, link_preset
+    from emulator.server import EmulatorServer, serve
+
+    try:
+        faults = FaultPlan.parse(args.faults, args.fault_seed)
+        server = EmulatorServer(
+            args.scenario,
+            faults=faults,
+            host=args.host,
+            port=args.port,
+            tls=args.tls,
+            link=link_preset(args.link) if args.link else None,
+        )
+    except (FaultSpecError, ScenarioError) as exc:
+        print(f"cblr-collect emulator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve(server))
+    except OSError as exc:
+        print(
+            f"cblr-collect emulator: cannot serve on {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return EXIT_OK

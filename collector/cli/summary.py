@@ -1,0 +1,154 @@
+"""How a collection ends: the table, the case summary (JSON), and the exit code.
+
+Every device is listed with its status (collected, partial, offline, failed), what was
+collected and what failed with the reason, the bytes, the time taken, and where its sealed
+archive is with the archive's SHA-256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE
+from collector.fleet.run import DeviceResult, DeviceStatus
+
+MAX_FAILURES_SHOWN = 10
+CASE_SUMMARY_NAME = "case-summary.json"
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def exit_code_of(results: Sequence[DeviceResult]) -> int:
+    """0 all collected; 3 no device could be reached at all; 1 anything in between."""
+    if all(r.complete for r in results):
+        return EXIT_OK
+    if all(r.outcome is None for r in results):
+        return EXIT_UNREACHABLE
+    return EXIT_PARTIAL
+
+
+def device_summary(result: DeviceResult) -> dict[str, Any]:
+    outcome = result.outcome
+    archive = result.archive
+    return {
+        "device_id": result.device_id,
+        "status": str(result.status),
+        "error": result.error or result.seal_error,
+        "collected": outcome.collected if outcome else 0,
+        "failed": outcome.failed if outcome else 0,
+        "bytes": outcome.bytes if outcome else 0,
+        "failures": [{"source": s, "reason": r} for s, r in outcome.failures] if outcome else [],
+        "archive": str(archive.path) if archive else None,
+        "archive_sha256": archive.sha256 if archive else None,
+        "archive_size": archive.size if archive else None,
+        "custody": f"{archive.path}.custody.jsonl" if archive else None,
+        "workspace": str(result.workspace),
+        "seconds": round(result.seconds, 3),
+        "skipped": result.skipped,
+    }
+
+
+def case_summary(
+    results: Sequence[DeviceResult],
+    *,
+    case_id: str,
+    started: str,
+    finished: str,
+    seconds: float,
+) -> dict[str, Any]:
+    """The whole run as one JSON object: the last ``--json`` event and ``case-summary.json``."""
+    devices = [device_summary(result) for result in results]
+    statuses = Counter(str(result.status) for result in results)
+    return {
+        "event": "summary",
+        "case_id": case_id,
+        "started": started,
+        "finished": finished,
+        "seconds": round(seconds, 3),
+        "exit_code": exit_code_of(results),
+        "totals": {
+            "devices": len(results),
+            **{str(status): statuses.get(str(status), 0) for status in DeviceStatus},
+            "artifacts_collected": sum(d["collected"] for d in devices),
+            "artifacts_failed": sum(d["failed"] for d in devices),
+            "bytes": sum(d["bytes"] for d in devices),
+        },
+        "devices": devices,
+    }
+
+
+def write_case_summary(out: Path, summary: dict[str, Any]) -> Path:
+    """Write ``case-summary.json`` into ``out`` atomically (a re-run replaces it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / CASE_SUMMARY_NAME
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, target)
+    return target
+
+
+def print_summary(results: Sequence[DeviceResult], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="collection summary")
+    for column in ("device", "status", "collected", "failed", "bytes", "seconds"):
+        table.add_column(column, overflow="fold")
+    table.add_column("archive / problem", overflow="fold")
+    for result in results:
+        outcome = result.outcome
+        where = (
+            result.archive.path.name
+            if result.archive
+            else result.error or result.seal_error or f"unsealed: {result.workspace}"
+        )
+        table.add_row(
+            str(result.device_id),
+            str(result.status) + (" (earlier run)" if result.skipped else ""),
+            str(outcome.collected if outcome else 0),
+            str(outcome.failed if outcome else "-"),
+            human_bytes(outcome.bytes if outcome else 0),
+            f"{result.seconds:.1f}",
+            Text(where),
+        )
+    console.print(table)
+    for result in results:
+        if result.archive:
+            console.print(
+                f"device {result.device_id}: {result.archive.path}\n"
+                f"  sha256 {result.archive.sha256}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    if len(results) > 1:
+        statuses = Counter(str(result.status) for result in results)
+        console.print(
+            f"{len(results)} devices: "
+            + ", ".join(f"{statuses.get(str(s), 0)} {s}" for s in DeviceStatus),
+            markup=False,
+            highlight=False,
+        )
+    for result in results:
+        if result.outcome is None or not result.outcome.failures:
+            continue
+        console.print(f"device {result.device_id}: failed artifacts", style="bold")
+        for source, reason in result.outcome.failures[:MAX_FAILURES_SHOWN]:
+            console.print(f"  {source}: {reason}", markup=False, highlight=False)
+        hidden = len(result.outcome.failures) - MAX_FAILURES_SHOWN
+        if hidden > 0:
+            console.print(f"  ... and {hidden} more (see the manifest)")

@@ -1,0 +1,277 @@
+"""One collection over one or many devices: sessions within the tenant's limit, then seals.
+
+Each device has its own workspace, journal and archive; a device that cannot be reached is
+recorded as such and the others carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+
+from collector.acquisition.reporter import Reporter
+from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_device, outcome_of
+from collector.fleet.runlog import CURRENT_DEVICE
+from collector.liveresponse.client import LiveResponseClient
+from collector.liveresponse.credentials import Credentials
+from collector.liveresponse.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    LiveResponseError,
+    NotFoundError,
+    SessionStartError,
+)
+from collector.liveresponse.sessions import SessionManager, SessionOptions
+from collector.packaging.sealing import SealedArchive, SealKeys, seal_workspace
+from collector.packaging.streamseal import SealFollower
+from collector.transfer.gil import short_switch_interval
+from collector.transfer.journal import ArtifactState, Journal
+from collector.transfer.workspace import Workspace, WorkspaceError
+from profiles import ResolvedProfile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SESSIONS = 10
+
+
+class ServerUnreachable(Exception):
+    """The server refused the token or could not be reached at all."""
+
+
+class DeviceStatus(StrEnum):
+    """How a device ended, as the case summary lists it."""
+
+    COLLECTED = "collected"
+    """Every artifact collected (and sealed, when sealing)."""
+    PARTIAL = "partial"
+    """Some artifacts collected; others failed, the run was cut off, or sealing failed."""
+    OFFLINE = "offline"
+    """No session: the device did not check in."""
+    FAILED = "failed"
+    """Nothing collected: unknown device, refused, or the workspace was unusable."""
+
+
+@dataclass
+class DeviceResult:
+    device_id: int
+    workspace: Path
+    outcome: DeviceOutcome | None = None
+    error: str = ""
+    """Why the device could not be (fully) collected: offline, unknown, refused, cut off."""
+    archive: SealedArchive | None = None
+    seal_error: str = ""
+    seconds: float = 0.0
+    offline: bool = False
+    skipped: bool = False
+    """Finished by an earlier run of the same command; nothing was done this time."""
+
+    @property
+    def complete(self) -> bool:
+        return (
+            not self.error
+            and not self.seal_error
+            and self.outcome is not None
+            and self.outcome.failed == 0
+        )
+
+    @property
+    def status(self) -> DeviceStatus:
+        if self.complete:
+            return DeviceStatus.COLLECTED
+        if self.offline:
+            return DeviceStatus.OFFLINE
+        if self.outcome is None or self.outcome.collected == 0:
+            return DeviceStatus.FAILED
+        return DeviceStatus.PARTIAL
+
+
+@dataclass
+class FleetJob:
+    devices: list[tuple[int, Workspace, RunSettings]]
+    profile: ResolvedProfile
+    credentials: Credentials
+    seal_keys: SealKeys | None
+    session_options: SessionOptions = field(default_factory=SessionOptions)
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    seal_while_collecting: bool = True
+    """Write each device's archive as its artifacts arrive (``collector.packaging.streamseal``)."""
+
+
+def make_client(credentials: Credentials) -> LiveResponseClient:
+    return LiveResponseClient(
+        credentials.url,
+        credentials.token,
+        ca_bundle=credentials.ca_bundle,
+        insecure=not credentials.verify_tls,
+    )
+
+
+async def check_server(client: LiveResponseClient, device_id: int) -> None:
+    """Fail fast on a wrong token or an unreachable server, before any workspace work."""
+    try:
+        await client.list_sessions()
+    except AuthenticationError as error:
+        raise ServerUnreachable(str(error)) from None
+    except ConnectionFailedError as error:
+        raise ServerUnreachable(f"cannot reach {client.base_url}: {error}") from None
+    except LiveResponseError as error:
+        log.info("listing sessions before device %s: %s", device_id, error)
+
+
+async def run_fleet(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
+    if not job.devices:
+        return []
+    with short_switch_interval():
+        return await _run_devices(job, reporter)
+
+
+async def _run_devices(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
+    async with make_client(job.credentials) as client:
+        await check_server(client, job.devices[0][0])
+        manager = SessionManager(client, max_sessions=job.max_sessions, options=job.session_options)
+        limiter = asyncio.Semaphore(max(s.parallel for _, _, s in job.devices) * 4)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(
+                        _one_device(job, device, workspace, settings, manager, reporter, limiter)
+                        for device, workspace, settings in job.devices
+                    )
+                )
+            )
+        finally:
+            await manager.close_all()
+
+
+async def _one_device(
+    job: FleetJob,
+    device_id: int,
+    workspace: Workspace,
+    settings: RunSettings,
+    manager: SessionManager,
+    reporter: Reporter,
+    limiter: asyncio.Semaphore,
+) -> DeviceResult:
+    CURRENT_DEVICE.set(device_id)  # this task's context: its log lines go to its own run.log
+    result = DeviceResult(device_id=device_id, workspace=workspace.root)
+    began = time.monotonic()
+    sealing = settings.seal and job.seal_keys is not None
+    try:
+        with workspace:
+            follower = None
+            if sealing and job.seal_while_collecting:
+                follower = SealFollower.start(workspace, settings, job.seal_keys)
+            try:
+                await _collect(job, workspace, settings, manager, reporter, limiter, result)
+                if sealing and not result.error:
+                    await _seal(workspace, settings, job.seal_keys, result, reporter, follower)
+            finally:
+                if follower is not None:  # inside the lock: its unfinished archive is here
+                    await follower.close()
+    except WorkspaceError as error:
+        result.error = str(error)
+    result.seconds = time.monotonic() - began
+    return result
+
+
+async def _collect(
+    job: FleetJob,
+    workspace: Workspace,
+    settings: RunSettings,
+    manager: SessionManager,
+    reporter: Reporter,
+    limiter: asyncio.Semaphore,
+    result: DeviceResult,
+) -> None:
+    device_id = settings.device_id
+    try:
+        result.outcome = await collect_device(
+            workspace, settings, job.profile, manager, reporter, limiter
+        )
+    except SessionStartError as error:
+        result.offline = True
+        result.error = f"offline: {error}"
+    except NotFoundError:
+        result.error = f"device {device_id} is not known to the server (HTTP 404)"
+    except AuthenticationError as error:
+        result.error = f"refused: {error}"
+    except LiveResponseError as error:
+        # The session or the server went away mid-run: what is done stays done.
+        result.error = f"cut off: {error}; finish with: cblr-collect resume {workspace.root}"
+        result.outcome = _outcome_so_far(workspace, device_id)
+    if result.error:
+        _record_failure(workspace, result.error)
+        reporter.event("device_failed", device_id=device_id, reason=result.error)
+
+
+def _outcome_so_far(workspace: Workspace, device_id: int) -> DeviceOutcome:
+    with Journal.open(workspace.root) as journal:
+        return outcome_of(journal, device_id)
+
+
+def finished_result(workspace: Workspace, settings: RunSettings) -> DeviceResult | None:
+    """The result of a device an earlier run finished (sealed, or complete when not sealing).
+
+    A re-run of the same ``collect`` skips such devices and resumes the others.
+    """
+    with Journal.open(workspace.root, readonly=True) as journal:
+        events = journal.events()
+        outcome = outcome_of(journal, settings.device_id)
+        unfinished = journal.artifacts(
+            states=(ArtifactState.PLANNED, ArtifactState.RUNNING), device_id=settings.device_id
+        )
+    sealed = [e.payload for e in events if e.kind == "collection.sealed"]
+    closed = any(e.kind == "session.closed" for e in events)
+    result = DeviceResult(
+        device_id=settings.device_id, workspace=workspace.root, outcome=outcome, skipped=True
+    )
+    if sealed:
+        last = sealed[-1]
+        result.archive = SealedArchive(
+            path=Path(settings.out) / str(last["archive"]),
+            sha256=str(last["sha256"]),
+            size=int(last["size"]),
+        )
+        return result
+    if not settings.seal and closed and not unfinished:
+        return result
+    return None
+
+
+def _record_failure(workspace: Workspace, reason: str) -> None:
+    with Journal.open(workspace.root) as journal:
+        journal.add_event("session.failed", {"reason": reason})
+
+
+async def _seal(
+    workspace: Workspace,
+    settings: RunSettings,
+    keys: SealKeys,
+    result: DeviceResult,
+    reporter: Reporter,
+    follower: SealFollower | None,
+) -> None:
+    try:
+        archive = await follower.finish() if follower is not None else None
+        if archive is None:
+            archive = await asyncio.to_thread(seal_workspace, workspace, Path(settings.out), keys)
+        result.archive = archive
+    except (ValueError, OSError, sqlite3.Error) as error:
+        result.seal_error = f"sealing failed: {error}"
+        reporter.event("device_failed", device_id=settings.device_id, reason=result.seal_error)
+        return
+    reporter.event(
+        "sealed",
+        device_id=settings.device_id,
+        archive=str(result.archive.path),
+        sha256=result.archive.sha256,
+    )
+
+
+def settings_for(template: RunSettings, device_id: int) -> RunSettings:
+    return replace(template, device_id=device_id)

@@ -1,0 +1,162 @@
+"""The errors of the Live Response client: a small hierarchy a caller can act on.
+
+No error ever carries request headers, so the API token cannot leak through a message,
+a repr or a traceback.
+"""
+
+from __future__ import annotations
+
+from collector.liveresponse.hresult import hresult_name, normalise_code
+
+
+class LiveResponseError(Exception):
+    """Base of every error raised by the Live Response client."""
+
+
+class AuthenticationError(LiveResponseError):
+    """The server refused the API token (HTTP 401)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"the server refused the API token (HTTP 401) for {url}: check that the token is "
+            'SECRET/CONNECTOR_ID of an API key of type "Live Response"; a key of any other '
+            "type is refused on every Live Response route"
+        )
+        self.url = url
+
+
+class SessionLostError(LiveResponseError):
+    """The session is gone: HTTP 404 on a session route, or its status left ACTIVE."""
+
+    def __init__(self, message: str, *, session_id: str | None = None, status: str | None = None):
+        super().__init__(message)
+        self.session_id = session_id
+        self.status = status
+
+
+class CommandOutcomeUnknownError(SessionLostError):
+    """The session was lost while a command with side effects was running.
+
+    The command may or may not have run on the device, so it is not re-issued blindly.
+    """
+
+    def __init__(self, command: str, obj: object, *, session_id: str | None = None) -> None:
+        super().__init__(
+            f"session {session_id} was lost while {command!r} on {obj!r} was running; "
+            "it may or may not have run on the device, so it was not issued again",
+            session_id=session_id,
+        )
+        self.command = command
+        self.object = obj
+
+
+class SessionStartError(LiveResponseError):
+    """A session could not be established with a device (it never checked in)."""
+
+    def __init__(
+        self,
+        device_id: int | str,
+        message: str,
+        *,
+        last_status: str | None = None,
+        checked_in: bool = False,
+    ):
+        super().__init__(
+            f"could not start a Live Response session on device {device_id}: {message}"
+        )
+        self.device_id = device_id
+        self.last_status = last_status
+        self.checked_in = checked_in
+        """The device did check in, and the session ended after: trying again may work."""
+
+
+class NotFoundError(LiveResponseError):
+    """HTTP 404 on something other than a session: an unknown device, file object or command."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class RequestRejectedError(LiveResponseError):
+    """The server rejected the request with a 4xx status other than 401, 404 and 429."""
+
+    def __init__(self, status: int, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class RateLimitedError(LiveResponseError):
+    """HTTP 429 persisted beyond the retry budget."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerError(LiveResponseError):
+    """HTTP 5xx persisted beyond the retry budget."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConnectionFailedError(LiveResponseError):
+    """The server could not be reached, or the connection broke, beyond the retry budget."""
+
+
+class RequestTimeoutError(LiveResponseError):
+    """A request got no (complete) reply in time, beyond the retry budget."""
+
+
+class CommandTimeoutError(RequestTimeoutError):
+    """A command did not finish within its deadline; it was cancelled on the server."""
+
+    def __init__(self, command: str, obj: object, deadline: float) -> None:
+        super().__init__(f"{command!r} on {obj!r} did not finish within {deadline:g} s")
+        self.command = command
+        self.object = obj
+        self.deadline = deadline
+
+
+class ProtocolError(LiveResponseError):
+    """The server's reply is malformed: not JSON, wrong types, missing fields, wrong length."""
+
+
+class CommandError(LiveResponseError):
+    """A command ended in status "error" on the device."""
+
+    def __init__(
+        self,
+        command: str,
+        obj: object,
+        *,
+        result_code: int = 0,
+        result_type: str | None = None,
+        result_desc: str | None = None,
+    ) -> None:
+        self.command = command
+        self.object = obj
+        self.result_code = normalise_code(result_code)
+        self.result_type = result_type
+        self.result_desc = result_desc or ""
+        self.hresult_name = hresult_name(self.result_code, result_type)
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        code = f"0x{self.result_code:08X}"
+        if self.hresult_name:
+            code = f"{self.hresult_name} ({code})"
+        text = f"{self.command!r} on {self.object!r} failed: {code}"
+        if self.result_desc:
+            text += f": {self.result_desc}"
+        return text
+
+
+class CommandCancelledError(CommandError):
+    """A command ended in status "cancel"."""
+
+    def _describe(self) -> str:
+        return f"{self.command!r} on {self.object!r} was cancelled"

@@ -1,0 +1,724 @@
+"""Live Response sessions: opening, keeping alive, transparent reopening, and the 15 commands.
+
+``SessionManager`` hands out ``LiveResponseSession`` objects within a process-wide limit of
+open sessions. A session polls commands to completion (short first interval, backing off, a
+deadline per command kind), sends keepalives while idle, and when the server loses the session
+(expiry, a sensor that went offline) opens a new one and re-issues what was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from collector.liveresponse import dialect as wire
+from collector.liveresponse.client import ByteSink, LiveResponseClient
+from collector.liveresponse.errors import (
+    CommandCancelledError,
+    CommandError,
+    CommandOutcomeUnknownError,
+    CommandTimeoutError,
+    LiveResponseError,
+    ProtocolError,
+    SessionLostError,
+    SessionStartError,
+)
+from collector.liveresponse.models import (
+    CommandInfo,
+    DirectoryEntry,
+    FileObject,
+    MemdumpProgress,
+    ProcessInfo,
+    ProcessResult,
+    RegistryKeyListing,
+    RegistryValue,
+    SessionInfo,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MemdumpCallback = Callable[[MemdumpProgress], object]
+
+_ACTIVE = "ACTIVE"
+_ENDED = ("TIMEOUT", "INACTIVE", "CLOSE")
+_MIB = 1024 * 1024
+
+# Commands that may safely run again after the session was lost while they ran: they only
+# read the device, or (memdump) overwrite their own output. Any other command lost after the
+# server accepted it raises CommandOutcomeUnknownError instead of running twice.
+_REISSUE_SAFE = frozenset(
+    {"get file", "memdump", "directory list", "reg enum key", "reg query value", "process list"}
+)
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Polling intervals: ``first`` seconds, growing by ``factor`` up to ``cap``."""
+
+    first: float = 0.05
+    factor: float = 1.5
+    cap: float = 2.0
+
+    def intervals(self) -> Iterator[float]:
+        interval = self.first
+        while True:
+            yield interval
+            interval = min(self.cap, interval * self.factor)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Seconds a command kind may take: ``base`` plus ``per_mib`` for each MiB it moves."""
+
+    base: float
+    per_mib: float = 0.0
+
+    def seconds(self, size: int | None = None) -> float:
+        return self.base + self.per_mib * (size or 0) / _MIB
+
+
+DEFAULT_DEADLINE = Deadline(120.0)
+DEFAULT_DEADLINES: Mapping[str, Deadline] = MappingProxyType(
+    {
+        "memdump": Deadline(3600.0),
+        "get file": Deadline(120.0, per_mib=4.0),
+        "put file": Deadline(120.0, per_mib=4.0),
+        "directory list": Deadline(30.0),
+        "process list": Deadline(30.0),
+        "reg enum key": Deadline(30.0),
+        "reg query value": Deadline(30.0),
+        "create process": Deadline(600.0),
+    }
+)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How sessions are opened, kept and recovered.
+
+    ``checkin_timeout``: seconds to wait for the device to check in (also asked of the server).
+    ``session_timeout``: the idle timeout to ask of the server (None: the server's default).
+    ``keepalive_interval``: seconds of idleness before a keepalive (None: a third of the
+    session timeout). ``max_reopens``: new sessions one operation may open after losses.
+    """
+
+    checkin_timeout: float = 900.0
+    session_timeout: int | None = None
+    default_command_timeout: int | None = None
+    keepalive_interval: float | None = None
+    max_reopens: int = 3
+    close_timeout: float = 10.0
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    deadlines: Mapping[str, Deadline] = field(default_factory=lambda: DEFAULT_DEADLINES)
+
+    def deadline(self, command: str, size: int | None = None) -> float:
+        return self.deadlines.get(command, DEFAULT_DEADLINE).seconds(size)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What ``fetch_file`` delivered: the bytes written to the sink, and the remote name."""
+
+    bytes_written: int
+    file_name: str | None
+
+
+class LiveResponseSession:
+    """One device's Live Response session; reopened transparently when the server loses it."""
+
+    def __init__(
+        self,
+        client: LiveResponseClient,
+        device_id: int | str,
+        options: SessionOptions | None = None,
+    ) -> None:
+        self.client = client
+        self.device_id = device_id
+        self.options = options or SessionOptions()
+        self.info: SessionInfo | None = None
+        self.reopen_count = 0
+        self._generation = 0
+        self._reopen_lock = asyncio.Lock()
+        self._last_command = time.monotonic()
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._made_file_objects = False
+
+    def __repr__(self) -> str:
+        session = self.info.id if self.info else None
+        return f"LiveResponseSession(device={self.device_id!r}, session={session!r})"
+
+    @property
+    def session_id(self) -> str:
+        if self.info is None:
+            raise SessionLostError(f"no session is open on device {self.device_id}")
+        return self.info.id
+
+    async def __aenter__(self) -> LiveResponseSession:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ---- lifecycle
+
+    async def open(self) -> LiveResponseSession:
+        """Establish the session; one that ends right after the device checked in (a sensor
+        dropping off, a server-side expiry) is tried again, up to ``max_reopens`` times."""
+        attempts = 0
+        while True:
+            try:
+                await self._establish()
+                break
+            except SessionStartError as error:
+                attempts += 1
+                if not error.checked_in or attempts > self.options.max_reopens:
+                    raise
+                log.warning("device %s: %s; trying again", self.device_id, error)
+        self._keepalive_task = asyncio.create_task(
+            self._keepalive_loop(), name=f"keepalive device {self.device_id}"
+        )
+        return self
+
+    async def close(self) -> None:
+        """Stop the keepalive and close the session on the server; safe to call twice.
+
+        Shielded, so a second cancellation (a second Ctrl-C) cannot leak the server's slot.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            await asyncio.wait([self._keepalive_task])
+        closing = asyncio.ensure_future(self._close_when_settled())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closing), 2 * self.options.close_timeout)
+
+    async def _close_when_settled(self) -> None:
+        """Let a reopen in flight finish (it sees ``_closed`` and gives up), then close."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.close_timeout), self._reopen_lock:
+                pass
+        if self.info is not None:
+            if self._made_file_objects:
+                await self._sweep_file_objects(self.info.id)
+            await self._close_remote(self.info.id)
+
+    async def _sweep_file_objects(self, session_id: str) -> None:
+        """Delete file objects nobody deleted: a "get file" whose POST reply was lost and was
+        posted again leaves the first command's object behind, unseen by the collector."""
+        try:
+            for leftover in await self.client.list_files(session_id):
+                log.info("session %s: deleting leftover file object %d", session_id, leftover.id)
+                await self._delete_file_object_quietly(session_id, leftover.id)
+        except LiveResponseError as error:
+            log.info("session %s: listing leftover file objects: %s", session_id, error)
+
+    async def _establish(self) -> None:
+        options = self.options
+        info = await self.client.start_session(
+            self.device_id,
+            checkin_timeout=max(1, math.ceil(options.checkin_timeout)),
+            session_timeout=options.session_timeout,
+            default_command_timeout=options.default_command_timeout,
+        )
+        try:
+            self.info = await self._wait_active(info)
+        except BaseException:
+            await self._close_remote(info.id)
+            raise
+        self._touch()
+        log.info("device %s: session %s is active", self.device_id, self.info.id)
+
+    async def _wait_active(self, info: SessionInfo) -> SessionInfo:
+        timeout = self.options.checkin_timeout
+        deadline = time.monotonic() + timeout
+        intervals = self.options.poll.intervals()
+        while not info.status_is(_ACTIVE):
+            if self._closed:
+                raise SessionStartError(
+                    self.device_id, f"closed while session {info.id} waited for the device"
+                )
+            if info.status in _ENDED:
+                checked_in = bool(info.raw.get("sensor_check_in_time"))
+                when = "after" if checked_in else "before"
+                raise SessionStartError(
+                    self.device_id,
+                    f"session {info.id} ended as {info.status} {when} the device checked in",
+                    last_status=info.status,
+                    checked_in=checked_in,
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SessionStartError(
+                    self.device_id,
+                    f"the device did not check in within {timeout:g} s (session {info.id} "
+                    f"stayed {info.status}); the pending session was closed",
+                    last_status=info.status,
+                )
+            await asyncio.sleep(min(next(intervals), remaining))
+            try:
+                info = await self.client.get_session(info.id)
+            except SessionLostError as lost:
+                raise SessionStartError(self.device_id, str(lost), checked_in=True) from None
+        return info
+
+    async def _close_remote(self, session_id: str) -> None:
+        try:
+            await self.client.close_session(session_id)
+        except LiveResponseError as error:
+            log.info("device %s: closing session %s: %s", self.device_id, session_id, error)
+
+    async def _reopen(self, generation: int, reason: LiveResponseError) -> None:
+        """Replace a lost session, once, however many operations noticed the loss.
+
+        When the new session cannot be established the session is left without one
+        (``info`` is None), so the next operation to try opens one again.
+        """
+        async with self._reopen_lock:
+            if generation != self._generation:
+                return
+            self._raise_if_closed()
+            lost_id = self.info.id if self.info else None
+            log.warning(
+                "device %s: session %s lost (%s); opening a new one",
+                self.device_id,
+                lost_id,
+                reason,
+            )
+            if lost_id is not None:
+                await self._close_remote(lost_id)
+                self.info = None
+            await self._establish()
+            if self._closed:
+                # Closed while the new session was checking in: nobody will close it later.
+                await self._close_remote(self.session_id)
+                self.info = None
+                self._raise_if_closed()
+            self._generation += 1
+            self.reopen_count += 1
+
+    def _raise_if_closed(self) -> None:
+        if self._closed:
+            raise SessionLostError(f"the session on device {self.device_id} was closed")
+
+    async def _with_recovery(self, operation: Callable[[str], Awaitable[T]]) -> T:
+        """Run ``operation(session_id)``, reopening the session and re-running it on a loss.
+
+        Up to ``max_reopens`` new sessions are tried per operation; one that fails to start
+        (the sensor dropped off again while checking in) counts as one of them.
+        """
+        reopens = 0
+        while True:
+            self._raise_if_closed()
+            generation = self._generation
+            try:
+                return await operation(self.session_id)
+            except CommandOutcomeUnknownError:
+                raise
+            except SessionLostError as lost:
+                failure: LiveResponseError = lost
+            while True:
+                if reopens >= self.options.max_reopens:
+                    raise failure
+                reopens += 1
+                try:
+                    await self._reopen(generation, failure)
+                    break
+                except SessionStartError as start_failure:
+                    failure = start_failure
+
+    # ---- keepalive
+
+    def _touch(self) -> None:
+        self._last_command = time.monotonic()
+
+    def _keepalive_interval(self) -> float:
+        if self.options.keepalive_interval is not None:
+            return self.options.keepalive_interval
+        timeout = (self.info.session_timeout if self.info else None) or 900
+        return max(0.05, timeout / 3)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            interval = self._keepalive_interval()
+            idle = time.monotonic() - self._last_command
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            try:
+                await self.client.keepalive(self.session_id)
+                self._touch()
+            except LiveResponseError as error:
+                log.info("device %s: keepalive failed: %s", self.device_id, error)
+                await asyncio.sleep(interval)
+            except Exception:
+                log.exception("device %s: keepalive failed unexpectedly", self.device_id)
+                await asyncio.sleep(interval)
+
+    # ---- running commands
+
+    async def _run(
+        self,
+        name: str,
+        obj: object = None,
+        fields: dict[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+        on_poll: Callable[[CommandInfo], object] | None = None,
+    ) -> CommandInfo:
+        """Post a command and poll it to completion, surviving session loss."""
+        extra = fields or {}
+        seconds = deadline if deadline is not None else self.options.deadline(name)
+
+        async def attempt(session_id: str) -> CommandInfo:
+            return await self._run_in(session_id, name, obj, extra, seconds, on_poll)
+
+        return await self._with_recovery(attempt)
+
+    async def _run_in(
+        self,
+        session_id: str,
+        name: str,
+        obj: object,
+        fields: dict[str, Any],
+        deadline: float,
+        on_poll: Callable[[CommandInfo], object] | None,
+    ) -> CommandInfo:
+        command = await self.client.post_command(session_id, name, obj, **fields)
+        self._touch()
+        try:
+            return await self._wait(session_id, command, obj, deadline, on_poll)
+        except SessionLostError:
+            if name in _REISSUE_SAFE:
+                raise
+            raise CommandOutcomeUnknownError(name, obj, session_id=session_id) from None
+
+    async def _wait(
+        self,
+        session_id: str,
+        command: CommandInfo,
+        obj: object,
+        deadline: float,
+        on_poll: Callable[[CommandInfo], object] | None,
+    ) -> CommandInfo:
+        ends = time.monotonic() + deadline
+        intervals = self.options.poll.intervals()
+        while True:
+            if on_poll is not None:
+                on_poll(command)
+            if command.status_is("complete"):
+                return command
+            if command.status_is("error"):
+                raise _command_error(CommandError, command, obj)
+            if command.status_is("cancel"):
+                await self._raise_if_session_ended(session_id)
+                raise _command_error(CommandCancelledError, command, obj)
+            remaining = ends - time.monotonic()
+            if remaining <= 0:
+                await self._cancel_quietly(session_id, command.id)
+                raise CommandTimeoutError(command.name, obj, deadline)
+            await asyncio.sleep(min(next(intervals), remaining))
+            command = await self.client.get_command(session_id, command.id)
+
+    async def _raise_if_session_ended(self, session_id: str) -> None:
+        """A command the collector did not cancel was cancelled: did its session end?"""
+        info = await self.client.get_session(session_id)
+        if not info.status_is(_ACTIVE):
+            raise SessionLostError(
+                f"session {session_id} is {info.status}", session_id=session_id, status=info.status
+            )
+
+    async def _cancel_quietly(self, session_id: str, command_id: int) -> None:
+        try:
+            await self.client.cancel_command(session_id, command_id)
+        except LiveResponseError as error:
+            log.info("session %s: cancelling command %d: %s", session_id, command_id, error)
+
+    # ---- the 15 commands
+
+    async def put_file(self, remote_path: str, data: bytes | os.PathLike[str] | str) -> None:
+        """Upload bytes (or a local file's bytes) and write them to ``remote_path``."""
+        payload = (
+            data if isinstance(data, bytes) else await asyncio.to_thread(Path(data).read_bytes)
+        )
+        filename = PurePath(remote_path.replace("\\", "/")).name or "upload.bin"
+        deadline = self.options.deadline("put file", len(payload))
+
+        async def attempt(session_id: str) -> None:
+            self._made_file_objects = True
+            upload = await self.client.upload_file(session_id, payload, filename)
+            await self._run_in(
+                session_id, "put file", remote_path, {"file_id": upload.id}, deadline, None
+            )
+            await self._delete_file_object_quietly(session_id, upload.id)
+
+        await self._with_recovery(attempt)
+
+    async def get_file(
+        self, remote_path: str, offset: int = 0, count: int | None = None
+    ) -> FileObject:
+        """Have the device upload a file (or a range of it) to the session's file store."""
+
+        async def attempt(session_id: str) -> FileObject:
+            return await self._get_file_in(session_id, remote_path, offset, count)
+
+        return await self._with_recovery(attempt)
+
+    async def _get_file_in(
+        self, session_id: str, remote_path: str, offset: int, count: int | None
+    ) -> FileObject:
+        """Run "get file" and return its file object.
+
+        The server makes the file object when the command is posted, so a command that fails
+        (or a reply that is unusable) deletes it rather than leave it on the tenant; after a
+        session loss the server has dropped it already.
+        """
+        fields: dict[str, Any] = {"offset": offset}
+        if count is not None:
+            fields["get_count"] = count
+        deadline = self.options.deadline("get file", count)
+        self._made_file_objects = True
+        command = await self.client.post_command(session_id, "get file", remote_path, **fields)
+        self._touch()
+        posted_file_id = wire.file_id_of(self.client.dialect, command.raw)
+        try:
+            done = await self._wait(session_id, command, remote_path, deadline, None)
+            file_id = self.client.file_id_of(done)
+            return await self.client.get_file_object(session_id, file_id)
+        except SessionLostError:
+            raise
+        except Exception:
+            if isinstance(posted_file_id, int) and not isinstance(posted_file_id, bool):
+                await self._delete_file_object_quietly(session_id, posted_file_id)
+            raise
+
+    def _session_of(self, file: FileObject) -> str:
+        """The session a file object lives in: the one that made it, else the current one."""
+        return file.session_id or self.session_id
+
+    async def download(self, file: FileObject, sink: ByteSink) -> int:
+        """Stream a file object into ``sink``; returns the byte count.
+
+        The object is read from the session that made it, even if another task has reopened
+        the session since: a lost session then raises SessionLostError (get the file again),
+        never a 404 for an object asked of the wrong session.
+        """
+        return await self.client.download_content(
+            self._session_of(file), file.id, sink, expected_size=file.size
+        )
+
+    async def read_file_object(self, file: FileObject) -> bytes:
+        return await self.client.read_content(
+            self._session_of(file), file.id, expected_size=file.size
+        )
+
+    async def delete_file_object(self, file: FileObject) -> None:
+        await self.client.delete_file_object(self._session_of(file), file.id)
+
+    async def fetch_file(
+        self, remote_path: str, sink: ByteSink, offset: int = 0, count: int | None = None
+    ) -> FetchResult:
+        """ "get file", download into ``sink`` and free the server's copy, as one step.
+
+        If the session is lost on the way, the new session asks only for the bytes the sink
+        does not have yet, so the sink never receives a byte twice.
+        """
+        written = 0
+        file_name: str | None = None
+
+        async def counting_sink(chunk: bytes) -> None:
+            nonlocal written
+            await sink(chunk)
+            written += len(chunk)
+
+        async def attempt(session_id: str) -> None:
+            nonlocal file_name
+            remaining = None if count is None else count - written
+            if remaining == 0:
+                return
+            file = await self._get_file_in(session_id, remote_path, offset + written, remaining)
+            file_name = file.file_name
+            try:
+                await self.client.download_content(
+                    session_id, file.id, counting_sink, expected_size=file.size
+                )
+            except Exception:
+                # A protocol error or a spent retry budget must not leave the copy behind.
+                await self._delete_file_object_quietly(session_id, file.id)
+                raise
+            await self._delete_file_object_quietly(session_id, file.id)
+
+        await self._with_recovery(attempt)
+        return FetchResult(bytes_written=written, file_name=file_name)
+
+    async def read_file(self, remote_path: str, offset: int = 0, count: int | None = None) -> bytes:
+        buffer = bytearray()
+
+        async def append(chunk: bytes) -> None:
+            buffer.extend(chunk)
+
+        await self.fetch_file(remote_path, append, offset, count)
+        return bytes(buffer)
+
+    async def _delete_file_object_quietly(self, session_id: str, file_id: int) -> None:
+        try:
+            await self.client.delete_file_object(session_id, file_id)
+        except LiveResponseError as error:
+            log.info("session %s: deleting file object %d: %s", session_id, file_id, error)
+
+    async def memdump(
+        self, remote_path: str, progress: MemdumpCallback | None = None
+    ) -> MemdumpProgress:
+        """Dump physical memory to ``remote_path`` on the device, reporting percentdone."""
+
+        def report(command: CommandInfo) -> None:
+            if progress is not None:
+                progress(MemdumpProgress.from_wire(command.raw))
+
+        command = await self._run("memdump", remote_path, on_poll=report)
+        return MemdumpProgress.from_wire(command.raw)
+
+    async def create_directory(self, remote_path: str) -> None:
+        await self._run("create directory", remote_path)
+
+    async def delete_file(self, remote_path: str) -> None:
+        await self._run("delete file", remote_path)
+
+    async def list_directory(self, path_or_filter: str) -> list[DirectoryEntry]:
+        command = await self._run("directory list", path_or_filter)
+        files = command.raw.get("files")
+        if files is None:
+            return []
+        if not isinstance(files, list):
+            raise ProtocolError("directory list: field 'files' should be a list")
+        return [DirectoryEntry.from_wire(item) for item in files]
+
+    async def reg_enum_key(self, key_path: str) -> RegistryKeyListing:
+        command = await self._run("reg enum key", key_path)
+        return RegistryKeyListing.from_wire(command.raw)
+
+    async def reg_query_value(self, value_path: str) -> RegistryValue:
+        command = await self._run("reg query value", value_path)
+        return RegistryValue.from_wire(command.raw.get("value"))
+
+    async def reg_create_key(self, key_path: str) -> None:
+        await self._run("reg create key", key_path)
+
+    async def reg_delete_key(self, key_path: str) -> None:
+        await self._run("reg delete key", key_path)
+
+    async def reg_delete_value(self, value_path: str) -> None:
+        await self._run("reg delete value", value_path)
+
+    async def reg_set_value(
+        self,
+        value_path: str,
+        value_type: str,
+        data: str | int | list[str] | bytes,
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        """Set a value; bytes travel as lowercase hex, REG_MULTI_SZ as a list of strings."""
+        wire_data: object = data.hex() if isinstance(data, bytes) else data
+        fields = {"value_type": value_type.upper(), "value_data": wire_data, "overwrite": overwrite}
+        await self._run("reg set value", value_path, fields)
+
+    async def process_list(self) -> list[ProcessInfo]:
+        command = await self._run("process list")
+        processes = command.raw.get("processes")
+        if processes is None:
+            return []
+        if not isinstance(processes, list):
+            raise ProtocolError("process list: field 'processes' should be a list")
+        return [ProcessInfo.from_wire(item) for item in processes]
+
+    async def kill(self, pid: int) -> None:
+        await self._run("kill", pid)
+
+    async def create_process(
+        self,
+        command_line: str,
+        *,
+        wait: bool = False,
+        working_directory: str | None = None,
+        output_file: str | None = None,
+    ) -> ProcessResult:
+        """Start a process; ``return_code`` is set only when ``wait`` is true."""
+        fields: dict[str, Any] = {"wait": wait}
+        if working_directory is not None:
+            fields["working_directory"] = working_directory
+        if output_file is not None:
+            fields["output_file"] = output_file
+        command = await self._run("create process", command_line, fields)
+        result = ProcessResult.from_wire(command.raw)
+        return result if wait else ProcessResult(pid=result.pid, return_code=None)
+
+
+class SessionManager:
+    """Opens sessions within one process-wide limit, and closes them whatever happens.
+
+    One session per device at a time (the server joins a second request for the same sensor
+    to the first, so two would close each other); callers for one device take turns.
+    """
+
+    def __init__(
+        self,
+        client: LiveResponseClient,
+        *,
+        max_sessions: int = 10,
+        options: SessionOptions | None = None,
+    ) -> None:
+        self.client = client
+        self.options = options or SessionOptions()
+        self.max_sessions = max_sessions
+        self._slots = asyncio.Semaphore(max_sessions)
+        self._device_locks: dict[str, asyncio.Lock] = {}
+        self._open: set[LiveResponseSession] = set()
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._open)
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, device_id: int | str, options: SessionOptions | None = None
+    ) -> AsyncIterator[LiveResponseSession]:
+        """``async with manager.session(device_id) as lr:`` — closed on every way out."""
+        lock = self._device_locks.setdefault(str(device_id), asyncio.Lock())
+        async with lock, self._slots:
+            live = LiveResponseSession(self.client, device_id, options or self.options)
+            self._open.add(live)
+            try:
+                await live.open()
+                yield live
+            finally:
+                try:
+                    await live.close()
+                finally:
+                    self._open.discard(live)
+
+    async def close_all(self) -> None:
+        """Close every open session (for shutdown); their ``async with`` blocks still unwind."""
+        await asyncio.gather(*(live.close() for live in list(self._open)), return_exceptions=True)
+
+
+def _command_error(kind: type[CommandError], command: CommandInfo, obj: object) -> CommandError:
+    return kind(
+        command.name,
+        obj,
+        result_code=command.result_code,
+        result_type=command.result_type,
+        result_desc=command.result_desc,
+    )

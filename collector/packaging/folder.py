@@ -1,0 +1,207 @@
+"""From a workspace to the evidence folder the ``evidence`` package signs and seals.
+
+The journal's artifacts become ``evidence`` records; each collected artifact's staged file is
+hard-linked (copied where links are impossible) into the collection folder under a safe name
+derived from its remote path, and the journal's events become the custody log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from collector import __version__
+from collector.acquisition.runner import TOOL_NAME, RunSettings
+from collector.transfer.journal import Artifact, ArtifactState, Event, Journal
+from collector.transfer.staging import resolve_staging
+from collector.transfer.workspace import Workspace
+from evidence.hashes import Digests
+from evidence.manifest import build_collection
+from evidence.records import (
+    ArtifactRecord,
+    CaseInfo,
+    CustodyEvent,
+    DeviceInfo,
+    PlannedArtifact,
+    ProfileInfo,
+    ToolInfo,
+)
+from evidence.safepaths import MemberNamer
+
+METHOD_NAMES = {
+    "file": "get_file",
+    "hive": "get_file",
+    "memdump": "memdump",
+    "registry": "registry_enum",
+    "registry.reg": "registry_enum",
+    "processes": "process_list",
+    "listing": "directory_list",
+    "command": "command",
+}
+
+
+def member_source(artifact: Artifact) -> str:
+    """A remote-looking name for the member: where in the collection tree it belongs."""
+    source = artifact.source
+    if artifact.kind in ("file", "hive"):
+        return source
+    if artifact.kind == "memdump":
+        return "memory\\physical-memory.dmp"
+    if artifact.kind.startswith("registry"):
+        suffix = "reg" if artifact.kind.endswith(".reg") else "json"
+        return f"registry\\{source}.{suffix}"
+    if artifact.kind == "processes":
+        return "volatile\\processes.json"
+    if artifact.kind == "command":
+        flat = source.replace("\\", "_").replace("/", "_")
+        return f"volatile\\commands\\{flat}.txt"
+    if artifact.kind == "listing":
+        return f"listings\\{source.replace('*', '_')}.json"
+    return f"other\\{artifact.kind}\\{artifact.id}"
+
+
+def _iso(value: Any) -> str:
+    return str(value) if value else ""
+
+
+def artifact_record(
+    journal: Journal, artifact: Artifact, staged_path: str, events: Sequence[Event]
+) -> ArtifactRecord:
+    """The evidence record of one journal artifact; ``events`` are that artifact's events."""
+    details = artifact.details
+    collected = artifact.state is ArtifactState.COLLECTED
+    digests = (
+        Digests(md5=artifact.md5, sha1=artifact.sha1, sha256=artifact.sha256)
+        if collected and artifact.md5 and artifact.sha1 and artifact.sha256
+        else None
+    )
+    # A file that shrank while read keeps only the chunks before its new end (others may
+    # have been fetched whole before it shrank); an empty file is its one empty chunk.
+    chunks = [
+        chunk
+        for chunk in (journal.chunks(artifact.id) if collected else [])
+        if chunk.offset < (artifact.size or 0) or chunk.index == 0
+    ]
+    observations = artifact.observations or {}
+    started = next((e.utc for e in events if e.kind == "artifact.started"), "")
+    finished = next(
+        (e.utc for e in events if e.kind in ("artifact.collected", "artifact.failed")), ""
+    )
+    return ArtifactRecord(
+        artifact_id=str(artifact.id),
+        name=str(details.get("name", artifact.source)),
+        kind=artifact.kind,
+        source=artifact.source,
+        method=str(artifact.method or METHOD_NAMES.get(artifact.kind, artifact.kind)),
+        status="collected" if collected else "failed",
+        category=str(details.get("category", "")),
+        reason=artifact.reason or ("" if collected else f"not finished ({artifact.state})"),
+        result_code=f"0x{artifact.result_code:08X}" if artifact.result_code is not None else "",
+        size=artifact.size if collected else None,
+        remote_times={k: _iso(v) for k, v in (artifact.remote_times or {}).items() if v},
+        started=started,
+        finished=finished,
+        digests=digests,
+        chunk_size=details.get("chunk_size") if chunks else None,
+        chunk_sha256=[chunk.sha256 or "" for chunk in chunks],
+        changed_during_acquisition=artifact.changed_during_acquisition,
+        observations=[json.dumps(observations[k], sort_keys=True) for k in sorted(observations)],
+        source_hash=artifact.source_hash or {},
+        staged_path=staged_path if collected else "",
+    )
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
+    """(Re)build ``workspace.collection`` from the journal and staged files; blocking."""
+    folder = workspace.collection
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    with Journal.open(workspace.root) as journal:
+        settings = journal.settings()
+        run = RunSettings.from_settings(settings)
+        artifacts = journal.artifacts()
+        journal_events = journal.events()
+        by_artifact: dict[int, list[Event]] = defaultdict(list)
+        for event in journal_events:
+            if event.artifact_id is not None:
+                by_artifact[event.artifact_id].append(event)
+        namer = MemberNamer(root="artifacts")
+        records = []
+        for artifact in artifacts:
+            staged = ""
+            if artifact.state is ArtifactState.COLLECTED and artifact.staging_path:
+                staged = namer.place(member_source(artifact))
+                source = resolve_staging(workspace.root, artifact.staging_path)
+                link_or_copy(source, folder.joinpath(*staged.split("/")))
+            records.append(artifact_record(journal, artifact, staged, by_artifact[artifact.id]))
+        events = [
+            CustodyEvent(
+                seq=event.seq,
+                time=event.utc,
+                kind=event.kind,
+                payload={**event.payload, "artifact_id": event.artifact_id}
+                if event.artifact_id is not None
+                else event.payload,
+            )
+            for event in journal_events
+        ]
+        device = device_info(run, journal_events)
+        profile = settings.get("resolved_profile", {})
+    plan = [
+        PlannedArtifact(
+            artifact_id=record.artifact_id,
+            name=record.name,
+            kind=record.kind,
+            category=record.category,
+            source=record.source,
+        )
+        for record in records
+    ]
+    build_collection(
+        folder,
+        CaseInfo(
+            case_id=run.case_id,
+            examiner=run.examiner,
+            authority=run.authority,
+            purpose=run.purpose,
+        ),
+        ToolInfo(name=TOOL_NAME, version=__version__, collecting_host=platform.node()),
+        device,
+        ProfileInfo(
+            name=str(profile.get("name", run.profile)),
+            sha256=hashlib.sha256(json.dumps(profile, sort_keys=True).encode("utf-8")).hexdigest(),
+        ),
+        plan,
+        records,
+        events,
+        signing_key,
+    )
+    return folder
+
+
+def device_info(run: RunSettings, events: Sequence[Event]) -> DeviceInfo:
+    sessions = [e for e in events if e.kind == "session.established"]
+    last = sessions[-1].payload if sessions else {}
+    return DeviceInfo(
+        device_id=str(run.device_id),
+        hostname=str(last.get("hostname", "")),
+        os=str(last.get("os", "")),
+        sensor_checkin=sessions[0].utc if sessions else "",
+        session_ids=tuple(str(e.payload.get("session_id", "")) for e in sessions),
+    )

@@ -1,0 +1,127 @@
+"""Sealing a workspace: build its evidence folder, then the encrypted archive beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from collector.acquisition.runner import RunSettings
+from collector.packaging.folder import build_evidence_folder
+from collector.transfer.journal import Journal
+from collector.transfer.workspace import Workspace
+from evidence import keys
+from evidence.safepaths import safe_component
+from evidence.seal import SealResult, StreamingSeal, seal_collection
+
+
+class SealKeyError(ValueError):
+    """The recipient key or passphrase cannot be used; said before anything is collected."""
+
+
+@dataclass(frozen=True)
+class SealKeys:
+    signing_key: Any
+    recipient: Any | None = None
+    passphrase: bytes | None = None
+
+    def __repr__(self) -> str:
+        return "SealKeys(***)"
+
+
+@dataclass(frozen=True)
+class SealedArchive:
+    path: Path
+    sha256: str
+    size: int
+
+
+def load_seal_keys(recipient: str, archive_key_env: str, signing_key: str) -> SealKeys:
+    """The keys to sign and seal with, checked up front (a missing key is exit 2, not 1)."""
+    try:
+        signer = keys.load_or_create_signing_key(signing_key or keys.default_signing_key_path())
+        if recipient:
+            return SealKeys(signer, recipient=keys.load_recipient(recipient))
+    except keys.KeyFileError as error:
+        raise SealKeyError(str(error)) from None
+    if archive_key_env:
+        value = os.environ.get(archive_key_env, "")
+        if not value:
+            raise SealKeyError(f"environment variable {archive_key_env} is not set or empty")
+        return SealKeys(signer, passphrase=value.encode())
+    raise SealKeyError(
+        "no key to seal for: give --recipient (the lab's public key) or --password-env VAR, "
+        "or --no-seal"
+    )
+
+
+def archive_name(case_id: str, device_id: int) -> str:
+    """Names carry the case, device id and UTC time only: nothing the encryption hides."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return safe_component(f"{case_id}-device-{device_id}-{stamp}") + ".zip"
+
+
+def partial_path(workspace: Workspace, out: Path) -> Path:
+    """Where a workspace's archive is written until it is finished: in ``out`` (a rename
+    then puts it in place, which needs the same file system), named after the workspace
+    alone, so a killed run's leftover is found again by the next run of that workspace and
+    is never another device's."""
+    digest = hashlib.sha256(str(workspace.root.resolve()).encode()).hexdigest()[:16]
+    return out / f".unsealed-{digest}.zip.partial"
+
+
+def prepare_out(workspace: Workspace, out: Path) -> Path:
+    """Create ``out`` and remove the unfinished archive a killed run left; the partial path."""
+    out.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(workspace, out)
+    partial.unlink(missing_ok=True)
+    return partial
+
+
+def open_seal(
+    workspace: Workspace, out: Path, run: RunSettings, seal_keys: SealKeys
+) -> StreamingSeal:
+    """A new archive for ``run``'s device in ``out``, ready for its artifacts."""
+    partial = prepare_out(workspace, out)
+    return StreamingSeal(
+        out / archive_name(run.case_id, run.device_id),
+        seal_keys.signing_key,
+        recipient=seal_keys.recipient,
+        passphrase=seal_keys.passphrase,
+        partial=partial,
+    )
+
+
+def seal_workspace(workspace: Workspace, out: Path, seal_keys: SealKeys) -> SealedArchive:
+    """Build the evidence folder and seal it into ``out``; blocking."""
+    with Journal.open(workspace.root) as journal:
+        run = RunSettings.from_settings(journal.settings())
+    folder = build_evidence_folder(workspace, seal_keys.signing_key)
+    partial = prepare_out(workspace, out)
+    result = seal_collection(
+        folder,
+        out / archive_name(run.case_id, run.device_id),
+        seal_keys.signing_key,
+        recipient=seal_keys.recipient,
+        passphrase=seal_keys.passphrase,
+        partial=partial,
+    )
+    return record_sealed(workspace, result)
+
+
+def finish_followed(workspace: Workspace, seal: StreamingSeal, signing_key: Any) -> SealResult:
+    """Finish an archive whose artifacts were added while collecting; blocking."""
+    return seal.finish(build_evidence_folder(workspace, signing_key))
+
+
+def record_sealed(workspace: Workspace, result: SealResult) -> SealedArchive:
+    """The custody event of a sealed archive, in the workspace's journal."""
+    with Journal.open(workspace.root) as journal:
+        journal.add_event(
+            "collection.sealed",
+            {"archive": result.archive.name, "sha256": result.sha256, "size": result.size},
+        )
+    return SealedArchive(path=Path(result.archive), sha256=result.sha256, size=result.size)
