@@ -6,7 +6,7 @@ Layout of a collection folder (one per device)::
     custody.jsonl        the hash-chained custody log (``evidence.custody``)
     case.jsonld          CASE/UCO JSON-LD (``evidence.caseuco``)
     SHA256SUMS SHA1SUMS MD5SUMS   coreutils format, over the files under ``artifacts/``
-    manifest.json        see evidence/SCHEMA.md (schema "cblr-collector.manifest", version 1)
+    manifest.json        see evidence/SCHEMA.md (schema "cblr-collector.manifest", version 2)
     manifest.sig         Ed25519 signature over the exact bytes of manifest.json
 
 The manifest records the SHA-256 of every other document, so its signature covers them all.
@@ -38,7 +38,9 @@ from evidence.safepaths import is_safe_member_name
 from evidence.sums import SUMS_FILES, render_sums
 
 SCHEMA = "cblr-collector.manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+"""Version 1 held each observation as a JSON string in a list; 2 holds them as objects."""
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 CASE_FILE = "case.jsonld"

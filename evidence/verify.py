@@ -27,8 +27,8 @@ from evidence.hashes import MultiHasher
 from evidence.manifest import (
     DOCUMENT_FILES,
     MANIFEST_FILE,
+    READABLE_SCHEMA_VERSIONS,
     SCHEMA,
-    SCHEMA_VERSION,
     SIGNATURE_FILE,
 )
 from evidence.safepaths import collision_key
@@ -187,12 +187,11 @@ def _check_manifest(report: Report, contents: Contents) -> tuple[dict[str, Any],
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         report.add(MANIFEST_FILE, False, "not a cblr-collector manifest")
         return None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        report.add(
-            MANIFEST_FILE, False, f"unsupported schema_version {manifest.get('schema_version')}"
-        )
+    version = manifest.get("schema_version")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        report.add(MANIFEST_FILE, False, f"unsupported schema_version {version}")
         return None
-    report.add(MANIFEST_FILE, True, f"schema {SCHEMA} v{SCHEMA_VERSION}")
+    report.add(MANIFEST_FILE, True, f"schema {SCHEMA} v{version}")
     return manifest, data
 
 
