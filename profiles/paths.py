@@ -117,7 +117,15 @@ def has_wildcard(text: str) -> bool:
 
 
 def name_key(name: str) -> str:
-    """Windows compares names in a length-preserving upper case (no Unicode folding)."""
+    """Windows compares names in a length-preserving upper case (no Unicode folding).
+
+    ``str.upper`` maps each character on its own and never to nothing, so when the lengths
+    agree every character kept its length and the whole-string call is the answer; only
+    names with a character such as ``ß`` (upper ``SS``) take the per-character way.
+    """
+    upper = name.upper()
+    if len(upper) == len(name):
+        return upper
     return "".join(c.upper() if len(c.upper()) == 1 else c for c in name)
 
 
@@ -568,7 +576,15 @@ def hive_save_key(path: str, facts: HostFacts) -> str:
     For the runner's fallback: when ``get file`` of a hive answers SHARING_VIOLATION, this
     says which key ``reg save`` should write instead.
     """
-    wanted = name_key(path.replace("/", "\\"))
+    return hive_save_keys(facts).get(name_key(path.replace("/", "\\")), "")
+
+
+def hive_save_keys(facts: HostFacts) -> Mapping[str, str]:
+    """Each well-known hive file of this host (by name key) and the key ``reg save`` writes.
+
+    The planner asks once per host, then looks up every file it plans.
+    """
+    keys: dict[str, str] = {}
     for hive, (_, key) in WELL_KNOWN_HIVES.items():
         if not key:
             continue
@@ -577,12 +593,11 @@ def hive_save_key(path: str, facts: HostFacts) -> str:
         except ExpansionError:
             continue
         for target in targets:
-            if name_key(target.path) == wanted:
-                return target.save_key
-    return ""
+            keys.setdefault(name_key(target.path), target.save_key)
+    return keys
 
 
 def is_lock_prone(path: str) -> bool:
     """Whether Windows usually holds the file at ``path`` locked (:data:`LOCK_PRONE_NAMES`)."""
-    name = (split_windows_path(path) or [""])[-1]
-    return any(match_segment(pattern, name) for pattern in LOCK_PRONE_NAMES)
+    name = name_key((split_windows_path(path) or [""])[-1])
+    return any(_segment_regex(pattern).match(name) for pattern in LOCK_PRONE_NAMES)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from profiles.model import (
 from profiles.paths import (
     HostFacts,
     KeyPattern,
-    hive_save_key,
+    hive_save_keys,
     is_lock_prone,
     match_segment,
     name_key,
@@ -149,6 +149,7 @@ class Planner:
         }
         self._again: dict[int, list[str]] = {}
         self._facts = HostFacts()
+        self._hive_keys: Mapping[str, str] = {}
         self._events = _Events()
         self._listings = ListingCache(lister, concurrency=concurrency)
         self._key_gate = asyncio.Semaphore(concurrency)
@@ -157,6 +158,7 @@ class Planner:
     async def plan(self, profile: ResolvedProfile, facts: HostFacts) -> PlanSummary:
         """Record every concrete artifact; safe to run again after an interrupted plan."""
         self._facts = facts
+        self._hive_keys = hive_save_keys(facts)
         expanded = expand_profile(profile, facts)
         self._listings.expect(pattern.root for item in expanded for pattern in item.paths)
         results = await asyncio.gather(*(self._expand_on_host(item) for item in expanded))
@@ -168,6 +170,10 @@ class Planner:
         return self.summary
 
     def _record(self, pairs: list[tuple[ExpandedArtifact, list[Target]]]) -> None:
+        with self.journal.batch():
+            self._record_plan(pairs)
+
+    def _record_plan(self, pairs: list[tuple[ExpandedArtifact, list[Target]]]) -> None:
         planned: dict[tuple[str, str], _Planned] = {}
         for item, targets in pairs:
             if item.problem:
@@ -219,7 +225,9 @@ class Planner:
     def _add(self, target: _Planned) -> int:
         artifact, kind, source, size = target.artifact, target.kind, target.source, target.size
         details = target.details
-        if kind == "file" and (save_key := hive_save_key(source, self._facts)):
+        if kind == "file" and (
+            save_key := self._hive_keys.get(name_key(source.replace("/", "\\")))
+        ):
             details = {**details, "save_key": save_key}
         record = {
             "name": artifact.name,
