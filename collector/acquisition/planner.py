@@ -7,8 +7,9 @@ once, with the other names in ``also_requested_by``. An artifact that cannot be 
 this host (an undefined variable) becomes a failed artifact with the reason. Patterns that
 match nothing (``plan.no_match``, one event per profile artifact), folders or keys that
 answer an error other than "not found" (``plan.folder_error``, ``plan.key_error``), hostile
-names (``plan.rejected_name``), files outside the size limits (``plan.size_excluded``) and
-walks cut short (``plan.truncated``) are recorded as events: nothing drops out silently.
+names (``plan.rejected_name``), files outside the size limits (``plan.size_excluded``), files
+beyond an artifact's ``max_files`` (``plan.too_many_files``) and walks cut short
+(``plan.truncated``) are recorded as events: nothing drops out silently.
 
 Folder listings and key enumerations are shared by every artifact of the plan (see
 :class:`collector.acquisition.walk.ListingCache`), a bounded number at a time, so a profile
@@ -291,6 +292,15 @@ class Planner:
                 }
                 targets.append(("file", found.path, details, size))
         self._no_match(artifact, unmatched)
+        if len(targets) > artifact.max_files:
+            self._event(
+                "plan.too_many_files",
+                artifact,
+                matched=len(targets),
+                planned=artifact.max_files,
+                first_left_out=targets[artifact.max_files][1],
+            )
+            del targets[artifact.max_files :]
         return targets
 
     def _no_match(self, artifact: Artifact, patterns: list[str]) -> None:
