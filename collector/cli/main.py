@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
-from collector.cli.exitcodes import EXIT_USAGE
+from collector.cli.exitcodes import EXIT_PIPE_CLOSED, EXIT_USAGE
 
 COMMAND_MODULES = ("collect", "demo", "emulator", "evidence", "profiles")
 """Modules of ``collector.cli.commands``, in the order their commands appear in ``--help``."""
@@ -64,7 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         return EXIT_USAGE
-    return int(handler(args))
+    try:
+        code = int(handler(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout (``head``, ``less``) closed the pipe: stop quietly, as ``cat`` does.
+
+    Pointing stdout at /dev/null keeps the interpreter's final flush from raising again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
 
 
 if __name__ == "__main__":
