@@ -15,6 +15,7 @@ Variables in patterns are Windows ``%Name%`` references, case-insensitive. Two k
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -158,6 +159,31 @@ def split_windows_path(path: str) -> list[str]:
 
 def variables_in(text: str) -> list[str]:
     return [m.group(1) for m in _TOKEN.finditer(text) if m.group(1) is not None]
+
+
+def standard_variables() -> tuple[str, ...]:
+    """The variables every Windows host defines: machine ones and the per-user ones."""
+    return (*default_environment("C:"), *USER_VARIABLES)
+
+
+def unknown_variable_notes(text: str) -> list[str]:
+    """A note for each ``%Name%`` in ``text`` that is not a standard Windows variable.
+
+    Not an error: a host may define it in its registry. But a misspelt ``%SystemRooot%``
+    would fail on every host, so ``profiles check`` says so, with the nearest standard name.
+    """
+    known = {name.lower(): name for name in standard_variables()}
+    notes = []
+    for name in variables_in(text):
+        if name.lower() in known:
+            continue
+        close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.75)
+        hint = f" (did you mean %{known[close[0]]}%?)" if close else ""
+        notes.append(
+            f"%{name}% is not a standard Windows variable: it expands only on a host "
+            f"that defines it{hint}"
+        )
+    return notes
 
 
 def percent_problems(text: str) -> list[str]:

@@ -118,7 +118,7 @@ def _what(fields: dict[str, Any]) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from profiles import ProfileError, builtin_library, check_profile_file
+    from profiles import ProfileError, builtin_library, check_profile_file, variable_notes
 
     library = builtin_library()
     status = EXIT_OK
@@ -129,6 +129,8 @@ def run_check(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             status = EXIT_USAGE
             continue
+        for note in variable_notes(resolved):
+            print(f"{file}: note: {note}", file=sys.stderr)
         print(f"{file}: ok, profile {resolved.name}, {len(resolved.artifacts)} artifacts")
     return status
 
