@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE
+from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
 from collector.fleet.run import DeviceResult, DeviceStatus
 
 MAX_FAILURES_SHOWN = 10
@@ -35,9 +35,12 @@ def human_bytes(count: int) -> str:
 
 
 def exit_code_of(results: Sequence[DeviceResult]) -> int:
-    """0 all collected; 3 no device could be reached at all; 1 anything in between."""
+    """0 all collected; 2 no device's workspace could be used (another run holds it); 3 no
+    device could be reached at all; 1 anything in between."""
     if all(r.complete for r in results):
         return EXIT_OK
+    if all(r.workspace_unusable for r in results):
+        return EXIT_USAGE
     if all(r.outcome is None for r in results):
         return EXIT_UNREACHABLE
     return EXIT_PARTIAL

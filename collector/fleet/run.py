@@ -69,6 +69,8 @@ class DeviceResult:
     offline: bool = False
     skipped: bool = False
     """Finished by an earlier run of the same command; nothing was done this time."""
+    workspace_unusable: bool = False
+    """The workspace is another run's (locked) or not a workspace: a usage problem."""
 
     @property
     def complete(self) -> bool:
@@ -175,6 +177,7 @@ async def _one_device(
                     await follower.close()
     except WorkspaceError as error:
         result.error = str(error)
+        result.workspace_unusable = True
     result.seconds = time.monotonic() - began
     return result
 
