@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 from collector.acquisition.reporter import Reporter
+from collector.cli.terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,14 @@ class RichReporter(Reporter):
             self._progress.advance(task, count)
 
     def _say(self, text: str) -> None:
+        """One line above the bars; every remote-controlled part is already ``printable``."""
         self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _on_session_waiting(self, device_id: int, **_: Any) -> None:
         self._say(f"device {device_id}: waiting for the sensor to check in...")
 
     def _on_session_established(self, device_id: int, hostname: str = "", **_: Any) -> None:
-        self._say(f"device {device_id}: session established with {hostname}")
+        self._say(f"device {device_id}: session established with {printable(hostname)}")
 
     def _on_plan_ready(self, device_id: int, artifacts: int, bytes: int = 0, **_: Any) -> None:
         self._say(f"device {device_id}: {artifacts} artifacts planned")
@@ -144,7 +146,7 @@ class RichReporter(Reporter):
     ) -> None:
         if size >= LARGE_FILE:
             self._artifact_tasks[(device_id, artifact_id)] = self._progress.add_task(
-                f"  {name}", total=size
+                f"  {printable(name)}", total=size
             )
 
     def _on_artifact_done(
@@ -154,7 +156,8 @@ class RichReporter(Reporter):
         if task is not None:
             self._progress.remove_task(task)
         if status != "collected":
-            self._say(f"device {device_id}: {name} failed: {fields.get('reason', '')}")
+            reason = printable(fields.get("reason", ""))
+            self._say(f"device {device_id}: {printable(name)} failed: {reason}")
 
     def _on_memdump_progress(self, device_id: int, percent: int, **_: Any) -> None:
         task = self._memdump_tasks.get(device_id)
@@ -169,7 +172,7 @@ class RichReporter(Reporter):
         self._say(f"sealed {archive}")
 
     def _on_device_failed(self, device_id: int, reason: str, **_: Any) -> None:
-        self._say(f"device {device_id}: {reason}")
+        self._say(f"device {device_id}: {printable(reason)}")
 
 
 class LoggedReporter(Reporter):

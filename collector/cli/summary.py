@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+from collector.cli.terminal import printable
 from collector.fleet.run import DeviceResult, DeviceStatus
 
 MAX_FAILURES_SHOWN = 10
@@ -126,7 +127,7 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
             str(outcome.failed if outcome else "-"),
             human_bytes(outcome.bytes if outcome else 0),
             f"{result.seconds:.1f}",
-            Text(where),
+            Text(printable(where)),
         )
     console.print(table)
     for result in results:
