@@ -78,6 +78,24 @@ class UsageError(Exception):
     """Bad usage, profile or configuration: exit 2 with one clear line."""
 
 
+MIN_CHUNK_SIZE = 64 * 1024
+"""Below this, the per-command cost of ``get file`` dominates and 250-command sessions run out."""
+MAX_CHUNK_SIZE = 256 * 1024**2
+"""Above this, a chunk in flight per ``--parallel`` slot holds too much memory."""
+
+
+def prepare_output_folder(out: Path) -> None:
+    """Make ``--out`` (and its parents) or say in one line why it cannot be used."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create it ({error.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: not writable by this user")
+
+
 def parse_size(text: str) -> int:
     units = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3}
     value = text.strip().lower()
@@ -137,7 +155,14 @@ def register(commands: Any) -> None:
     sealing.add_argument("--no-seal", action="store_true", help="leave the workspace unsealed")
     tuning = collect.add_argument_group("transfer")
     tuning.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N")
-    tuning.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
+    tuning.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="SIZE",
+        help="bytes per get file command, 64KiB to 256MiB "
+        f"(default: {DEFAULT_CHUNK_SIZE // 1024**2}MiB)",
+    )
     tuning.add_argument("--verify-source", action="store_true", help="certutil hash on the host")
     tuning.add_argument("--max-sessions", type=int, default=10, metavar="N")
     _add_output(collect)
@@ -214,6 +239,12 @@ def run_collect(args: argparse.Namespace) -> int:
             raise UsageError("--max-sessions must be between 1 and 100")
         if args.checkin_timeout <= 0:
             raise UsageError("--checkin-timeout must be a positive number of seconds")
+        if not MIN_CHUNK_SIZE <= args.chunk_size <= MAX_CHUNK_SIZE:
+            raise UsageError(
+                f"--chunk-size must be between {MIN_CHUNK_SIZE // 1024} KiB and "
+                f"{MAX_CHUNK_SIZE // 1024**2} MiB"
+            )
+        prepare_output_folder(args.out)
         profile = load_resolved(args.profile)
         devices = device_list(args.device, args.devices)
         credentials = credentials_from(args)
