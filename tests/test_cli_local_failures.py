@@ -43,3 +43,23 @@ def test_a_chunk_size_outside_its_bounds_is_refused(tmp_path: Path, size: str) -
     assert result.stderr == (
         "cblr-collect collect: --chunk-size must be between 64 KiB and 256 MiB\n"
     )
+
+
+def test_a_bad_profile_lists_its_problems_one_per_line_as_profiles_check_does(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(
+        "name: bad\nartifacts:\n  - {name: a, kind: file}\n  - {name: b, kind: nope}\n",
+        encoding="utf-8",
+    )
+    checked = run_cli("profiles", "check", profile, env=clean_env(tmp_path), cwd=tmp_path)
+    result = collect(tmp_path, "--out", "out", "--profile", str(profile))
+
+    assert (checked.returncode, result.returncode) == (2, 2)
+    problems = checked.stderr.splitlines()
+    assert len(problems) == 2
+    assert result.stderr.splitlines() == [
+        f"cblr-collect collect: profile {str(profile)!r} is not valid:",
+        *problems,
+    ]

@@ -254,7 +254,8 @@ def run_collect(args: argparse.Namespace) -> int:
             else load_seal_keys(args.recipient or "", args.password_env or "", args.signing_key)
         )
     except ProfileError as error:
-        message = f"profile {args.profile!r} is not valid: {_one_line(str(error))}"
+        # One problem a line, as 'profiles check' prints them (file:line: field: problem).
+        message = f"profile {args.profile!r} is not valid:\n{error}"
         return fail("collect", message, EXIT_USAGE, args)
     except (UsageError, DeviceListError, CredentialsError, SealKeyError) as error:
         return fail("collect", str(error), EXIT_USAGE, args)
