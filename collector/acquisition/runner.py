@@ -192,8 +192,21 @@ async def _acquire_all(
     global_limiter: asyncio.Semaphore | None,
 ) -> None:
     device_id = settings.device_id
+    sized: set[int] = set()
 
     def on_chunk(progress: ChunkProgress) -> None:
+        if progress.artifact_id not in sized:
+            # The first bytes of a transfer: say its real size (a memory image's is known
+            # only once the dump is written, long after artifact_started).
+            sized.add(progress.artifact_id)
+            artifact = journal.artifact(progress.artifact_id)
+            reporter.event(
+                "transfer_started",
+                device_id=device_id,
+                artifact_id=artifact.id,
+                name=artifact.details.get("name", artifact.source),
+                size=artifact.size or 0,
+            )
         reporter.bytes(device_id, progress.artifact_id, progress.received)
 
     engine = TransferEngine(

@@ -638,8 +638,10 @@ class TransferEngine:
             done = await self._record_done(run, chunk, writer)
         finally:
             self._device_slots.release()
-        await run.hasher.finished(chunk.index, writer.received)
+        # Progress counts durable bytes: reported before the in-order hash catches up, which
+        # may wait behind an earlier chunk for most of a large file.
         self._report(run, done)
+        await run.hasher.finished(chunk.index, writer.received)
 
     async def _record_done(self, run: _Run, chunk: Chunk, writer: _ChunkWriter) -> Chunk:
         await run.syncer.sync()
