@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from contextvars import ContextVar
 from typing import Any
@@ -17,6 +18,8 @@ from .tenant import ApiError, FileObject
 # The fault that struck the request being handled. A context variable rather than request
 # storage: it needs no RequestKey (aiohttp 3.14+) and a string key warns there.
 CURRENT_FAULT: ContextVar[str | None] = ContextVar("emulator_fault", default=None)
+
+log = logging.getLogger(__name__)
 
 
 def is_v6(path: str) -> bool:
@@ -92,11 +95,21 @@ async def send_content(
     cut = length // 2 if fault in ("reset", "truncate") else length
     response.content_length = cut if fault == "truncate" else length
     await response.prepare(request)
-    await _stream(response, file_object, start, cut)
-    if fault == "reset":
-        request.transport.abort()
-        return response, cut
-    await response.write_eof()
+    try:
+        await _stream(response, file_object, start, cut)
+        if fault == "reset":
+            request.transport.abort()
+            return response, cut
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away (a collector stopped with Ctrl-C): one line, not aiohttp's
+        # "Error handling request" traceback.
+        log.warning(
+            "client %s closed the connection during %s %s",
+            request.remote,
+            request.method,
+            request.path[:200],
+        )
     return response, cut
 
 

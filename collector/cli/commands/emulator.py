@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     except (FaultSpecError, ScenarioError, ServiceSpecError) as exc:
         print(f"cblr-collect emulator: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # Warnings (a client that went away mid-download) as one line each, nothing more.
+    logging.basicConfig(level=logging.WARNING, format="cblr-collect emulator: %(message)s")
     try:
         asyncio.run(serve(server))
     except OSError as exc:
