@@ -10,3 +10,6 @@ EXIT_USAGE = 2
 """Bad usage, profile or configuration."""
 EXIT_UNREACHABLE = 3
 """Could not reach or authenticate to the server, or the session could not be established."""
+EXIT_SIGNER_UNVERIFIED = 4
+"""``verify``/``unseal``: every check holds, but no trusted key was given, so who signed is
+unverified (``evidence.verify.EXIT_SIGNER_UNVERIFIED``)."""

@@ -135,6 +135,9 @@ def register(commands: Any) -> None:
     key.add_argument("--password-env", metavar="VAR", help="variable holding a passphrase")
     sealing.add_argument("--signing-key", metavar="KEY.pem", help="created if missing")
     sealing.add_argument("--no-seal", action="store_true", help="leave the workspace unsealed")
+    sealing.add_argument(
+        "--tsa", metavar="URL", help="RFC 3161 Time Stamping Authority for the signatures"
+    )
     tuning = collect.add_argument_group("transfer")
     tuning.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N")
     tuning.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
@@ -220,7 +223,9 @@ def run_collect(args: argparse.Namespace) -> int:
         seal_keys = (
             None
             if args.no_seal
-            else load_seal_keys(args.recipient or "", args.password_env or "", args.signing_key)
+            else load_seal_keys(
+                args.recipient or "", args.password_env or "", args.signing_key, args.tsa or ""
+            )
         )
     except ProfileError as error:
         message = f"profile {args.profile!r} is not valid: {_one_line(str(error))}"
@@ -400,6 +405,7 @@ def execute(
         workspace.create()
         handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
     settings = job.devices[0][2] if job.devices else None
+    print_signer(job.seal_keys, "signing with")
     started, began = utc_now(), time.monotonic()
     log.info(
         "%s: %d device(s) to run, %d finished earlier; server %s (%s); profile %s",
@@ -446,7 +452,18 @@ def execute(
             close_run_log(handler)
     position = {device: index for index, device in enumerate(order)}
     everything = sorted([*results, *finished], key=lambda r: position.get(r.device_id, 0))
-    return report(everything, args, command, started, time.monotonic() - began, settings)
+    code = report(everything, args, command, started, time.monotonic() - began, settings)
+    print_signer(job.seal_keys, "signed by", summary=not args.json)
+    return code
+
+
+def print_signer(seal_keys: Any, what: str, summary: bool = False) -> None:
+    """The signing identity's name and fingerprint, so the examiner can tell the lab which
+    key to trust: on stderr at the start (stdout may be JSON lines), in the summary after."""
+    if seal_keys is None:
+        return
+    name = f"{seal_keys.signer_name!r} " if seal_keys.signer_name else "(unnamed key) "
+    print(f"{what} {name}{seal_keys.fingerprint}", file=sys.stdout if summary else sys.stderr)
 
 
 def report(
