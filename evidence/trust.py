@@ -52,12 +52,14 @@ class SignerView:
     fingerprint: str
     claimed_name: str
     trusted: TrustedKey | None
+    trust_given: bool = True
 
     @property
     def label(self) -> str:
+        """The verifier's name for a trusted key; else the name the signature claims."""
         name = self.trusted.name if self.trusted else self.claimed_name
         shown = f"{name!r} " if name else ""
-        status = "trusted" if self.trusted else "NOT trusted"
+        status = "trusted" if self.trusted else "NOT trusted" if self.trust_given else "unverified"
         return f"{shown}{self.fingerprint} ({status})"
 
 
@@ -74,7 +76,9 @@ class TrustStore:
         return next((key for key in self.keys if key.fingerprint == fingerprint), None)
 
     def view(self, fingerprint: str, claimed_name: str = "") -> SignerView:
-        return SignerView(fingerprint, keys.clean_name(claimed_name), self.lookup(fingerprint))
+        return SignerView(
+            fingerprint, keys.clean_name(claimed_name), self.lookup(fingerprint), self.given
+        )
 
 
 def trust_folder() -> Path:
