@@ -325,7 +325,9 @@ def _directory_extent(handle: BinaryIO) -> tuple[int, int]:
         if len(record) != _EOCD64.size or record[:4] != b"PK\x06\x06":
             raise ArchiveError("archive: the zip64 end record is damaged")
         fields = _EOCD64.unpack(record)
-        entries, size = max(entries, fields[7]), max(size, fields[8])
+        # 0xFFFF / 0xFFFFFFFF in the classic record mean "see zip64"; otherwise the larger.
+        entries = fields[7] if entries == 0xFFFF else max(entries, fields[7])
+        size = fields[8] if size == 0xFFFFFFFF else max(size, fields[8])
     return entries, size
 
 
