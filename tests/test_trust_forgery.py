@@ -174,8 +174,9 @@ def test_collect_names_its_signing_identity_in_output_manifest_and_custody(
     setting: Setting,
 ) -> None:
     expected = f"{EXAMINER!r} {setting.genuine_fingerprint}"
-    assert f"signing with {expected}" in setting.genuine_collect_err
-    assert f"signed by {expected}" in setting.genuine_collect_out
+    output = setting.genuine_collect_out
+    assert output.index(f"signing with {expected}\n") < output.index(f"signed by {expected}\n")
+    assert output.index(setting.genuine.name) < output.index("signed by")  # in the summary
     sealed = json.loads(custody.sidecar_path(setting.genuine).read_text().splitlines()[0])
     assert (sealed["kind"], sealed["signer"], sealed["signer_name"]) == (
         "sealed",
