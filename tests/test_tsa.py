@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import rfc3161_client
+from cli_harness import TOKEN, clean_env, device, emulator_process, run_cli, write_scenario
 from trust_support import Party, Tsa, loopback_tsa, make_collection, party
 
 from evidence import custody, keys
@@ -181,3 +182,30 @@ def test_a_tsa_that_does_not_answer_fails_the_seal_and_leaves_nothing(
         "--signing-key", stamped.examiner.key, "--tsa", "file:///etc/passwd", "--out", out,
     )  # fmt: skip
     assert bad_url.returncode == 2 and "not an http(s) URL" in bad_url.stderr
+
+
+def test_collect_with_tsa_stamps_what_it_seals(stamped: Stamped, tmp_path: Path) -> None:
+    """``collect --tsa``: the archive a collection seals carries verifiable timestamps."""
+    files = [{"path": "C:\\data\\a.bin", "mount": "a.bin"}]
+    (tmp_path / "a.bin").write_bytes(b"timestamped evidence " * 1000)
+    scenario = write_scenario(tmp_path / "scenario.yaml", [device(7001, files)])
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(
+        "name: tsa\nartifacts:\n  - name: data\n    kind: file\n    path: 'C:\\data\\*'\n",
+        encoding="utf-8",
+    )
+    before = len(stamped.tsa.requests)
+    with emulator_process(scenario, tmp_path) as emulator:
+        env = clean_env(stamped.examiner.home, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN)
+        collected = run_cli(
+            "collect", "--device", "7001", "--profile", profile, "--case", "TSA-1",
+            "--examiner", "E", "--out", tmp_path / "out", "--signing-key", stamped.examiner.key,
+            "--recipient", stamped.root / "lab" / "lab.recipient.pub", "--tsa", stamped.tsa.url,
+            env=env, cwd=tmp_path,
+        )  # fmt: skip
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert len(stamped.tsa.requests) == before + 2  # the manifest signature, the sealed record
+    [archive] = sorted((tmp_path / "out").glob("*.zip"))
+    code, output = verify(stamped, archive, "--tsa-chain", stamped.tsa.chain)
+    assert code == 0, output
+    assert rows(output)["timestamp of manifest.sig"].startswith("OK RFC 3161 time 20")
