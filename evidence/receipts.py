@@ -69,8 +69,19 @@ def make_receipt(
     return body
 
 
+MAX_SAME_SEQ = 100
+
+
 def default_receipt_path(archive: Path, seq: int) -> Path:
-    return archive.with_name(f"{archive.name}.receipt-{seq}.json")
+    """``ARCHIVE.receipt-SEQ.json``; ``-2``, ``-3``... when a receipt for that position exists
+    already (the sidecar was cut back and grown again: the older receipt is the one that
+    shows it, so it is never replaced)."""
+    for number in range(1, MAX_SAME_SEQ + 1):
+        suffix = "" if number == 1 else f"-{number}"
+        candidate = archive.with_name(f"{archive.name}.receipt-{seq}{suffix}.json")
+        if not candidate.exists():
+            return candidate
+    raise ReceiptError(f"{MAX_SAME_SEQ} receipts for event {seq} of {archive.name} exist")
 
 
 def write_receipt(path: Path, receipt: dict[str, Any]) -> Path:

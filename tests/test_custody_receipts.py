@@ -180,3 +180,32 @@ def test_a_stranger_signed_event_is_shown_as_untrusted(chain: Chain) -> None:
     # (the stranger's own default key does not exist: --signing-key was explicit)
     assert f"'Examiner One' {chain.examiner.fingerprint} (unverified)" in result.stdout
     assert "SIGNER UNVERIFIED: custody records 1, 2, 3, 4 are signed by keys" in result.stdout
+
+
+def test_a_receipt_is_never_overwritten(chain: Chain) -> None:
+    """Cut back and grown again, the sidecar gets a second receipt for the same position; the
+    first, which shows the cut, stays."""
+    target = copy_truncated(chain, 2, "regrown")
+    first_receipts = []
+    for _ in range(2):
+        custody.sidecar_path(target).write_bytes(
+            b"".join(custody.sidecar_path(target).read_bytes().splitlines(keepends=True)[:2])
+        )
+        handed = chain.courier.run(
+            "custody", target, "--released-by", "Courier Two", "--received-by", "Lab",
+            "--purpose", "again", "--signing-key", chain.courier.key,
+        )  # fmt: skip
+        assert handed.returncode == 0, handed.stderr
+        first_receipts.append(handed.stdout.split("receipt ", 1)[1].split(" (keep", 1)[0])
+    assert [Path(p).name for p in first_receipts] == [
+        f"{target.name}.receipt-3.json",
+        f"{target.name}.receipt-3-2.json",
+    ]
+    code, output = lab_verify(chain, target, "--expect-receipt", first_receipts[0])
+    assert code == 1 and "records were removed or replaced" in output
+    explicit = chain.courier.run(
+        "custody", target, "--released-by", "a", "--received-by", "b", "--purpose", "c",
+        "--signing-key", chain.courier.key, "--receipt", first_receipts[0],
+    )  # fmt: skip
+    assert explicit.returncode == 2 and "receipts are never overwritten" in explicit.stderr
+    assert len(custody.sidecar_path(target).read_bytes().splitlines()) == 3  # nothing appended

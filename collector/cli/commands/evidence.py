@@ -403,6 +403,7 @@ def _record_verification(args: argparse.Namespace, report: Any) -> int:
 
     failed = [check.name for check in report.failures]
     try:
+        _refuse_existing_receipt(args)
         signing_key = keys.load_or_create_signing_key(
             args.signing_key or keys.default_signing_key_path()
         )
@@ -422,6 +423,12 @@ def _record_verification(args: argparse.Namespace, report: Any) -> int:
     print(f"recorded verification #{event['seq']} in {custody.sidecar_path(args.archive)}")
     _print_receipt(receipt)
     return 0
+
+
+def _refuse_existing_receipt(args: argparse.Namespace) -> None:
+    """Before anything is appended: a receipt is never written over another one."""
+    if args.receipt and Path(args.receipt).exists():
+        raise UsageProblem(f"--receipt {args.receipt} exists; receipts are never overwritten")
 
 
 def _write_receipt(args: argparse.Namespace, event: dict[str, Any], signing_key: Any) -> Any:
@@ -463,6 +470,7 @@ def run_custody(args: argparse.Namespace) -> int:
     from evidence import custody, keys
 
     try:
+        _refuse_existing_receipt(args)
         key_path = args.signing_key or keys.default_signing_key_path()
         signing_key = keys.load_or_create_signing_key(key_path)
         event = custody.record_handoff(
