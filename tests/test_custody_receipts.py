@@ -184,16 +184,17 @@ def test_a_stranger_signed_event_is_shown_as_untrusted(chain: Chain) -> None:
 
 def test_a_receipt_is_never_overwritten(chain: Chain) -> None:
     """Cut back and grown again, the sidecar gets a second receipt for the same position; the
-    first, which shows the cut, stays."""
+    first, which shows the cut, stays. (The two records differ in purpose: Ed25519 is
+    deterministic, so the same record in the same second would be the same event.)"""
     target = copy_truncated(chain, 2, "regrown")
     first_receipts = []
-    for _ in range(2):
+    for attempt in range(2):
         custody.sidecar_path(target).write_bytes(
             b"".join(custody.sidecar_path(target).read_bytes().splitlines(keepends=True)[:2])
         )
         handed = chain.courier.run(
             "custody", target, "--released-by", "Courier Two", "--received-by", "Lab",
-            "--purpose", "again", "--signing-key", chain.courier.key,
+            "--purpose", f"attempt {attempt}", "--signing-key", chain.courier.key,
         )  # fmt: skip
         assert handed.returncode == 0, handed.stderr
         first_receipts.append(handed.stdout.split("receipt ", 1)[1].split(" (keep", 1)[0])

@@ -10,6 +10,7 @@ import os
 import signal
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,33 +26,30 @@ MEMORY_BUDGET = 100 * MIB
 GIB = 1024 * MIB
 
 
+MEASURE = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+"""Runs the command as a child of a small interpreter and reports the child's peak RSS. (Linux
+keeps a process's peak across exec, so a command started straight from a large pytest worker
+would report the worker's size.)"""
+
+
 def run_measured(args: list[str | Path], home: Path) -> tuple[int, str, int]:
     """Exit code, output and the peak resident memory (bytes) of one CLI run."""
-    with (
-        open(home / "out.txt", "w+", encoding="utf-8") as out,
-        open(home / "err.txt", "w+", encoding="utf-8") as err,
-    ):
-        process = subprocess.Popen(
-            [CLI, *(str(a) for a in args)],
-            env=clean_env(home),
-            cwd=home,
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + COMMAND_TIMEOUT
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"{args[0]} did not finish in {COMMAND_TIMEOUT} s")
-            time.sleep(0.02)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return process.returncode, out.read() + err.read(), usage.ru_maxrss * 1024
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, CLI, *(str(a) for a in args)],
+        env=clean_env(home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    *stderr, peak_kib = result.stderr.rstrip("\n").split("\n")
+    return result.returncode, result.stdout + "\n".join(stderr), int(peak_kib) * 1024
 
 
 @pytest.fixture

@@ -147,14 +147,13 @@ def _secret_from_env(variable: str) -> bytes:
     return value.encode()
 
 
-def _sealing_passphrase(variable: str) -> bytes:
+def _strong(value: bytes, source: str) -> bytes:
     """A passphrase to seal with, refused when too easy to guess (opening takes any)."""
     from evidence.passphrase import weakness
 
-    value = _secret_from_env(variable)
     problem = weakness(value.decode(errors="replace"))
     if problem:
-        raise UsageProblem(f"{variable}: {problem}")
+        raise UsageProblem(f"{source}: {problem}")
     return value
 
 
@@ -303,9 +302,9 @@ def run_seal(args: argparse.Namespace) -> int:
         passphrase = None
         if recipient is None:
             passphrase = (
-                _sealing_passphrase(args.password_env)
+                _strong(_secret_from_env(args.password_env), args.password_env)
                 if args.password_env
-                else _prompt_passphrase(confirm=True)
+                else _strong(_prompt_passphrase(confirm=True), "the passphrase typed")
             )
         timestamper = _timestamper(args)
     except (UsageProblem, keys.KeyFileError) as exc:
@@ -381,8 +380,8 @@ def run_verify(args: argparse.Namespace) -> int:
     from evidence.verify import verify_archive, verify_folder
 
     if Path(args.archive).is_dir():
-        if args.record:
-            return _fail("verify", "--record needs a sealed archive, not a folder")
+        if args.record or args.expect_receipt:
+            return _fail("verify", "--record and --expect-receipt need a sealed archive")
         return _open_and_run(args, "verify", lambda _i, _p, c: verify_folder(args.archive, c))
     reports: list[Any] = []
 
