@@ -86,9 +86,14 @@ def check_records(
             ok = ok and stamp.ok
         report.add(f"custody #{record.seq} {record.kind}", ok, detail)
     if untrusted:
+        numbers = ", ".join(map(str, untrusted))
+        which = (
+            f"custody records {numbers} are signed by keys"
+            if len(untrusted) > 1
+            else f"custody record {numbers} is signed by a key"
+        )
         report.unverified.append(
-            f"SIGNER UNVERIFIED: custody records {', '.join(map(str, untrusted))} are signed by "
-            "keys nobody vouched for (no trusted keys were given)"
+            f"SIGNER UNVERIFIED: {which} nobody vouched for (no trusted keys were given)"
         )
     unchecked = sum(1 for record in records if record.timestamp) if chain is None else 0
     if unchecked:
