@@ -368,7 +368,7 @@ def test_a_failed_unseal_leaves_nothing_that_looks_like_evidence(
     assert len(modes) > 8
 
 
-def test_a_canonical_file_is_what_was_signed(setting: Setting) -> None:
+def test_the_sealed_record_names_the_archive_and_case_it_sealed(setting: Setting) -> None:
     """The sidecar's sealed record carries the case and the exact name it was sealed as."""
     sealed = json.loads(custody.sidecar_path(setting.genuine).read_text().splitlines()[0])
     assert sealed["payload"]["archive_name"] == setting.genuine.name
