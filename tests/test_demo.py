@@ -31,9 +31,11 @@ def test_demo_runs_clean_and_its_printed_commands_verify_and_unseal(tmp_path: Pa
 
     verified = run_cli(*commands[0][1:], env=env, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    verdict, recorded = verified.stdout.rstrip().splitlines()[-2:]
-    assert verdict == "VERIFIED"
-    assert recorded.startswith("recorded verification #3 in ")
+    lines = verified.stdout.rstrip().splitlines()
+    recorded = next(i for i, line in enumerate(lines) if line.startswith("recorded verification"))
+    assert lines[recorded - 1] == "VERIFIED"
+    assert lines[recorded].startswith("recorded verification #3 in ")
+    assert lines[recorded + 1].startswith("receipt ")
     custody_kinds = [
         json.loads(line)["kind"]
         for line in Path(f"{archive}.custody.jsonl").read_text().splitlines()

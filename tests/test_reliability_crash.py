@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from collector.cli import main as cli
+from evidence import keys
 
 CLI = str(Path(sys.executable).parent / "cblr-collect")
 DEVICE = 37191
@@ -148,7 +149,10 @@ def archives(out: Path) -> list[Path]:
 
 
 def verify(archive: Path, env: dict[str, str]) -> None:
-    checked = run_cli(["verify", str(archive), "--password-env", "CRASH_PASS"], env)
+    """The lab's check, trusting the key the run signed with (out/../signing.key)."""
+    signer = keys.load_signing_key(archive.parent.parent / "signing.key").public_key()
+    trust = ["--trust", keys.fingerprint(signer)]
+    checked = run_cli(["verify", str(archive), "--password-env", "CRASH_PASS", *trust], env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "VERIFIED" in checked.stdout
 

@@ -50,7 +50,7 @@ from evidence import seal as seal_module
 from evidence.hashes import MultiHasher
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
 from evidence.seal import SealError, StreamingSeal, artifact_members
-from evidence.verify import verify_archive
+from evidence.verify import EXIT_SIGNER_UNVERIFIED, verify_archive
 from profiles import ResolvedProfile, load_profile_text, resolve
 
 KIB = 1024
@@ -314,7 +314,7 @@ def assert_sealed_and_verified(result: DeviceResult, out: Path) -> Path:
     assert result.archive.size == len(data)
     report = verify_archive(archive, passphrase=PASSPHRASE)
     assert report.ok, report.failures
-    assert report.exit_code == 0
+    assert report.exit_code == EXIT_SIGNER_UNVERIFIED  # consistent; no trusted key was given
     return archive
 
 
@@ -456,7 +456,7 @@ async def test_a_followed_file_that_shrinks_falls_back_to_the_folder_seal(
     assert big["hashes"]["sha256"] == hashlib.sha256(shrunk).hexdigest()
     report = verify_archive(result.archive.path, passphrase=PASSPHRASE)
     assert [(c.name, c.detail) for c in report.failures] == []
-    assert report.exit_code == 0
+    assert report.exit_code == EXIT_SIGNER_UNVERIFIED
 
 
 def assert_follower_ended(watch: FollowWatch) -> None:
@@ -556,7 +556,7 @@ async def test_finish_refuses_artifacts_other_than_the_manifests(
     assert finished.archive == in_order
     assert finished.sidecar.is_file()
     assert not in_order.with_name(in_order.name + ".partial").exists()
-    assert verify_archive(in_order, passphrase=PASSPHRASE).exit_code == 0
+    assert verify_archive(in_order, passphrase=PASSPHRASE).exit_code == EXIT_SIGNER_UNVERIFIED
 
 
 # ---- stale partial archives
@@ -766,7 +766,10 @@ async def test_a_custody_record_that_cannot_be_written_leaves_one_archive_with_i
         custody.sidecar_path(result.archive.path).name
     ]
     assert leftovers(out, "*.partial") == []
-    assert verify_archive(result.archive.path, passphrase=PASSPHRASE).exit_code == 0
+    assert (
+        verify_archive(result.archive.path, passphrase=PASSPHRASE).exit_code
+        == EXIT_SIGNER_UNVERIFIED
+    )
 
 
 @pytest.mark.parametrize("follow", [True, False])

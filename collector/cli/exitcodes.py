@@ -10,6 +10,9 @@ EXIT_USAGE = 2
 """Bad usage, profile or configuration."""
 EXIT_UNREACHABLE = 3
 """Could not reach or authenticate to the server, or the session could not be established."""
+EXIT_SIGNER_UNVERIFIED = 4
+"""``verify``/``unseal``: every check holds, but no trusted key was given, so who signed is
+unverified (``evidence.verify.EXIT_SIGNER_UNVERIFIED``)."""
 EXIT_PIPE_CLOSED = 141
 """The reader of the output closed it (``... | head``); 128 + SIGPIPE, as a shell reports a
 command that SIGPIPE ended. The work itself was done; only its output was cut."""

@@ -97,12 +97,28 @@ def case_summary(
     }
 
 
+def clear_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary as it may lie in clear beside the archives: counts, statuses, archive
+    names and hashes, but no remote path, hostname or server message (those stay in the
+    encrypted manifest and the run log). An error keeps only its kind (``offline``...)."""
+    devices = []
+    for entry in summary.get("devices", []):
+        cleared = {key: value for key, value in entry.items() if key not in ("failures", "error")}
+        error = str(entry.get("error") or "")
+        kind = error.split(":", 1)[0] if ":" in error else "error"
+        cleared["error"] = kind[:40] if error else ""
+        devices.append(cleared)
+    return {**summary, "devices": devices}
+
+
 def write_case_summary(out: Path, summary: dict[str, Any]) -> Path:
-    """Write ``case-summary.json`` into ``out`` atomically (a re-run replaces it)."""
+    """Write ``case-summary.json`` into ``out`` atomically (a re-run replaces it), holding
+    ``clear_summary`` only: the file is not encrypted."""
     out.mkdir(parents=True, exist_ok=True)
     target = out / CASE_SUMMARY_NAME
     partial = target.with_suffix(".json.partial")
-    partial.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    document = clear_summary(summary)
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(partial, target)
     return target
 

@@ -153,6 +153,9 @@ def register(commands: Any) -> None:
     key.add_argument("--password-env", metavar="VAR", help="variable holding a passphrase")
     sealing.add_argument("--signing-key", metavar="KEY.pem", help="created if missing")
     sealing.add_argument("--no-seal", action="store_true", help="leave the workspace unsealed")
+    sealing.add_argument(
+        "--tsa", metavar="URL", help="RFC 3161 Time Stamping Authority for the signatures"
+    )
     tuning = collect.add_argument_group("transfer")
     tuning.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N")
     tuning.add_argument(
@@ -251,7 +254,9 @@ def run_collect(args: argparse.Namespace) -> int:
         seal_keys = (
             None
             if args.no_seal
-            else load_seal_keys(args.recipient or "", args.password_env or "", args.signing_key)
+            else load_seal_keys(
+                args.recipient or "", args.password_env or "", args.signing_key, args.tsa or ""
+            )
         )
     except ProfileError as error:
         # One problem a line, as 'profiles check' prints them (file:line: field: problem).
@@ -432,6 +437,8 @@ def execute(
         workspace.create()
         handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
     settings = job.devices[0][2] if job.devices else None
+    if not (args.json or args.quiet):
+        print_signer(job.seal_keys, "signing with")
     started, began = utc_now(), time.monotonic()
     log.info(
         "%s: %d device(s) to run, %d finished earlier; server %s (%s); profile %s",
@@ -478,7 +485,26 @@ def execute(
             close_run_log(handler)
     position = {device: index for index, device in enumerate(order)}
     everything = sorted([*results, *finished], key=lambda r: position.get(r.device_id, 0))
-    return report(everything, args, command, started, time.monotonic() - began, settings)
+    signer = signer_of(job.seal_keys)
+    code = report(everything, args, command, started, time.monotonic() - began, settings, signer)
+    if not args.json and any(result.archive for result in everything):
+        print_signer(job.seal_keys, "signed by")
+    return code
+
+
+def signer_of(seal_keys: Any) -> dict[str, str] | None:
+    if seal_keys is None:
+        return None
+    return {"name": seal_keys.signer_name, "fingerprint": seal_keys.fingerprint}
+
+
+def print_signer(seal_keys: Any, what: str) -> None:
+    """The signing identity's name and fingerprint, so the examiner can tell the lab which
+    key to trust (``--json`` has it in the summary object instead)."""
+    if seal_keys is None:
+        return
+    name = f"{seal_keys.signer_name!r} " if seal_keys.signer_name else "(unnamed key) "
+    print(f"{what} {name}{seal_keys.fingerprint}")
 
 
 def report(
@@ -488,12 +514,15 @@ def report(
     started: str,
     seconds: float,
     settings: RunSettings | None,
+    signer: dict[str, str] | None = None,
 ) -> int:
     """The summary: a table (or one JSON object), ``case-summary.json``, and the exit code."""
     case_id = settings.case_id if settings else getattr(args, "case", "")
     summary = case_summary(
         results, case_id=case_id, started=started, finished=utc_now(), seconds=seconds
     )
+    if signer is not None:
+        summary["signer"] = signer
     out = Path(settings.out) if settings else getattr(args, "out", None)
     if out is not None:
         summary["summary_file"] = str(write_case_summary(Path(out), summary))
