@@ -57,10 +57,14 @@ def test_an_archive_sealed_with_schema_1_still_verifies_and_unseals(tmp_path: Pa
         shutil.copy(item, tmp_path / item.name)
     env = clean_env(tmp_path, V1_PASS=V1_PASSPHRASE)
 
-    verified = run_cli("verify", V1_ARCHIVE, "--password-env", "V1_PASS", env=env, cwd=tmp_path)
-    opened = run_cli(
-        "unseal", V1_ARCHIVE, "--out", "v1", "--password-env", "V1_PASS", env=env, cwd=tmp_path
+    trust = ("--trust", "signer.pub.pem")
+    verified = run_cli(
+        "verify", V1_ARCHIVE, "--password-env", "V1_PASS", *trust, env=env, cwd=tmp_path
     )
+    opened = run_cli(
+        "unseal", V1_ARCHIVE, "--out", "v1", "--password-env", "V1_PASS", *trust,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
 
     assert "schema cblr-collector.manifest v1" in verified.stdout, verified.stdout
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -85,6 +89,7 @@ def test_a_new_manifest_holds_observations_as_objects(emulator: Emulator, tmp_pa
         "unseal", archive, "--out", "unsealed", "--password-env", PASSWORD_VAR,
         env=env, cwd=tmp_path,
     )  # fmt: skip
+    # The collecting user's own default signing key signed it: trusted on this machine.
     assert opened.returncode == 0, opened.stdout + opened.stderr
 
     manifest = manifest_of(tmp_path / "unsealed")
