@@ -429,7 +429,8 @@ def test_offline_device_with_progress_shows_the_wait_then_one_error_line(
 
     assert result.returncode == 3
     lines = stderr_lines(result)
-    assert lines[0] == f"device {OFFLINE}: waiting for the sensor to check in..."
+    assert lines[0] == f"credentials: CBLR_URL and CBLR_TOKEN; server {lab.emulator.url} (v3)"
+    assert lines[1] == f"device {OFFLINE}: waiting for the sensor to check in..."
     assert lines[-1].startswith(
         f"cblr-collect collect: offline: could not start a Live Response session on device "
         f"{OFFLINE}: "
@@ -455,8 +456,9 @@ def test_sigterm_closes_the_session_and_says_how_to_resume(lab: Lab, tmp_path: P
 
     assert process.returncode == 143
     assert stderr.splitlines() == [
+        f"credentials: CBLR_URL and CBLR_TOKEN; server {lab.emulator.url} (v3)",
         "cblr-collect collect: interrupted; what was collected is kept. Resume with: "
-        f"cblr-collect resume {workspace}"
+        f"cblr-collect resume {workspace}",
     ]
     assert json_lines(stdout)[-1]["event"] == "error"
     assert json_lines(stdout)[-1]["exit_code"] == 143

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,6 +33,8 @@ from collector.fleet.run import (
 )
 from collector.fleet.runlog import close_run_log, open_run_log
 from collector.liveresponse.credentials import (
+    APIS,
+    SOURCES_HELP,
     TOKEN_ON_COMMAND_LINE,
     Credentials,
     CredentialsError,
@@ -65,7 +68,7 @@ EXAMPLES = """examples:
       --examiner "Legal Ops" --out hold/ --password-env HOLD_PASS --credentials-profile prod
 
 Re-running the same command skips the devices already collected and resumes the others.
-The token comes from CBLR_TOKEN or ~/.carbonblack/credentials.defense, not from --token.
+The token comes from CBLR_TOKEN or a credentials file, not from --token.
 """
 
 RESUME_EXAMPLES = """examples:
@@ -88,12 +91,18 @@ def parse_size(text: str) -> int:
     return int(number) * units[unit]
 
 
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="server URL (or CBLR_URL, or the credentials file)")
-    parser.add_argument("--token", help="API key KEY/CONNECTOR_ID (prefer CBLR_TOKEN)")
-    parser.add_argument("--credentials-profile", metavar="NAME", help="section of the INI file")
-    parser.add_argument("--insecure", action="store_true", help="do not verify TLS (warns)")
-    parser.add_argument("--ca-bundle", metavar="PEM", help="trust this CA bundle for TLS")
+def add_connection(parser: argparse.ArgumentParser) -> None:
+    """The connection flags every command that talks to the server shares."""
+    group = parser.add_argument_group("server and credentials", textwrap.fill(SOURCES_HELP, 88))
+    group.add_argument("--url", help="server URL (or CBLR_URL / CBC_URL)")
+    group.add_argument("--token", help="API key SECRET/ID (prefer CBLR_TOKEN / CBC_TOKEN)")
+    group.add_argument("--org-key", metavar="KEY", help="org key (or CBC_ORG_KEY): selects v6")
+    group.add_argument("--api", choices=APIS, help="API dialect (default: v6 given an org key)")
+    group.add_argument(
+        "--credentials-profile", metavar="NAME", help="section of the credentials files"
+    )
+    group.add_argument("--insecure", action="store_true", help="do not verify TLS (warns)")
+    group.add_argument("--ca-bundle", metavar="PEM", help="trust this CA bundle for TLS")
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +137,7 @@ def register(commands: Any) -> None:
     target.add_argument("--purpose", default="", help="why this collection is made")
     target.add_argument("--out", required=True, type=Path, metavar="DIR")
     target.add_argument("--workspace", type=Path, metavar="DIR")
-    _add_connection(collect)
+    add_connection(collect)
     sealing = collect.add_argument_group("sealing")
     key = sealing.add_mutually_exclusive_group()
     key.add_argument("--recipient", metavar="CERT_OR_PUBKEY.pem", help="the lab's public key")
@@ -153,7 +162,7 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument("workspace", type=Path)
-    _add_connection(resume)
+    add_connection(resume)
     resume.add_argument("--password-env", metavar="VAR", help="passphrase variable, if sealing")
     _add_output(resume)
     resume.set_defaults(handler=run_resume)
@@ -168,15 +177,30 @@ def fail(command: str, message: str, code: int, args: argparse.Namespace | None 
 
 
 def credentials_from(args: argparse.Namespace, recorded: RunSettings | None = None) -> Credentials:
+    """This run's credentials; says on stderr where they came from (never the token).
+
+    ``resume`` passes the workspace's recorded settings: its profile is the default one, and
+    credentials for another server than the one the workspace was collected from are refused.
+    """
     if args.token:
         print(TOKEN_ON_COMMAND_LINE, file=sys.stderr)
     credentials = resolve_credentials(
-        url=args.url or (recorded.url if recorded else None),
+        url=args.url,
         token=args.token,
+        org_key=args.org_key,
+        api=args.api,
         profile=args.credentials_profile or (recorded and recorded.credentials_profile) or None,
         insecure=args.insecure or bool(recorded and recorded.insecure),
         ca_bundle=args.ca_bundle or (recorded and recorded.ca_bundle) or None,
+        fallback_url=recorded.url if recorded else None,
     )
+    if recorded is not None and credentials.url.rstrip("/") != recorded.url.rstrip("/"):
+        raise CredentialsError(
+            f"the workspace was collected from {recorded.url}, but the credentials "
+            f"({credentials.source}) are for {credentials.url}"
+        )
+    for label in credentials.skipped:
+        print(f"warning: {label} lacks url or token; not used", file=sys.stderr)
     if not credentials.verify_tls:
         print("warning: TLS certificates are not verified (--insecure)", file=sys.stderr)
     return credentials
@@ -410,6 +434,8 @@ def execute(
         job.credentials.source,
         job.profile.name,
     )
+    if job.devices and not args.quiet:
+        print(job.credentials.describe(), file=sys.stderr)  # which file and section, no token
     reporter = make_reporter(json_lines=args.json, quiet=args.quiet)
     results: list[DeviceResult] = []
     try:
