@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from collector.cli.exitcodes import EXIT_USAGE
 
-COMMAND_MODULES = ("collect", "demo", "emulator", "evidence", "profiles")
+COMMAND_MODULES = ("collect", "devices", "demo", "emulator", "evidence", "profiles")
 """Modules of ``collector.cli.commands``, in the order their commands appear in ``--help``."""
 
 EXAMPLES = """examples:

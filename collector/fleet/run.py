@@ -19,6 +19,7 @@ from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_dev
 from collector.fleet.runlog import CURRENT_DEVICE
 from collector.liveresponse.client import LiveResponseClient
 from collector.liveresponse.credentials import Credentials
+from collector.liveresponse.dialect import dialect_for
 from collector.liveresponse.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -102,12 +103,36 @@ class FleetJob:
     """Write each device's archive as its artifacts arrive (``collector.packaging.streamseal``)."""
 
 
+V6_PERMISSIONS = (
+    "org.liveresponse.session, org.liveresponse.files, org.liveresponse.memdump, "
+    "org.liveresponse.process, org.liveresponse.registry (each with the operations it uses) "
+    "and Device READ"
+)
+"""What a v6 API key (access level type Custom) needs; named when the server refuses one."""
+
+
 def make_client(credentials: Credentials) -> LiveResponseClient:
+    """A client of the dialect the credentials select (v6 with their org key, or v3)."""
     return LiveResponseClient(
         credentials.url,
         credentials.token,
+        dialect=dialect_for(credentials.api, credentials.org_key or None),
         ca_bundle=credentials.ca_bundle,
         insecure=not credentials.verify_tls,
+    )
+
+
+def refusal_message(client: LiveResponseClient, error: LiveResponseError) -> str | None:
+    """The sentence for a refused key (401, or 403 on v6), naming what v6 needs; else None."""
+    status = getattr(error, "status", None)
+    if not isinstance(error, AuthenticationError) and status != 403:
+        return None
+    if client.dialect.name != "v6":
+        return str(error)
+    return (
+        f"the server refused the API key (HTTP {status or 401}) at {client.base_url} for org "
+        f"key {client.dialect.org_key}: the v6 API needs an API key of access level type "
+        f"Custom with {V6_PERMISSIONS}, and the org key shown in Settings > API Access"
     )
 
 
@@ -115,11 +140,11 @@ async def check_server(client: LiveResponseClient, device_id: int) -> None:
     """Fail fast on a wrong token or an unreachable server, before any workspace work."""
     try:
         await client.list_sessions()
-    except AuthenticationError as error:
-        raise ServerUnreachable(str(error)) from None
     except ConnectionFailedError as error:
         raise ServerUnreachable(f"cannot reach {client.base_url}: {error}") from None
     except LiveResponseError as error:
+        if (refused := refusal_message(client, error)) is not None:
+            raise ServerUnreachable(refused) from None
         log.info("listing sessions before device %s: %s", device_id, error)
 
 

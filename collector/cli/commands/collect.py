@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 from collector.acquisition.runner import RunSettings
+from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list
 from collector.cli.exitcodes import EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
 from collector.cli.progress import make_reporter, utc_now
@@ -32,14 +32,7 @@ from collector.fleet.run import (
     settings_for,
 )
 from collector.fleet.runlog import close_run_log, open_run_log
-from collector.liveresponse.credentials import (
-    APIS,
-    SOURCES_HELP,
-    TOKEN_ON_COMMAND_LINE,
-    Credentials,
-    CredentialsError,
-    resolve_credentials,
-)
+from collector.liveresponse.credentials import CredentialsError
 from collector.liveresponse.sessions import SessionOptions
 from collector.packaging.sealing import SealKeyError, load_seal_keys
 from collector.transfer.engine import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
@@ -89,20 +82,6 @@ def parse_size(text: str) -> int:
     if not number.isdigit() or unit not in units or int(number) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 8MiB or 1048576")
     return int(number) * units[unit]
-
-
-def add_connection(parser: argparse.ArgumentParser) -> None:
-    """The connection flags every command that talks to the server shares."""
-    group = parser.add_argument_group("server and credentials", textwrap.fill(SOURCES_HELP, 88))
-    group.add_argument("--url", help="server URL (or CBLR_URL / CBC_URL)")
-    group.add_argument("--token", help="API key SECRET/ID (prefer CBLR_TOKEN / CBC_TOKEN)")
-    group.add_argument("--org-key", metavar="KEY", help="org key (or CBC_ORG_KEY): selects v6")
-    group.add_argument("--api", choices=APIS, help="API dialect (default: v6 given an org key)")
-    group.add_argument(
-        "--credentials-profile", metavar="NAME", help="section of the credentials files"
-    )
-    group.add_argument("--insecure", action="store_true", help="do not verify TLS (warns)")
-    group.add_argument("--ca-bundle", metavar="PEM", help="trust this CA bundle for TLS")
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -174,36 +153,6 @@ def fail(command: str, message: str, code: int, args: argparse.Namespace | None 
     if args is not None and getattr(args, "json", False):
         print(json.dumps({"event": "error", "message": message, "exit_code": code}))
     return code
-
-
-def credentials_from(args: argparse.Namespace, recorded: RunSettings | None = None) -> Credentials:
-    """This run's credentials; says on stderr where they came from (never the token).
-
-    ``resume`` passes the workspace's recorded settings: its profile is the default one, and
-    credentials for another server than the one the workspace was collected from are refused.
-    """
-    if args.token:
-        print(TOKEN_ON_COMMAND_LINE, file=sys.stderr)
-    credentials = resolve_credentials(
-        url=args.url,
-        token=args.token,
-        org_key=args.org_key,
-        api=args.api,
-        profile=args.credentials_profile or (recorded and recorded.credentials_profile) or None,
-        insecure=args.insecure or bool(recorded and recorded.insecure),
-        ca_bundle=args.ca_bundle or (recorded and recorded.ca_bundle) or None,
-        fallback_url=recorded.url if recorded else None,
-    )
-    if recorded is not None and credentials.url.rstrip("/") != recorded.url.rstrip("/"):
-        raise CredentialsError(
-            f"the workspace was collected from {recorded.url}, but the credentials "
-            f"({credentials.source}) are for {credentials.url}"
-        )
-    for label in credentials.skipped:
-        print(f"warning: {label} lacks url or token; not used", file=sys.stderr)
-    if not credentials.verify_tls:
-        print("warning: TLS certificates are not verified (--insecure)", file=sys.stderr)
-    return credentials
 
 
 def load_resolved(name_or_file: str) -> ResolvedProfile:
