@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import uuid4
 
 from .content import BytesContent, Content
 from .endpoint import Endpoint, build_endpoint
@@ -35,11 +36,15 @@ from .protocol import (
 )
 from .scenario import Scenario
 from .sensor import HANDLERS, mutate, take_range
+from .service import ServiceBehaviour
+from .shapes import v3_fields
 from .vfs import SensorError
 
 logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (SESSION_PENDING, SESSION_ACTIVE)
+NOT_FOUND = "NOT_FOUND"
+MAX_CONTENT_REQUESTS = 10_000
 FINISHED = (COMMAND_COMPLETE, COMMAND_ERROR, COMMAND_CANCEL)
 SLOT_RETRY_AFTER = 5
 MAX_UPLOAD = 256 * 1024**2
@@ -58,11 +63,18 @@ STATUS_FILTERS = {
 class ApiError(Exception):
     """An HTTP error reply with a JSON body."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.code = code
 
 
 def now_ms() -> int:
@@ -71,9 +83,13 @@ def now_ms() -> int:
 
 @dataclass
 class FileObject:
+    """A file in the cloud's store: v3 names it by ``id`` (an integer), v6 by ``uuid``."""
+
     id: int
     file_name: str
     content: Content | None = None
+    uuid: str = field(default_factory=lambda: str(uuid4()))
+    created: float = field(default_factory=time.time)
     upload_start: float = 0.0
     upload_end: float = 0.0
     status: int = 0
@@ -100,6 +116,13 @@ class FileObject:
         }
 
 
+@dataclass(frozen=True)
+class ContentLink:
+    session_id: str
+    file_id: int
+    expires: float  # time.monotonic()
+
+
 @dataclass
 class Command:
     id: int
@@ -115,6 +138,11 @@ class Command:
     dump_progress: tuple[float, float] | None = None
     task: asyncio.Task | None = None
     mutate_file: bool = False
+    # v6: the body as the client sent it, what get file echoes, and its file's UUID.
+    wire_request: dict[str, Any] | None = None
+    echo_offset: int = 0
+    echo_count: int = 0
+    file_uuid: str | None = None
 
     @property
     def name(self) -> str:
@@ -132,7 +160,10 @@ class Command:
             for placeholder in initial_fields(self.name):
                 self.fields.pop(placeholder, None)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, service: ServiceBehaviour | None = None) -> dict[str, Any]:
+        """The v3 command object, its result fields shaped by ``service`` (the reference
+        shapes when none is given)."""
+        fields = v3_fields(self.name, self.fields, service or ServiceBehaviour())
         wire = {
             "obj": {k: v for k, v in self.request.items() if k != "session_id"},
             "id": self.id,
@@ -148,7 +179,7 @@ class Command:
             "result_type": self.result_type,
             "result_desc": self.result_desc,
             "status": self.status,
-            **self.fields,
+            **fields,
         }
         if self.dump_progress and self.status == COMMAND_IN_PROGRESS:
             start, duration = self.dump_progress
@@ -208,6 +239,8 @@ class Tenant:
 
     def __init__(self, scenario: Scenario, faults: FaultPlan | None = None) -> None:
         self.scenario = scenario
+        self.service: ServiceBehaviour = scenario.service
+        self.org_key = scenario.org_key
         self.faults = faults or FaultPlan()
         self.tokens = {t.token: t.key_type for t in scenario.tokens}
         if LIVE_RESPONSE_KEY not in self.tokens.values():
@@ -222,6 +255,10 @@ class Tenant:
         self._session_number = 0
         self._file_id = 0
         self._background: set[asyncio.Task] = set()
+        self.started = time.time()
+        self.content_origin = ""  # set by the server once the content listener serves
+        self.content_links: dict[str, ContentLink] = {}
+        self.content_requests: list[dict[str, Any]] = []
 
     @property
     def live_response_token(self) -> str:
@@ -313,14 +350,14 @@ class Tenant:
     def session(self, session_id: str) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
-            raise ApiError(404, f"session {session_id} not found")
+            raise ApiError(404, f"session {session_id} not found", code=NOT_FOUND)
         self._refresh(session)
         return session
 
     def active_session(self, session_id: str) -> Session:
         session = self.session(session_id)
         if session.status != SESSION_ACTIVE:
-            raise ApiError(404, f"session {session_id} is {session.status}")
+            raise ApiError(404, f"session {session_id} is {session.status}", code=NOT_FOUND)
         return session
 
     def _refresh(self, session: Session) -> None:
@@ -379,8 +416,10 @@ class Tenant:
         )
         if name == "get file":
             self._file_id += 1
-            session.files[self._file_id] = FileObject(self._file_id, str(body.get("object", "")))
+            file_object = FileObject(self._file_id, str(body.get("object", "")))
+            session.files[self._file_id] = file_object
             command.fields["file_id"] = self._file_id
+            command.file_uuid = file_object.uuid
         session.commands.append(command)
         session.touch()
         self.stats[f"command:{name}"] += 1
@@ -515,6 +554,48 @@ class Tenant:
         session.files[upload.id] = upload
         session.touch()
         return upload
+
+    def file_by_uuid(self, session_id: str, file_uuid: str) -> FileObject:
+        """A file object by its v6 name (a UUID string)."""
+        session = self.session(session_id)
+        for file_object in session.files.values():
+            if file_object.uuid == file_uuid:
+                return file_object
+        raise ApiError(404, f"file {file_uuid} not found in session {session_id}", code=NOT_FOUND)
+
+    # Content URLs (v6: the content route redirects to a short-lived URL elsewhere) ----------
+
+    def content_link(self, session_id: str, file_object: FileObject) -> str:
+        """A fresh, unguessable name for the file's bytes, valid ``content_url_ttl`` seconds."""
+        self._drop_stale_links()
+        name = secrets.token_urlsafe(24)
+        expires = time.monotonic() + self.service.content_url_ttl
+        self.content_links[name] = ContentLink(session_id, file_object.id, expires)
+        return name
+
+    def follow_link(self, name: str) -> FileObject:
+        """The file object a content URL names: 403 once expired, 404 once gone."""
+        link = self.content_links.get(name)
+        if link is None:
+            raise ApiError(404, "no such content", code=NOT_FOUND)
+        if time.monotonic() >= link.expires:
+            raise ApiError(403, "this content URL has expired", code="URL_EXPIRED")
+        session = self.sessions.get(link.session_id)
+        file_object = session.files.get(link.file_id) if session is not None else None
+        if file_object is None or not file_object.complete or file_object.content is None:
+            raise ApiError(404, "the file behind this URL is gone", code=NOT_FOUND)
+        return file_object
+
+    def record_content_request(self, method: str, path: str, headers: dict[str, str]) -> None:
+        self.content_requests.append({"method": method, "path": path, "headers": headers})
+        if len(self.content_requests) > MAX_CONTENT_REQUESTS:
+            del self.content_requests[: -MAX_CONTENT_REQUESTS // 2]
+
+    def _drop_stale_links(self) -> None:
+        """Forget links an hour past expiry (a later request for one answers 404)."""
+        cutoff = time.monotonic() - 3600
+        for name in [n for n, link in self.content_links.items() if link.expires < cutoff]:
+            del self.content_links[name]
 
     def stored_bytes(self) -> int:
         return sum(f.size for s in self.sessions.values() for f in s.files.values())
