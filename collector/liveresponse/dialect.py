@@ -44,6 +44,10 @@ class Dialect:
     """The field kill names its process by; None: the object field."""
     content_redirects: bool = False
     """The file content route answers with a redirect to where the bytes live (v6: 302)."""
+    count_field: str = "get_count"
+    """The "get file" field for the number of bytes wanted (v6: ``count``)."""
+    string_file_ids: bool = False
+    """File ids may be strings (v6: UUIDs); v3's are integers."""
     partial_get_echo: tuple[str, ...] | None = None
     """Where a "get file" reply echoes the offset and count it honoured (None: not echoed;
     the dialect's reference documents offset and count, so they are trusted)."""
@@ -95,6 +99,8 @@ V6 = Dialect(
     session_timeouts=False,
     pid_field="pid",
     content_redirects=True,
+    count_field="count",
+    string_file_ids=True,
     partial_get_echo=("file_details",),
 )
 
