@@ -19,7 +19,6 @@ from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_dev
 from collector.fleet.runlog import CURRENT_DEVICE
 from collector.liveresponse.client import LiveResponseClient
 from collector.liveresponse.credentials import Credentials
-from collector.liveresponse.dialect import dialect_for
 from collector.liveresponse.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -113,13 +112,7 @@ V6_PERMISSIONS = (
 
 def make_client(credentials: Credentials) -> LiveResponseClient:
     """A client of the dialect the credentials select (v6 with their org key, or v3)."""
-    return LiveResponseClient(
-        credentials.url,
-        credentials.token,
-        dialect=dialect_for(credentials.api, credentials.org_key or None),
-        ca_bundle=credentials.ca_bundle,
-        insecure=not credentials.verify_tls,
-    )
+    return LiveResponseClient.for_credentials(credentials)
 
 
 def refusal_message(client: LiveResponseClient, error: LiveResponseError) -> str | None:
