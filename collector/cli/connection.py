@@ -34,16 +34,17 @@ def add_connection(parser: argparse.ArgumentParser) -> None:
 def credentials_from(args: argparse.Namespace, recorded: RunSettings | None = None) -> Credentials:
     """This run's credentials; warns on stderr of sections passed over and of --insecure.
 
-    ``resume`` passes the workspace's recorded settings: its profile is the default one, and
-    credentials for another server than the one the workspace was collected from are refused.
+    ``resume`` passes the workspace's recorded settings: its profile, dialect and org key are
+    the defaults, and credentials for another server than the one the workspace was collected
+    from are refused.
     """
     if args.token:
         print(TOKEN_ON_COMMAND_LINE, file=sys.stderr)
     credentials = resolve_credentials(
         url=args.url,
         token=args.token,
-        org_key=args.org_key,
-        api=args.api,
+        org_key=args.org_key or (recorded and recorded.org_key) or None,
+        api=args.api or (recorded.api if recorded else None),
         profile=args.credentials_profile or (recorded and recorded.credentials_profile) or None,
         insecure=args.insecure or bool(recorded and recorded.insecure),
         ca_bundle=args.ca_bundle or (recorded and recorded.ca_bundle) or None,

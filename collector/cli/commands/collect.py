@@ -219,6 +219,8 @@ def run_collect(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         ca_bundle=args.ca_bundle or "",
         credentials_profile=args.credentials_profile or "",
+        api=credentials.api,
+        org_key=credentials.org_key,
     )
     try:
         jobs, finished = plan_devices(devices, template, profile, args)
