@@ -58,6 +58,8 @@ async def demo(folder: Path, console: Console, api: str = "v6") -> int:
             profile=DEMO_PROFILE,
             out=str(folder / "evidence"),
             url=server.url,
+            api=api,
+            org_key=server.org_key if api == "v6" else "",
             purpose="demonstration on an emulated endpoint",
             recipient=str(lab.recipient_public),
             signing_key=str(folder / "collector" / "signing.key"),
