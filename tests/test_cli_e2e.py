@@ -522,6 +522,7 @@ DESIGN_COMMANDS = (
     "demo",
     "emulator",
     "collect",
+    "devices",
     "resume",
     "seal",
     "verify",
@@ -542,7 +543,22 @@ def test_help_lists_every_command_of_the_design_with_examples(tmp_path: Path) ->
     assert Path(CLI).name == "cblr-collect"
 
 
-@pytest.mark.parametrize("command", ["collect", "resume", "demo"])
+@pytest.mark.parametrize("command", ["collect", "resume", "devices"])
+def test_help_names_the_credentials_files_and_sections(tmp_path: Path, command: str) -> None:
+    result = run_cli(command, "--help", env=clean_env(tmp_path), cwd=tmp_path)
+
+    assert result.returncode == 0
+    words = result.stdout.split()
+    for name in ("credentials.cbc,", "credentials.psc,", "credentials.defense"):
+        assert name in words
+    for folder in ("/etc/carbonblack/,", "~/.carbonblack/,", "./.carbonblack/"):
+        assert folder in words
+    for flag in ("--org-key", "--api", "--credentials-profile", "[default])"):
+        assert flag in words
+    assert "never come from two places." in " ".join(words)
+
+
+@pytest.mark.parametrize("command", ["collect", "resume", "demo", "devices"])
 def test_command_help_has_examples(tmp_path: Path, command: str) -> None:
     result = run_cli(command, "--help", env=clean_env(tmp_path), cwd=tmp_path)
 
