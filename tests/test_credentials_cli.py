@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from cli_harness import (
     DATA_PROFILE,
     TOKEN,
@@ -27,6 +28,16 @@ from cli_harness import (
 )
 
 DEVICE = 300
+PLAIN_API_KEY = "PLAINAPIKEY0000000000/APIKEY01"
+"""A key of a type without the Live Response permissions."""
+V6_PERMISSIONS = (
+    "org.liveresponse.session",
+    "org.liveresponse.files",
+    "org.liveresponse.memdump",
+    "org.liveresponse.process",
+    "org.liveresponse.registry",
+    "Device READ",
+)
 
 
 class Recorder(ThreadingHTTPServer):
@@ -76,6 +87,9 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
         folder / "scenario.yaml",
         [device(DEVICE, [{"path": "C:\\data\\notes.txt", "text": "hello\n"}])],
     )
+    document = yaml.safe_load(scenario.read_text(encoding="utf-8"))
+    document["tokens"].append({"token": PLAIN_API_KEY, "key_type": "API"})
+    scenario.write_text(yaml.safe_dump(document), encoding="utf-8")
     with emulator_process(scenario, folder) as server:
         yield server
 
@@ -138,3 +152,39 @@ def test_a_half_given_environment_is_refused_not_completed_from_a_file(
     (line,) = stderr_lines(result)
     assert line.startswith("cblr-collect collect: no API token to go with CBLR_URL")
     assert recorder.requests == []
+
+
+def test_credentials_cbc_with_an_org_key_selects_v6(emulator: Emulator, tmp_path: Path) -> None:
+    """Only v6 has a device search: it answering proves the org key chose the dialect."""
+    section = write(
+        tmp_path / ".carbonblack" / "credentials.cbc",
+        f"[default]\nurl = {emulator.url}\ntoken = {TOKEN}\norg_key = {emulator.org_key}\n",
+    )
+
+    result = run_cli("devices", "--csv", env=clean_env(tmp_path), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert stderr_lines(result) == [
+        f"credentials: {section} [default]; server {emulator.url} (v6, org key {emulator.org_key})"
+    ]
+    assert result.stdout.splitlines()[1].startswith(f"{DEVICE},E2E-HOST-{DEVICE},WINDOWS,")
+
+
+@pytest.mark.parametrize(("token", "status"), [(PLAIN_API_KEY, 403), ("WRONG0000000/NOPE", 401)])
+def test_a_refused_v6_key_names_the_permissions_it_needs(
+    emulator: Emulator, tmp_path: Path, token: str, status: int
+) -> None:
+    env = clean_env(tmp_path, CBC_URL=emulator.url, CBC_TOKEN=token, CBC_ORG_KEY=emulator.org_key)
+
+    result = run_cli(
+        "collect", "--device", str(DEVICE), "--case", "C", "--examiner", "E",
+        "--out", tmp_path / "out", "--no-seal", "--quiet",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 3, result.stderr
+    (line,) = stderr_lines(result)
+    assert line.startswith(f"cblr-collect collect: the server refused the API key (HTTP {status})")
+    assert "access level type Custom" in line
+    assert all(permission in line for permission in V6_PERMISSIONS)
+    assert token not in result.stdout + result.stderr
