@@ -247,9 +247,10 @@ async def test_each_partial_get_behaviour_gives_identical_hashes(
             assert len(whole) == 1
             assert len(gets) <= 1 + 3
         if partial_get == "whole":
-            # One stream, plus at most one refused Range probe per chunk in flight: not a
-            # whole-file read per chunk.
-            assert len(emu.content_requests) <= 1 + 3
+            # At most one refused Range probe per chunk in flight (3), then one stream,
+            # restarted at most once per first-round chunk that asked behind it (2): never a
+            # whole-file read per chunk (8 chunks).
+            assert len(emu.content_requests) <= 3 + 1 + 2
 
 
 async def test_the_learnt_strategy_serves_the_next_file_without_probing(
@@ -472,3 +473,66 @@ def test_credentials_select_the_dialect() -> None:
     v6 = LiveResponseClient.for_credentials(Creds(org_key="ABCD1234")).dialect
     assert (v6.name, v6.org_key) == ("v6", "ABCD1234")
     assert LiveResponseClient.for_credentials(Creds(org_key="ABCD1234", api="v3")).dialect is V3
+
+
+# ---- every command in v6 terms, and faults
+
+
+async def test_every_command_posts_v6_bodies_and_reads_v6_replies(
+    make_scenario, scenario_doc
+) -> None:
+    async with (
+        emulator(make_scenario, scenario_doc) as emu,
+        v6_client(emu) as client,
+        session_of(client) as lr,
+    ):
+        device = await client.get_device(DEVICE_ID)
+        assert (device.device_id, device.name, device.device_type) == (
+            DEVICE_ID,
+            "WIN-IA9NQ1GN8OI",
+            "WINDOWS",
+        )
+        await lr.create_directory("C:\\Evidence")
+        await lr.put_file("C:\\Evidence\\tool.txt", b"hello tool")
+        assert await lr.read_file("C:\\Evidence\\tool.txt", offset=6, count=4) == b"tool"
+        await lr.reg_create_key("HKLM\\SOFTWARE\\Cblr")
+        await lr.reg_set_value("HKLM\\SOFTWARE\\Cblr\\Count", "REG_DWORD", 7)
+        assert (await lr.reg_query_value("HKLM\\SOFTWARE\\Cblr\\Count")).value_data == 7
+        await lr.kill(4000)
+        assert 4000 not in {p.pid for p in await lr.process_list()}
+        started = await lr.create_process(
+            "cmd.exe /c hostname", wait=True, output_file="C:\\out.txt"
+        )
+        assert started.return_code == 0
+        assert await lr.read_file("C:\\out.txt") == b"WIN-IA9NQ1GN8OI\r\n"
+        await lr.delete_file("C:\\Evidence\\tool.txt")
+        bodies = {c.name: c.wire_request for c in emu.tenant.sessions[lr.session_id].commands}
+    assert bodies["kill"] == {"session_id": lr.session_id, "name": "kill", "pid": 4000}
+    assert bodies["delete file"]["path"] == "C:\\Evidence\\tool.txt"
+    assert "object" not in bodies["put file"]
+    assert isinstance(bodies["put file"]["file_id"], str)  # the upload's UUID
+    assert emu.tenant.stored_bytes() == 0
+
+
+@pytest.mark.parametrize("partial_get", PARTIAL_GETS)
+async def test_seeded_faults_still_give_identical_hashes(
+    make_scenario, scenario_doc, tmp_path, partial_get
+) -> None:
+    """Resets, 5xx, 429, cut bodies and expired sessions, on the API and on the content
+    origin: every chunk still arrives exactly once, under each partial-get behaviour."""
+    original = original_bytes(6 * CHUNK + 999, seed=21)
+    paths = mount_originals(tmp_path, scenario_doc["devices"][0], {"f.bin": original})
+    probabilities = {"http500": 0.04, "http503": 0.04, "http429": 0.04, "reset": 0.04}
+    faults = FaultPlan(
+        probabilities | {"truncate": 0.2, "expire": 0.03},
+        seed=11,
+        retry_after=0,
+        stall_seconds=0.2,
+        offline_seconds=0.2,
+    )
+    service = ServiceBehaviour(partial_get=partial_get)
+    async with emulator(make_scenario, scenario_doc, service, faults) as emu:
+        (result,), _ = await fetch_with_engine(emu, tmp_path, [paths["f.bin"]])
+        assert_collected_exactly(tmp_path, result, original)
+        assert sum(emu.faults.injected.values()) > 0
+        assert token_free(emu)
