@@ -30,6 +30,7 @@ from collector.liveresponse.client import AUTH_HEADER, LiveResponseClient, Retry
 from collector.liveresponse.dialect import V3, dialect_for
 from collector.liveresponse.errors import (
     CommandCancelledError,
+    ProtocolError,
     RedirectRefusedError,
     SessionLostError,
 )
@@ -536,3 +537,21 @@ async def test_seeded_faults_still_give_identical_hashes(
         assert_collected_exactly(tmp_path, result, original)
         assert sum(emu.faults.injected.values()) > 0
         assert token_free(emu)
+
+
+async def test_a_content_url_that_keeps_expiring_fails_after_bounded_renewals(
+    make_scenario, scenario_doc
+) -> None:
+    service = ServiceBehaviour(content_url_ttl=1e-6)  # expired before anyone can follow it
+    async with (
+        emulator(make_scenario, scenario_doc, service) as emu,
+        v6_client(emu) as client,
+        session_of(client) as lr,
+    ):
+        with pytest.raises(ProtocolError, match="kept expiring") as caught:
+            await lr.read_file(NOTES)
+        assert len(emu.content_requests) == 6  # the first URL and five fresh ones
+        assert token_free(emu)
+        # The content URLs (capabilities to the bytes) stay out of the error text.
+        assert not any(str(r["path"]) in str(caught.value) for r in emu.content_requests)
+        assert emu.tenant.stored_bytes() == 0

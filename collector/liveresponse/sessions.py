@@ -495,7 +495,11 @@ class LiveResponseSession:
     async def get_file(
         self, remote_path: str, offset: int = 0, count: int | None = None
     ) -> FileObject:
-        """Have the device upload a file (or a range of it) to the session's file store."""
+        """Have the device upload a file (or a range of it) to the session's file store.
+
+        A v6 server may ignore offset and count (the object is then the whole file); for
+        part of a file use ``fetch_chunk``, which checks.
+        """
 
         async def attempt(session_id: str) -> FileObject:
             return await self._get_file_in(session_id, remote_path, offset, count)
