@@ -131,7 +131,11 @@ class EmulatorServer:
         self._content_runner = await self._listen(create_content_app(self.tenant), 0, context)
         self.content_url = self._origin(self._content_runner)
         self.tenant.content_origin = self.content_url
-        self._runner = await self._listen(create_app(self.tenant), self.port, context)
+        try:
+            self._runner = await self._listen(create_app(self.tenant), self.port, context)
+        except BaseException:
+            await self.stop()
+            raise
         self.url = self._origin(self._runner)
         return self
 

@@ -22,6 +22,13 @@ SHAPES = (REFERENCE, OBSERVED)
 LISTING_SHAPES = (REFERENCE, BOTH, OBSERVED)
 SHAPE_SETTINGS = ("listing_shape", "registry_shape", "process_shape")
 LISTING_TIMES = ("seconds", "milliseconds", "iso")
+# The limits Carbon Black's user guides document, which ``tenant_limits: true`` switches on.
+TENANT_LIMITS = {
+    "org_session_limit": 100,
+    "max_commands_per_session": 250,
+    "session_idle_timeout": 900.0,
+}
+SHORTHANDS = ("observed_shapes", "tenant_limits")
 
 
 class ServiceSpecError(ValueError):
@@ -45,7 +52,8 @@ class ServiceBehaviour:
 
     - ``listing_shape``: ``directory list`` entries keyed ``name``/``alt_name``
       (``reference``), ``filename``/``alternate_name`` as real tenants send them
-      (``observed``), or ``both`` pairs.
+      (``observed``), or ``both`` pairs (the default, as issue 15 asks: it costs nothing and
+      Carbon Black's own SDK reads ``filename``).
     - ``registry_shape``: ``reference`` (``REG_*`` types, typed data) or ``observed``
       (``pbREG_*`` types, data always a string: DWORD ``"1"``, binary hex, MULTI_SZ
       comma-joined).
@@ -55,27 +63,30 @@ class ServiceBehaviour:
     - ``listing_times``: v3 ``directory list`` times as epoch ``seconds`` (the reference),
       epoch ``milliseconds`` or ``iso`` 8601 strings (clients must parse all three).
 
-    Tenant limits (issue 15):
+    Tenant limits (issue 15; ``tenant_limits=True`` sets the three documented ones: 100
+    sessions per organisation, 250 commands per session, 900 s idle). Each is off by default,
+    as in the reference, so a client that does not yet rotate sessions still runs:
 
     - ``org_session_limit``: live response sessions the organisation may hold at once, shared
       with every analyst; beyond it a new session answers 403 "session limit reached".
-      ``None`` (default): only the scenario's ``session_slots`` applies (429 with Retry-After).
+      ``None``: only the scenario's ``session_slots`` applies (429 with Retry-After).
     - ``other_analyst_sessions``: sessions of the pool held by other analysts (not this key).
-    - ``max_commands_per_session``: commands one session accepts (then 403); default 250.
+    - ``max_commands_per_session``: commands one session accepts (then 403 "command limit
+      reached"); ``None``: no cap.
     - ``session_idle_timeout``: seconds without a request after which a session closes;
-      ``None`` (default): each session's own ``session_timeout`` (900 s by default).
+      ``None``: each session's own ``session_timeout`` (the scenario's, 900 s by default).
     """
 
     partial_get: str = "offset"
     content_url_ttl: float = 300.0
     status_case: str = "lower"
-    listing_shape: str = REFERENCE
+    listing_shape: str = BOTH
     registry_shape: str = REFERENCE
     process_shape: str = REFERENCE
     listing_times: str = "seconds"
     org_session_limit: int | None = None
     other_analyst_sessions: int = 0
-    max_commands_per_session: int = 250
+    max_commands_per_session: int | None = None
     session_idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
@@ -89,7 +100,8 @@ class ServiceBehaviour:
         if self.session_idle_timeout is not None:
             _seconds("session_idle_timeout", self.session_idle_timeout)
         _count("other_analyst_sessions", self.other_analyst_sessions, 0)
-        _count("max_commands_per_session", self.max_commands_per_session, 1)
+        if self.max_commands_per_session is not None:
+            _count("max_commands_per_session", self.max_commands_per_session, 1)
         if self.org_session_limit is not None:
             _count("org_session_limit", self.org_session_limit, 1)
 
@@ -97,21 +109,23 @@ class ServiceBehaviour:
     def from_mapping(cls, values: dict[str, Any], where: str = "service") -> ServiceBehaviour:
         """From a scenario's ``service:`` mapping or parsed ``--service`` text.
 
-        ``observed_shapes: true`` is the one setting for every observed real-tenant shape;
-        a shape named on its own as well wins over it.
+        ``observed_shapes: true`` is the one setting for every observed real-tenant shape,
+        ``tenant_limits: true`` the one for the documented limits; a setting named on its own
+        as well wins over them.
         """
         known = [f.name for f in dataclasses.fields(cls)]
         settings: dict[str, Any] = {}
         for key in values:
-            if key not in known and key != "observed_shapes":
+            if key not in known and key not in SHORTHANDS:
                 raise ServiceSpecError(
-                    f"{where}: unknown setting {key!r}; known: "
-                    f"{', '.join([*known, 'observed_shapes'])}"
+                    f"{where}: unknown setting {key!r}; known: {', '.join([*known, *SHORTHANDS])}"
                 )
         if _flag(f"{where}.observed_shapes", values.get("observed_shapes", False)):
             settings.update(dict.fromkeys(SHAPE_SETTINGS, OBSERVED))
+        if _flag(f"{where}.tenant_limits", values.get("tenant_limits", False)):
+            settings.update(TENANT_LIMITS)
         for key, value in values.items():
-            if key != "observed_shapes":
+            if key not in SHORTHANDS:
                 settings[key] = _convert(f"{where}.{key}", key, value)
         try:
             return cls(**settings)
@@ -134,9 +148,11 @@ class ServiceBehaviour:
                 raise ServiceSpecError(f"{item!r}: expected KEY=VALUE, e.g. partial_get=range")
             values[key.strip()] = value.strip()
         changed = ServiceBehaviour.from_mapping(values, "--service")
-        named = {k for k in values if k != "observed_shapes"}
-        if "observed_shapes" in values:
-            named |= set(SHAPE_SETTINGS) if changed.listing_shape == OBSERVED else set()
+        named = {k for k in values if k not in SHORTHANDS}
+        if changed.listing_shape == OBSERVED and "observed_shapes" in values:
+            named |= set(SHAPE_SETTINGS)
+        if changed.max_commands_per_session is not None and "tenant_limits" in values:
+            named |= set(TENANT_LIMITS)
         return dataclasses.replace(self, **{k: getattr(changed, k) for k in named})
 
     def changes(self) -> dict[str, Any]:
@@ -192,7 +208,7 @@ def _convert(where: str, key: str, value: Any) -> Any:
         except ValueError:
             raise ServiceSpecError(f"{where} must be a number of seconds, got {text!r}") from None
     if key in ("org_session_limit", "other_analyst_sessions", "max_commands_per_session"):
-        if key == "org_session_limit" and text.lower() in ("none", "null", ""):
+        if key != "other_analyst_sessions" and text.lower() in ("none", "null", ""):
             return None
         try:
             return int(text)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-from .content import BytesContent, Content
+from .content import BytesContent, Content, crc32_of, stored_zip
 from .endpoint import Endpoint, build_endpoint
 from .faults import FaultPlan
 from .protocol import (
@@ -35,7 +35,7 @@ from .protocol import (
     initial_fields,
 )
 from .scenario import Scenario
-from .sensor import HANDLERS, mutate, take_range
+from .sensor import HANDLERS, mutate, take_range, truthy
 from .service import ServiceBehaviour
 from .shapes import v3_fields
 from .vfs import SensorError
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (SESSION_PENDING, SESSION_ACTIVE)
 NOT_FOUND = "NOT_FOUND"
+SESSION_LIMIT = "SESSION_LIMIT_REACHED"
+COMMAND_LIMIT = "COMMAND_LIMIT_REACHED"
 MAX_CONTENT_REQUESTS = 10_000
 FINISHED = (COMMAND_COMPLETE, COMMAND_ERROR, COMMAND_CANCEL)
 SLOT_RETRY_AFTER = 5
@@ -258,6 +260,7 @@ class Tenant:
         self.started = time.time()
         self.content_origin = ""  # set by the server once the content listener serves
         self.content_links: dict[str, ContentLink] = {}
+        self._memory_crcs: dict[tuple[int, int], int] = {}
         self.content_requests: list[dict[str, Any]] = []
 
     @property
@@ -312,6 +315,7 @@ class Tenant:
         for session in open_now:
             if session.endpoint is endpoint:
                 return session  # one session per sensor: a second request joins it
+        self._check_org_pool(len(open_now))
         if len(open_now) >= self.scenario.session_slots:
             raise ApiError(
                 429,
@@ -360,12 +364,32 @@ class Tenant:
             raise ApiError(404, f"session {session_id} is {session.status}", code=NOT_FOUND)
         return session
 
+    def _check_org_pool(self, open_here: int) -> None:
+        """The organisation's pool, shared with every analyst (issue 15): full, a new session
+        answers 403 "session limit reached" (back-pressure, not a bad key)."""
+        limit = self.service.org_session_limit
+        if limit is None:
+            return
+        held_by_others = self.service.other_analyst_sessions
+        if open_here + held_by_others >= limit:
+            self.stats["session_limit_refusals"] += 1
+            raise ApiError(
+                403,
+                f"session limit reached: {limit} live response sessions per organisation, "
+                f"{held_by_others} held by other analysts and {open_here} by this key",
+                code=SESSION_LIMIT,
+            )
+
+    def idle_timeout(self, session: Session) -> float:
+        configured = self.service.session_idle_timeout
+        return session.session_timeout if configured is None else configured
+
     def _refresh(self, session: Session) -> None:
         idle = time.monotonic() - session.last_activity
         if (
             session.status == SESSION_ACTIVE
             and not session.busy()
-            and idle > session.session_timeout
+            and idle > self.idle_timeout(session)
         ):
             self._end(session, SESSION_TIMEOUT)
 
@@ -408,6 +432,15 @@ class Tenant:
             raise ApiError(400, f"unknown command name {name!r}")
         if "session_id" in body and str(body["session_id"]) != session.id:
             raise ApiError(400, f"session_id {body['session_id']!r} does not match {session.id}")
+        cap = self.service.max_commands_per_session
+        if cap is not None and len(session.commands) >= cap:
+            self.stats["command_limit_refusals"] += 1
+            raise ApiError(
+                403,
+                f"command limit reached: at most {cap} commands in one session; "
+                "close it and start a new one",
+                code=COMMAND_LIMIT,
+            )
         command = Command(
             id=len(session.commands),
             session=session,
@@ -529,8 +562,21 @@ class Tenant:
         duration = max(0.001, memory.size / endpoint.spec.link.memdump_rate)
         command.dump_progress = (time.monotonic(), duration)
         await asyncio.sleep(duration)
-        endpoint.fs.replace_content(path, memory)
+        if truthy(command.request.get("compress", False)):
+            # What both Carbon Black SDKs ask for: the sensor writes PATH.zip instead.
+            member = path.replace("/", "\\").rsplit("\\", 1)[-1]
+            crc = await self._memory_crc(endpoint)
+            endpoint.fs.replace_content(path + ".zip", stored_zip(memory, member, time.time(), crc))
+        else:
+            endpoint.fs.replace_content(path, memory)
         command.fields.update(complete=True, percentdone=100, dumping=False)
+
+    async def _memory_crc(self, endpoint: Endpoint) -> int:
+        """The CRC-32 of a device's memory (deterministic, so computed once, off the loop)."""
+        key = (endpoint.spec.memory_size, endpoint.spec.memory_seed)
+        if key not in self._memory_crcs:
+            self._memory_crcs[key] = await asyncio.to_thread(crc32_of, endpoint.memory)
+        return self._memory_crcs[key]
 
     # Files -------------------------------------------------------------------------------
 

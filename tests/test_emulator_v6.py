@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import ssl
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -766,3 +767,35 @@ async def test_cli_service_flag_and_ready_line(
     out, err = await asyncio.wait_for(bad.communicate(), 20)
     assert (bad.returncode, out) == (2, b"")
     assert b"partial_get must be one of offset, range, whole" in err
+
+
+async def test_tls_serves_the_content_origin_over_https_too(
+    scenario_doc: dict[str, Any], make_scenario: MakeScenario
+) -> None:
+    async with EmulatorServer(make_scenario(scenario_doc), tls=True) as server:
+        assert server.cert is not None
+        trusting = ssl.create_default_context(cadata=server.cert.read_text(encoding="ascii"))
+        connector = aiohttp.TCPConnector(ssl=trusting)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            api = V6(http, server.url, server.org_key)
+            sid = await api.active()
+            fid = (await api.done(sid, "get file", path=NOTES))["file_details"]["file_id"]
+            location = await api.content_location(sid, fid)
+            assert location.startswith("https://127.0.0.1:")
+            assert server.content_url.startswith("https://")
+            assert (await fetch_url(http, location)).raw == NOTES_BYTES
+
+
+async def test_a_port_in_use_leaves_no_listener_behind(
+    scenario_doc: dict[str, Any], make_scenario: MakeScenario
+) -> None:
+    async with EmulatorServer(make_scenario(scenario_doc)) as first:
+        port = urlsplit(first.url).port
+        second = EmulatorServer(make_scenario(scenario_doc), port=port)
+        with pytest.raises(OSError):
+            await second.start()
+        # the content listener it had opened first is closed again
+        content_port = urlsplit(second.content_url).port
+        with pytest.raises(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", content_port)
+            writer.close()
