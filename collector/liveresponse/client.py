@@ -71,6 +71,7 @@ _CHUNK_SIZE = 256 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _MAX_TARGET_RENEWALS = 5
+_MAX_ERROR_BODY = 64 * 1024
 _CLOCK_SLACK_SECONDS = 5.0
 _ACTIVE = "ACTIVE"
 
@@ -266,6 +267,10 @@ class LiveResponseClient:
         )
         connector = aiohttp.TCPConnector(limit=self._pool_limit, ssl=self._ssl)
         return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
+
+    def _shown(self, url: URL) -> str:
+        """A URL fit for a message: the path on the API's origin, the origin elsewhere."""
+        return url.path if url.origin() == self._origin else _shown(url)
 
     def _http_for(self, url: URL) -> aiohttp.ClientSession:
         return self._session() if url.origin() == self._origin else self._anonymous_session()
@@ -483,7 +488,7 @@ class LiveResponseClient:
             return url
         try:
             async with self._session().get(url, allow_redirects=False) as response:
-                body = await response.read()
+                body = await response.content.read(_MAX_ERROR_BODY)
                 if response.status in _REDIRECT_STATUSES:
                     return self._redirect_target(url, response)
                 self._raise_for_status("GET", path, response, body)
@@ -509,7 +514,7 @@ class LiveResponseClient:
             raise RedirectRefusedError(f"a redirect to a {target.scheme or 'relative'} URL")
         if current.scheme == "https" and target.scheme == "http":
             raise RedirectRefusedError(
-                f"refusing a redirect from https to plain http ({_shown(target)})"
+                f"refusing a redirect from https to plain http ({self._shown(target)})"
             )
         return target
 
@@ -633,10 +638,10 @@ class LiveResponseClient:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.sock_read
         )
-        shown = _shown(url)
+        shown = self._shown(url)
         try:
             for _ in range(_MAX_REDIRECTS + 1):
-                shown = _shown(url)
+                shown = self._shown(url)
                 headers = request.range_header(progress.received)
                 async with self._http_for(url).get(
                     url, headers=headers, timeout=timeout, allow_redirects=False
@@ -890,12 +895,13 @@ async def _peek_error(response: aiohttp.ClientResponse) -> bytes:
     """An error reply's body (bounded); nothing for a success, whose body is the content."""
     if response.status < 300:
         return b""
-    return await response.content.read(64 * 1024)
+    return await response.content.read(_MAX_ERROR_BODY)
 
 
 def _shown(url: URL) -> str:
-    """A URL fit for a message: no query (a signed URL's signature stays out of logs)."""
-    return str(url.with_query(None).with_fragment(None))
+    """Another origin's URL fit for a message: its origin only (a content URL's path or
+    query may itself be a capability to the bytes)."""
+    return f"{url.origin()}/…"
 
 
 def _command_list(reply: object) -> list[Any]:
@@ -925,11 +931,9 @@ def _session_lost(session_id: str, reason: str, *, status: str | None = None) ->
 
 
 def _created_before(command: CommandInfo, moment: float) -> bool:
-    created = command.creation_time
-    if not created:
+    created = command.creation_time  # seconds since 1970, whatever the wire's form
+    if created is None:
         return False
-    if created > 1e11:
-        created = created / 1000.0
     return created < moment
 
 

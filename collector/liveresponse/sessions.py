@@ -56,6 +56,7 @@ _ACTIVE = "ACTIVE"
 _ENDED = ("TIMEOUT", "INACTIVE", "CLOSE")
 _MIB = 1024 * 1024
 _MAX_COMMAND_RECORD = 10_000
+_TO_THE_END = 2**62  # a count no file reaches: "the rest of the file"
 
 # Commands that may safely run again after the session was lost while they ran: they only
 # read the device, or (memdump) overwrite their own output. Any other command lost after the
@@ -494,7 +495,11 @@ class LiveResponseSession:
     async def get_file(
         self, remote_path: str, offset: int = 0, count: int | None = None
     ) -> FileObject:
-        """Have the device upload a file (or a range of it) to the session's file store."""
+        """Have the device upload a file (or a range of it) to the session's file store.
+
+        A v6 server may ignore offset and count (the object is then the whole file); for
+        part of a file use ``fetch_chunk``, which checks.
+        """
 
         async def attempt(session_id: str) -> FileObject:
             return await self._get_file_in(session_id, remote_path, offset, count)
@@ -567,8 +572,18 @@ class LiveResponseSession:
         """ "get file", download into ``sink`` and free the server's copy, as one step.
 
         If the session is lost on the way, the new session asks only for the bytes the sink
-        does not have yet, so the sink never receives a byte twice.
+        does not have yet, so the sink never receives a byte twice. Part of a file, from a
+        server whose offset/count handling must be checked (v6), goes through ``fetch_chunk``.
         """
+        if count == 0:
+            return FetchResult(bytes_written=0, file_name=None)
+        if self.client.dialect.partial_get_echo is not None and (offset or count is not None):
+            try:
+                wanted = _TO_THE_END if count is None else count
+                written = await self.fetch_chunk(remote_path, offset, wanted, sink)
+            finally:
+                await self.release(remote_path)
+            return FetchResult(bytes_written=written, file_name=None)
         written = 0
         file_name: str | None = None
 
