@@ -204,3 +204,26 @@ def test_a_ca_bundle_that_cannot_be_loaded_is_refused_up_front(tmp_path: Path) -
         resolve_credentials(
             url="https://a", token=TOKEN, ca_bundle=str(tmp_path / "x.pem"), environ={}, files=[]
         )
+
+
+def test_resume_takes_the_workspace_url_only_beside_a_token_from_flags_or_environment(
+    tmp_path: Path,
+) -> None:
+    env = {"CBLR_TOKEN": TOKEN, "CBC_ORG_KEY": "ORG1"}
+    creds = resolve_credentials(environ=env, files=[], fallback_url="https://recorded")
+    assert (creds.url, creds.source, creds.api) == (
+        "https://recorded",
+        "the workspace's server URL and CBLR_TOKEN",
+        "v6",
+    )
+    ini = write_ini(tmp_path / "c.cbc", f"[default]\nurl = https://file\ntoken = {TOKEN}\n")
+    creds = resolve_credentials(environ={}, files=[ini], fallback_url="https://recorded")
+    assert (creds.url, creds.source) == ("https://file", f"{ini} [default]")
+
+
+def test_the_home_folder_as_working_folder_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CBLR_CREDENTIALS_FILE", raising=False)
+    files = credentials_files(home=tmp_path, cwd=tmp_path)
+    assert len(files) == len(set(files)) == 6
