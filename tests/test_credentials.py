@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from collector.acquisition.runner import RunSettings
+from collector.cli.connection import credentials_from
 from collector.liveresponse.credentials import (
     CredentialsError,
     credentials_files,
@@ -227,3 +230,24 @@ def test_the_home_folder_as_working_folder_is_read_once(
     monkeypatch.delenv("CBLR_CREDENTIALS_FILE", raising=False)
     files = credentials_files(home=tmp_path, cwd=tmp_path)
     assert len(files) == len(set(files)) == 6
+
+
+def test_resume_refuses_credentials_for_another_server_and_keeps_the_recorded_dialect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded = RunSettings(
+        case_id="C", examiner="E", device_id=1, profile="triage", out="/o",
+        url="https://recorded", api="v6", org_key="ORG1",
+    )  # fmt: skip
+    flags = argparse.Namespace(
+        url=None, token=None, org_key=None, api=None, credentials_profile=None,
+        insecure=False, ca_bundle=None,
+    )  # fmt: skip
+    for name in ("CBLR_URL", "CBC_URL", "CBAPI_URL", "CBC_ORG_KEY", "CBLR_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CBLR_TOKEN", TOKEN)
+    creds = credentials_from(flags, recorded)
+    assert (creds.url, creds.api, creds.org_key) == ("https://recorded", "v6", "ORG1")
+    monkeypatch.setenv("CBLR_URL", "https://elsewhere")
+    with pytest.raises(CredentialsError, match="collected from https://recorded"):
+        credentials_from(flags, recorded)
