@@ -27,7 +27,7 @@ from transfer_support import (
 
 from collector.acquisition.regexport import ExportedKey, encode_reg, render_reg
 from collector.liveresponse.client import AUTH_HEADER, LiveResponseClient, RetryPolicy, Timeouts
-from collector.liveresponse.dialect import V3, dialect_for
+from collector.liveresponse.dialect import V3, V6, DialectError, dialect_for
 from collector.liveresponse.errors import (
     CommandCancelledError,
     ProtocolError,
@@ -555,3 +555,48 @@ async def test_a_content_url_that_keeps_expiring_fails_after_bounded_renewals(
         # The content URLs (capabilities to the bytes) stay out of the error text.
         assert not any(str(r["path"]) in str(caught.value) for r in emu.content_requests)
         assert emu.tenant.stored_bytes() == 0
+
+
+async def test_the_whole_file_stream_serves_chunks_asked_out_of_order_and_with_gaps(
+    make_scenario, scenario_doc, tmp_path
+) -> None:
+    """Where neither offset/count nor Range is honoured, chunks asked out of order (a retry
+    behind the stream) and with gaps (chunks already on disk) still get exactly their bytes."""
+    original = original_bytes(8 * CHUNK + 17, seed=5)
+    paths = mount_originals(tmp_path, scenario_doc["devices"][0], {"w.bin": original})
+    options = dataclasses.replace(FAST_SESSION, stream_grace=0.05)
+    service = ServiceBehaviour(partial_get="whole")
+    async with (
+        emulator(make_scenario, scenario_doc, service) as emu,
+        v6_client(emu) as client,
+        session_of(client, options) as lr,
+    ):
+        client.partial_get = "whole"  # as learnt from an earlier file
+
+        async def chunk(index: int) -> bytes:
+            received = bytearray()
+
+            async def sink(piece: bytes) -> None:
+                received.extend(piece)
+
+            count = await lr.fetch_chunk(paths["w.bin"], index * CHUNK, CHUNK, sink)
+            assert count == len(received)
+            return bytes(received)
+
+        wanted = [5, 1, 3, 8, 0]
+        pieces = await asyncio.gather(*(chunk(i) for i in wanted))
+        for index, piece in zip(wanted, pieces, strict=True):
+            assert piece == original[index * CHUNK : (index + 1) * CHUNK], index
+        assert await chunk(2) == original[2 * CHUNK : 3 * CHUNK]  # behind the stream: restart
+        await lr.release(paths["w.bin"])
+        assert len(device_get_files(emu)) == 1  # one whole-file object for all of it
+        # The first start, one restart for all the readers that asked behind it, one for
+        # chunk 2: not one whole-file read per chunk (6).
+        assert len(emu.content_requests) <= 3
+        assert emu.tenant.stored_bytes() == 0
+        assert token_free(emu)
+
+
+def test_a_v6_client_needs_an_org_key() -> None:
+    with pytest.raises(DialectError, match="organisation key"):
+        LiveResponseClient("https://defense.example", "S/I", dialect=V6)

@@ -36,7 +36,7 @@ import aiohttp
 from yarl import URL
 
 from collector.liveresponse import dialect as wire
-from collector.liveresponse.dialect import V3, Dialect, dialect_for
+from collector.liveresponse.dialect import V3, Dialect, DialectError, dialect_for
 from collector.liveresponse.errors import (
     V6_PERMISSIONS,
     AuthenticationError,
@@ -198,6 +198,8 @@ class LiveResponseClient:
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        if "{org_key}" in dialect.session_start and dialect.org_key is None:
+            raise DialectError(f"the {dialect.name} API needs the organisation key (org_key)")
         self.dialect = dialect
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
