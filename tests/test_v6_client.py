@@ -600,3 +600,16 @@ async def test_the_whole_file_stream_serves_chunks_asked_out_of_order_and_with_g
 def test_a_v6_client_needs_an_org_key() -> None:
     with pytest.raises(DialectError, match="organisation key"):
         LiveResponseClient("https://defense.example", "S/I", dialect=V6)
+
+
+async def test_content_over_tls_is_verified_with_the_given_bundle(
+    make_scenario, scenario_doc
+) -> None:
+    async with EmulatorServer(make_scenario(scenario_doc), tls=True) as emu:
+        assert emu.content_url.startswith("https://")
+        client = LiveResponseClient(
+            emu.url, LR_TOKEN, dialect=dialect_for("v6", emu.org_key), ca_bundle=str(emu.cert)
+        )
+        async with client, session_of(client) as lr:
+            assert await lr.read_file(NOTES) == b"meet at noon\n"
+        assert len(emu.content_requests) == 1 and token_free(emu)

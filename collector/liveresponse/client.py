@@ -205,6 +205,7 @@ class LiveResponseClient:
         self.retry = retry or RetryPolicy()
         self._token = token if isinstance(token, Secret) else Secret(token)
         self._ssl = _ssl_setting(ca_bundle, insecure)
+        self._ssl_elsewhere = _ssl_elsewhere(ca_bundle, self._ssl)
         self._pool_limit = pool_limit
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -252,22 +253,24 @@ class LiveResponseClient:
     def _session(self) -> aiohttp.ClientSession:
         """The HTTP session of the API's origin: every request carries the token."""
         if self._http is None or self._http.closed:
-            self._http = self._new_http({AUTH_HEADER: self._token.reveal()})
+            self._http = self._new_http({AUTH_HEADER: self._token.reveal()}, self._ssl)
         return self._http
 
     def _anonymous_session(self) -> aiohttp.ClientSession:
         """The HTTP session for any other origin (a redirect's target): no token, ever."""
         if self._anonymous_http is None or self._anonymous_http.closed:
-            self._anonymous_http = self._new_http({})
+            self._anonymous_http = self._new_http({}, self._ssl_elsewhere)
         return self._anonymous_http
 
-    def _new_http(self, headers: dict[str, str]) -> aiohttp.ClientSession:
+    def _new_http(
+        self, headers: dict[str, str], tls: ssl.SSLContext | bool
+    ) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(
             total=self.timeouts.total,
             sock_connect=self.timeouts.connect,
             sock_read=self.timeouts.sock_read,
         )
-        connector = aiohttp.TCPConnector(limit=self._pool_limit, ssl=self._ssl)
+        connector = aiohttp.TCPConnector(limit=self._pool_limit, ssl=tls)
         return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
     def _shown(self, url: URL) -> str:
@@ -827,6 +830,19 @@ async def _pump(
     if skip:
         error = ConnectionFailedError(f"GET {path}: the full re-read ended before the resume point")
         raise _Retryable(error, ambiguous=False)
+
+
+def _ssl_elsewhere(
+    ca_bundle: str | None, api_setting: ssl.SSLContext | bool
+) -> ssl.SSLContext | bool:
+    """TLS for another origin (where a content redirect points): the system's CAs as well as
+    the given bundle, since the bytes may live on a public host; unchecked only with
+    --insecure."""
+    if api_setting is False or ca_bundle is None:
+        return api_setting
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_bundle)
+    return context
 
 
 def _ssl_setting(ca_bundle: str | None, insecure: bool) -> ssl.SSLContext | bool:
