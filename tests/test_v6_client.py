@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEVICE_ID, LR_TOKEN
+from conftest import API_TOKEN, DEVICE_ID, LR_TOKEN
 from test_transfer import assert_collected_exactly
 from transfer_support import (
     CHUNK,
@@ -32,6 +32,7 @@ from collector.liveresponse.errors import (
     CommandCancelledError,
     ProtocolError,
     RedirectRefusedError,
+    RequestRejectedError,
     SessionLostError,
 )
 from collector.liveresponse.sessions import LiveResponseSession, SessionManager, SessionOptions
@@ -613,3 +614,22 @@ async def test_content_over_tls_is_verified_with_the_given_bundle(
         async with client, session_of(client) as lr:
             assert await lr.read_file(NOTES) == b"meet at noon\n"
         assert len(emu.content_requests) == 1 and token_free(emu)
+
+
+async def test_a_403_names_the_rbac_permissions_only_when_it_is_about_permissions(
+    make_scenario, scenario_doc
+) -> None:
+    limited = ServiceBehaviour(org_session_limit=2, other_analyst_sessions=2)
+    async with emulator(make_scenario, scenario_doc, limited) as emu:
+        async with _client(emu, "v6") as client:
+            with pytest.raises(RequestRejectedError) as full:
+                await client.start_session(DEVICE_ID)
+        wrong_key = LiveResponseClient(emu.url, API_TOKEN, dialect=dialect_for("v6", emu.org_key))
+        async with wrong_key:
+            with pytest.raises(RequestRejectedError) as refused:
+                await wrong_key.start_session(DEVICE_ID)
+    assert full.value.status == refused.value.status == 403
+    assert "session limit reached" in str(full.value)
+    assert "org.liveresponse" not in str(full.value)
+    assert "org.liveresponse.session" in str(refused.value)
+    assert API_TOKEN not in str(refused.value)

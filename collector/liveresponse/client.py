@@ -727,7 +727,7 @@ class LiveResponseClient:
             )
         if status >= 500:
             raise _Retryable(ServerError(status, what), ambiguous=True)
-        if status == 403 and self.dialect.name != "v3":
+        if status == 403 and self.dialect.name != "v3" and _is_permission_refusal(body):
             what += f" (the API key's access level must grant {V6_PERMISSIONS})"
         raise RequestRejectedError(status, what, url=path)
 
@@ -920,6 +920,17 @@ def _shown(url: URL) -> str:
     """Another origin's URL fit for a message: its origin only (a content URL's path or
     query may itself be a capability to the bytes)."""
     return f"{url.origin()}/…"
+
+
+def _is_permission_refusal(body: bytes) -> bool:
+    """A 403 that says the key lacks a permission, not that a limit was reached (the
+    session pool, the command cap) nor that a content URL expired."""
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return True
+    code = decoded.get("error_code") if isinstance(decoded, dict) else None
+    return code is None or code in ("FORBIDDEN", "ACCESS_DENIED", "UNAUTHORIZED")
 
 
 def _command_list(reply: object) -> list[Any]:
