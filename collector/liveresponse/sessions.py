@@ -731,6 +731,10 @@ class LiveResponseSession:
             kept = self._whole_objects.get(remote_path)
             if kept is not None and kept.session_id == session_id:
                 return kept
+            if self.info is None or session_id != self.info.id:
+                # A task still on a replaced session: let it recover onto the current one
+                # rather than trade the current session's object for one in a dead session.
+                raise SessionLostError(f"session {session_id} was replaced", session_id=session_id)
             if kept is not None:
                 await self._forget(remote_path)
             _, whole = await self._get_file_command(session_id, remote_path, 0, None)
