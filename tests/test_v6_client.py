@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEVICE_ID, LR_TOKEN
+from conftest import API_TOKEN, DEVICE_ID, LR_TOKEN
 from test_transfer import assert_collected_exactly
 from transfer_support import (
     CHUNK,
@@ -27,11 +27,12 @@ from transfer_support import (
 
 from collector.acquisition.regexport import ExportedKey, encode_reg, render_reg
 from collector.liveresponse.client import AUTH_HEADER, LiveResponseClient, RetryPolicy, Timeouts
-from collector.liveresponse.dialect import V3, dialect_for
+from collector.liveresponse.dialect import V3, V6, DialectError, dialect_for
 from collector.liveresponse.errors import (
     CommandCancelledError,
     ProtocolError,
     RedirectRefusedError,
+    RequestRejectedError,
     SessionLostError,
 )
 from collector.liveresponse.sessions import LiveResponseSession, SessionManager, SessionOptions
@@ -555,3 +556,80 @@ async def test_a_content_url_that_keeps_expiring_fails_after_bounded_renewals(
         # The content URLs (capabilities to the bytes) stay out of the error text.
         assert not any(str(r["path"]) in str(caught.value) for r in emu.content_requests)
         assert emu.tenant.stored_bytes() == 0
+
+
+async def test_the_whole_file_stream_serves_chunks_asked_out_of_order_and_with_gaps(
+    make_scenario, scenario_doc, tmp_path
+) -> None:
+    """Where neither offset/count nor Range is honoured, chunks asked out of order (a retry
+    behind the stream) and with gaps (chunks already on disk) still get exactly their bytes."""
+    original = original_bytes(8 * CHUNK + 17, seed=5)
+    paths = mount_originals(tmp_path, scenario_doc["devices"][0], {"w.bin": original})
+    options = dataclasses.replace(FAST_SESSION, stream_grace=0.05)
+    service = ServiceBehaviour(partial_get="whole")
+    async with (
+        emulator(make_scenario, scenario_doc, service) as emu,
+        v6_client(emu) as client,
+        session_of(client, options) as lr,
+    ):
+        client.partial_get = "whole"  # as learnt from an earlier file
+
+        async def chunk(index: int) -> bytes:
+            received = bytearray()
+
+            async def sink(piece: bytes) -> None:
+                received.extend(piece)
+
+            count = await lr.fetch_chunk(paths["w.bin"], index * CHUNK, CHUNK, sink)
+            assert count == len(received)
+            return bytes(received)
+
+        wanted = [5, 1, 3, 8, 0]
+        pieces = await asyncio.gather(*(chunk(i) for i in wanted))
+        for index, piece in zip(wanted, pieces, strict=True):
+            assert piece == original[index * CHUNK : (index + 1) * CHUNK], index
+        assert await chunk(2) == original[2 * CHUNK : 3 * CHUNK]  # behind the stream: restart
+        await lr.release(paths["w.bin"])
+        assert len(device_get_files(emu)) == 1  # one whole-file object for all of it
+        # The first start, one restart for all the readers that asked behind it, one for
+        # chunk 2: not one whole-file read per chunk (6).
+        assert len(emu.content_requests) <= 3
+        assert emu.tenant.stored_bytes() == 0
+        assert token_free(emu)
+
+
+def test_a_v6_client_needs_an_org_key() -> None:
+    with pytest.raises(DialectError, match="organisation key"):
+        LiveResponseClient("https://defense.example", "S/I", dialect=V6)
+
+
+async def test_content_over_tls_is_verified_with_the_given_bundle(
+    make_scenario, scenario_doc
+) -> None:
+    async with EmulatorServer(make_scenario(scenario_doc), tls=True) as emu:
+        assert emu.content_url.startswith("https://")
+        client = LiveResponseClient(
+            emu.url, LR_TOKEN, dialect=dialect_for("v6", emu.org_key), ca_bundle=str(emu.cert)
+        )
+        async with client, session_of(client) as lr:
+            assert await lr.read_file(NOTES) == b"meet at noon\n"
+        assert len(emu.content_requests) == 1 and token_free(emu)
+
+
+async def test_a_403_names_the_rbac_permissions_only_when_it_is_about_permissions(
+    make_scenario, scenario_doc
+) -> None:
+    limited = ServiceBehaviour(org_session_limit=2, other_analyst_sessions=2)
+    async with emulator(make_scenario, scenario_doc, limited) as emu:
+        async with _client(emu, "v6") as client:
+            with pytest.raises(RequestRejectedError) as full:
+                await client.start_session(DEVICE_ID)
+        wrong_key = LiveResponseClient(emu.url, API_TOKEN, dialect=dialect_for("v6", emu.org_key))
+        async with wrong_key:
+            with pytest.raises(RequestRejectedError) as refused:
+                await wrong_key.start_session(DEVICE_ID)
+    assert full.value.status == refused.value.status == 403
+    assert "session limit reached" in str(full.value)
+    assert "org.liveresponse" not in str(full.value)
+    assert "org.liveresponse.session" in str(refused.value)
+    assert API_TOKEN not in str(refused.value)

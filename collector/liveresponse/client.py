@@ -36,7 +36,7 @@ import aiohttp
 from yarl import URL
 
 from collector.liveresponse import dialect as wire
-from collector.liveresponse.dialect import V3, Dialect, dialect_for
+from collector.liveresponse.dialect import V3, Dialect, DialectError, dialect_for
 from collector.liveresponse.errors import (
     V6_PERMISSIONS,
     AuthenticationError,
@@ -198,11 +198,14 @@ class LiveResponseClient:
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        if "{org_key}" in dialect.session_start and dialect.org_key is None:
+            raise DialectError(f"the {dialect.name} API needs the organisation key (org_key)")
         self.dialect = dialect
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._token = token if isinstance(token, Secret) else Secret(token)
         self._ssl = _ssl_setting(ca_bundle, insecure)
+        self._ssl_elsewhere = _ssl_elsewhere(ca_bundle, self._ssl)
         self._pool_limit = pool_limit
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -250,22 +253,24 @@ class LiveResponseClient:
     def _session(self) -> aiohttp.ClientSession:
         """The HTTP session of the API's origin: every request carries the token."""
         if self._http is None or self._http.closed:
-            self._http = self._new_http({AUTH_HEADER: self._token.reveal()})
+            self._http = self._new_http({AUTH_HEADER: self._token.reveal()}, self._ssl)
         return self._http
 
     def _anonymous_session(self) -> aiohttp.ClientSession:
         """The HTTP session for any other origin (a redirect's target): no token, ever."""
         if self._anonymous_http is None or self._anonymous_http.closed:
-            self._anonymous_http = self._new_http({})
+            self._anonymous_http = self._new_http({}, self._ssl_elsewhere)
         return self._anonymous_http
 
-    def _new_http(self, headers: dict[str, str]) -> aiohttp.ClientSession:
+    def _new_http(
+        self, headers: dict[str, str], tls: ssl.SSLContext | bool
+    ) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(
             total=self.timeouts.total,
             sock_connect=self.timeouts.connect,
             sock_read=self.timeouts.sock_read,
         )
-        connector = aiohttp.TCPConnector(limit=self._pool_limit, ssl=self._ssl)
+        connector = aiohttp.TCPConnector(limit=self._pool_limit, ssl=tls)
         return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
     def _shown(self, url: URL) -> str:
@@ -722,7 +727,7 @@ class LiveResponseClient:
             )
         if status >= 500:
             raise _Retryable(ServerError(status, what), ambiguous=True)
-        if status == 403 and self.dialect.name != "v3":
+        if status == 403 and self.dialect.name != "v3" and _is_permission_refusal(body):
             what += f" (the API key's access level must grant {V6_PERMISSIONS})"
         raise RequestRejectedError(status, what, url=path)
 
@@ -827,6 +832,19 @@ async def _pump(
         raise _Retryable(error, ambiguous=False)
 
 
+def _ssl_elsewhere(
+    ca_bundle: str | None, api_setting: ssl.SSLContext | bool
+) -> ssl.SSLContext | bool:
+    """TLS for another origin (where a content redirect points): the system's CAs as well as
+    the given bundle, since the bytes may live on a public host; unchecked only with
+    --insecure."""
+    if api_setting is False or ca_bundle is None:
+        return api_setting
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
 def _ssl_setting(ca_bundle: str | None, insecure: bool) -> ssl.SSLContext | bool:
     if insecure:
         message = (
@@ -902,6 +920,17 @@ def _shown(url: URL) -> str:
     """Another origin's URL fit for a message: its origin only (a content URL's path or
     query may itself be a capability to the bytes)."""
     return f"{url.origin()}/…"
+
+
+def _is_permission_refusal(body: bytes) -> bool:
+    """A 403 that says the key lacks a permission, not that a limit was reached (the
+    session pool, the command cap) nor that a content URL expired."""
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return True
+    code = decoded.get("error_code") if isinstance(decoded, dict) else None
+    return code is None or code in ("FORBIDDEN", "ACCESS_DENIED", "UNAUTHORIZED")
 
 
 def _command_list(reply: object) -> list[Any]:

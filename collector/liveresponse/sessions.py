@@ -731,8 +731,12 @@ class LiveResponseSession:
             kept = self._whole_objects.get(remote_path)
             if kept is not None and kept.session_id == session_id:
                 return kept
+            if self.info is None or session_id != self.info.id:
+                # A task still on a replaced session: let it recover onto the current one
+                # rather than trade the current session's object for one in a dead session.
+                raise SessionLostError(f"session {session_id} was replaced", session_id=session_id)
             if kept is not None:
-                await self._forget(remote_path)
+                await self._drop_whole(remote_path)  # made in a session since lost
             _, whole = await self._get_file_command(session_id, remote_path, 0, None)
             self._whole_objects[remote_path] = whole
             return whole
@@ -750,15 +754,16 @@ class LiveResponseSession:
     async def release(self, remote_path: str) -> None:
         """Free what ``fetch_chunk`` keeps for a file (its whole-file object and stream);
         call it when the file's chunks are all fetched, or given up."""
-        file = await self._forget(remote_path)
+        file = await self._drop_whole(remote_path)
+        self._whole_locks.pop(remote_path, None)
         if file is not None and file.session_id is not None:
             await self._delete_file_object_quietly(file.session_id, file.id)
 
-    async def _forget(self, remote_path: str) -> FileObject | None:
+    async def _drop_whole(self, remote_path: str) -> FileObject | None:
+        """Stop the path's stream and forget its whole-file object (returned, not deleted)."""
         stream = self._streams.pop(remote_path, None)
         if stream is not None:
             await stream.stop()
-        self._whole_locks.pop(remote_path, None)
         return self._whole_objects.pop(remote_path, None)
 
     async def _release_all(self) -> None:
