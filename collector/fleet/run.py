@@ -20,10 +20,12 @@ from collector.fleet.runlog import CURRENT_DEVICE
 from collector.liveresponse.client import LiveResponseClient
 from collector.liveresponse.credentials import Credentials
 from collector.liveresponse.errors import (
+    V6_PERMISSIONS,
     AuthenticationError,
     ConnectionFailedError,
     LiveResponseError,
     NotFoundError,
+    RequestRejectedError,
     SessionStartError,
 )
 from collector.liveresponse.sessions import SessionManager, SessionOptions
@@ -102,30 +104,32 @@ class FleetJob:
     """Write each device's archive as its artifacts arrive (``collector.packaging.streamseal``)."""
 
 
-V6_PERMISSIONS = (
-    "org.liveresponse.session, org.liveresponse.files, org.liveresponse.memdump, "
-    "org.liveresponse.process, org.liveresponse.registry (each with the operations it uses) "
-    "and Device READ"
-)
-"""What a v6 API key (access level type Custom) needs; named when the server refuses one."""
-
-
 def make_client(credentials: Credentials) -> LiveResponseClient:
     """A client of the dialect the credentials select (v6 with their org key, or v3)."""
     return LiveResponseClient.for_credentials(credentials)
 
 
 def refusal_message(client: LiveResponseClient, error: LiveResponseError) -> str | None:
-    """The sentence for a refused key (401, or 403 on v6), naming what v6 needs; else None."""
-    status = getattr(error, "status", None)
-    if not isinstance(error, AuthenticationError) and status != 403:
+    """The sentence for a refused key, naming what a v6 key needs; None for other errors.
+
+    A 401, or a 403 the client found to be about permissions (it names them; a 403 for a
+    full session pool or an expired content URL is not a refused key).
+    """
+    refused_permission = (
+        isinstance(error, RequestRejectedError)
+        and error.status == 403
+        and V6_PERMISSIONS in str(error)
+    )
+    if not isinstance(error, AuthenticationError) and not refused_permission:
         return None
     if client.dialect.name != "v6":
         return str(error)
+    status = 403 if refused_permission else 401
     return (
-        f"the server refused the API key (HTTP {status or 401}) at {client.base_url} for org "
+        f"the server refused the API key (HTTP {status}) at {client.base_url} for org "
         f"key {client.dialect.org_key}: the v6 API needs an API key of access level type "
-        f"Custom with {V6_PERMISSIONS}, and the org key shown in Settings > API Access"
+        f"Custom with {V6_PERMISSIONS} (each with the operations it uses), and the org key "
+        "shown in Settings > API Access"
     )
 
 
