@@ -88,6 +88,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+DIALECTS = ("v3", "v6")
+"""The Live Response API dialects the end-to-end tests run over (the emulator serves both)."""
+
+
+@pytest.fixture(scope="module", params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    """``v3`` or ``v6``: a test (or module fixture) asking for it runs once per dialect."""
+    return str(request.param)
+
+
 @pytest.fixture
 def scenario_doc() -> dict[str, Any]:
     """A deep copy of the base test scenario, for a test to change before serving it."""

@@ -163,22 +163,19 @@ class FollowWatch:
         self._spy_on_follower(monkeypatch)
 
     def _hold_big_file(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        get_file = LiveResponseSession.get_file
+        fetch_chunk = LiveResponseSession.fetch_chunk
         watch = self
 
-        async def held_get_file(
-            session: LiveResponseSession,
-            remote_path: str,
-            offset: int = 0,
-            count: int | None = None,
-        ) -> Any:
+        async def held_fetch_chunk(
+            session: LiveResponseSession, remote_path: str, offset: int, count: int, sink: Any
+        ) -> int:
             if remote_path.lower() == BIG_PATH.lower() and offset >= HOLD_AT:
                 watch.held_gets += 1
                 if not await wait_until(watch.release):
                     watch.release.set()  # the follower never came: stop holding, let it fail
-            return await get_file(session, remote_path, offset, count)
+            return await fetch_chunk(session, remote_path, offset, count, sink)
 
-        monkeypatch.setattr(LiveResponseSession, "get_file", held_get_file)
+        monkeypatch.setattr(LiveResponseSession, "fetch_chunk", held_fetch_chunk)
 
     def _spy_on_follower(self, monkeypatch: pytest.MonkeyPatch) -> None:
         start = SealFollower.start

@@ -2,7 +2,8 @@
 
 It starts the emulator on loopback with the ``workstation`` scenario, makes a key pair for a
 demo lab and a named signing identity for the collector, collects the ``triage`` profile with
-live progress, seals the archive for the lab's public key, verifies it as the lab would
+live progress over the Carbon Black Cloud v6 API (with the emulator's org key; ``--api v3``
+shows the older API), seals the archive for the lab's public key, verifies it as the lab would
 (trusting the collector's public key, which the examiner hands the lab), prints where
 everything is and the commands a lab runs next, and stops the emulator.
 """
@@ -39,13 +40,13 @@ DEMO_PROFILE = "triage"
 DEMO_CASE = "DEMO-0001"
 
 
-def run_demo(out: str) -> int:
+def run_demo(out: str, api: str = "v6") -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(out).resolve() / f"run-{stamp}"
-    return asyncio.run(demo(folder, Console(stderr=True)))
+    return asyncio.run(demo(folder, Console(stderr=True), api))
 
 
-async def demo(folder: Path, console: Console) -> int:
+async def demo(folder: Path, console: Console, api: str = "v6") -> int:
     folder.mkdir(parents=True)
     lab = keys.generate_keys(folder / "lab" / "demo-lab", name="Demo Lab")
     signer = keys.load_or_create_signing_key(folder / "collector" / "signing.key", "Demo Examiner")
@@ -56,7 +57,8 @@ async def demo(folder: Path, console: Console) -> int:
     recipient = keys.load_recipient(lab.recipient_public)
     console.print(f"[bold]cblr-collect demo[/] -> {folder}")
     async with EmulatorServer(DEMO_SCENARIO) as server:
-        console.print(f"emulator: {server.url} (scenario {DEMO_SCENARIO})")
+        dialect = f"API v6, org key {server.org_key}" if api == "v6" else "API v3"
+        console.print(f"emulator: {server.url} (scenario {DEMO_SCENARIO}, {dialect})")
         settings = RunSettings(
             case_id=DEMO_CASE,
             examiner="Demo Examiner",
@@ -64,6 +66,8 @@ async def demo(folder: Path, console: Console) -> int:
             profile=DEMO_PROFILE,
             out=str(folder / "evidence"),
             url=server.url,
+            api=api,
+            org_key=server.org_key if api == "v6" else "",
             purpose="demonstration on an emulated endpoint",
             recipient=str(lab.recipient_public),
             signing_key=str(folder / "collector" / "signing.key"),
@@ -83,6 +87,8 @@ async def demo(folder: Path, console: Console) -> int:
                 verify_tls=True,
                 ca_bundle=None,
                 source="demo emulator",
+                org_key=server.org_key if api == "v6" else "",
+                api=api,
             ),
             seal_keys=SealKeys(signer, recipient=recipient),
             session_options=SessionOptions(checkin_timeout=30.0),

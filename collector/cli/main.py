@@ -13,7 +13,7 @@ from typing import NoReturn
 from collector import __version__
 from collector.cli.exitcodes import EXIT_PIPE_CLOSED, EXIT_USAGE
 
-COMMAND_MODULES = ("collect", "demo", "emulator", "evidence", "profiles")
+COMMAND_MODULES = ("collect", "devices", "demo", "emulator", "evidence", "profiles")
 """Modules of ``collector.cli.commands``, in the order their commands appear in ``--help``."""
 
 NamedParser = tuple[str, argparse.ArgumentParser]
@@ -29,7 +29,9 @@ EXAMPLES = """examples:
   cblr-collect profiles list
   cblr-collect emulator --scenario workstation --faults http500=0.05 --fault-seed 7
 
-Credentials come from --url/--token, CBLR_URL/CBLR_TOKEN, or ~/.carbonblack/credentials.defense.
+Credentials come from --url/--token (CBLR_URL/CBLR_TOKEN, CBC_URL/CBC_TOKEN) or one section of
+credentials.cbc, .psc or .defense in /etc/carbonblack/, ~/.carbonblack/ or ./.carbonblack/
+(see cblr-collect collect --help); v6 is used when an org key is known (--org-key, org_key=).
 Exit codes: 0 all collected or verified; 1 some artifacts failed (recorded) or verification
 failed; 2 bad usage, profile or configuration; 3 server unreachable, token refused, or no session.
 """

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from collector.acquisition.runner import RunSettings
+from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list
 from collector.cli.exitcodes import EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
 from collector.cli.progress import make_reporter, utc_now
@@ -31,12 +32,7 @@ from collector.fleet.run import (
     settings_for,
 )
 from collector.fleet.runlog import close_run_log, open_run_log
-from collector.liveresponse.credentials import (
-    TOKEN_ON_COMMAND_LINE,
-    Credentials,
-    CredentialsError,
-    resolve_credentials,
-)
+from collector.liveresponse.credentials import CredentialsError
 from collector.liveresponse.sessions import SessionOptions
 from collector.packaging.sealing import SealKeyError, load_seal_keys
 from collector.transfer.engine import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
@@ -65,7 +61,7 @@ EXAMPLES = """examples:
       --examiner "Legal Ops" --out hold/ --password-env HOLD_PASS --credentials-profile prod
 
 Re-running the same command skips the devices already collected and resumes the others.
-The token comes from CBLR_TOKEN or ~/.carbonblack/credentials.defense, not from --token.
+The token comes from CBLR_TOKEN or a credentials file, not from --token.
 """
 
 RESUME_EXAMPLES = """examples:
@@ -106,14 +102,6 @@ def parse_size(text: str) -> int:
     return int(number) * units[unit]
 
 
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="server URL (or CBLR_URL, or the credentials file)")
-    parser.add_argument("--token", help="API key KEY/CONNECTOR_ID (prefer CBLR_TOKEN)")
-    parser.add_argument("--credentials-profile", metavar="NAME", help="section of the INI file")
-    parser.add_argument("--insecure", action="store_true", help="do not verify TLS (warns)")
-    parser.add_argument("--ca-bundle", metavar="PEM", help="trust this CA bundle for TLS")
-
-
 def _add_output(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
@@ -146,7 +134,7 @@ def register(commands: Any) -> None:
     target.add_argument("--purpose", default="", help="why this collection is made")
     target.add_argument("--out", required=True, type=Path, metavar="DIR")
     target.add_argument("--workspace", type=Path, metavar="DIR")
-    _add_connection(collect)
+    add_connection(collect)
     sealing = collect.add_argument_group("sealing")
     key = sealing.add_mutually_exclusive_group()
     key.add_argument("--recipient", metavar="CERT_OR_PUBKEY.pem", help="the lab's public key")
@@ -181,7 +169,7 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument("workspace", type=Path)
-    _add_connection(resume)
+    add_connection(resume)
     resume.add_argument("--password-env", metavar="VAR", help="passphrase variable, if sealing")
     _add_output(resume)
     resume.set_defaults(handler=run_resume)
@@ -193,21 +181,6 @@ def fail(command: str, message: str, code: int, args: argparse.Namespace | None 
     if args is not None and getattr(args, "json", False):
         print(json.dumps({"event": "error", "message": message, "exit_code": code}))
     return code
-
-
-def credentials_from(args: argparse.Namespace, recorded: RunSettings | None = None) -> Credentials:
-    if args.token:
-        print(TOKEN_ON_COMMAND_LINE, file=sys.stderr)
-    credentials = resolve_credentials(
-        url=args.url or (recorded.url if recorded else None),
-        token=args.token,
-        profile=args.credentials_profile or (recorded and recorded.credentials_profile) or None,
-        insecure=args.insecure or bool(recorded and recorded.insecure),
-        ca_bundle=args.ca_bundle or (recorded and recorded.ca_bundle) or None,
-    )
-    if not credentials.verify_tls:
-        print("warning: TLS certificates are not verified (--insecure)", file=sys.stderr)
-    return credentials
 
 
 def load_resolved(name_or_file: str) -> ResolvedProfile:
@@ -283,6 +256,8 @@ def run_collect(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         ca_bundle=args.ca_bundle or "",
         credentials_profile=args.credentials_profile or "",
+        api=credentials.api,
+        org_key=credentials.org_key,
     )
     try:
         jobs, finished = plan_devices(devices, template, profile, args)
@@ -449,6 +424,8 @@ def execute(
         job.credentials.source,
         job.profile.name,
     )
+    if job.devices and not args.quiet:
+        print(job.credentials.describe(), file=sys.stderr)  # which file and section, no token
     reporter = make_reporter(json_lines=args.json, quiet=args.quiet)
     results: list[DeviceResult] = []
     try:
