@@ -233,7 +233,8 @@ def run_collect(args: argparse.Namespace) -> int:
         )
     except ProfileError as error:
         # One problem a line, as 'profiles check' prints them (file:line: field: problem).
-        message = f"profile {args.profile!r} is not valid:\n{error}"
+        joint = "\n" if len(error.problems) > 1 else " "
+        message = f"profile {args.profile!r} is not valid:{joint}{error}"
         return fail("collect", message, EXIT_USAGE, args)
     except (UsageError, DeviceListError, CredentialsError, SealKeyError) as error:
         return fail("collect", str(error), EXIT_USAGE, args)
