@@ -176,6 +176,11 @@ def load_signing_public(path: str | Path) -> tuple[ed25519.Ed25519PublicKey, str
 
 
 def load_identity(path: str | Path, passphrase: bytes | None = None) -> RecipientPrivateKey:
+    if b"PUBLIC KEY-----" in _read(path) or b"CERTIFICATE-----" in _read(path):
+        raise KeyFileError(
+            f"{path} is a public key: --identity takes the lab's private key "
+            "(keygen writes it as PREFIX.recipient.key)"
+        )
     key = load_private_key(path, passphrase)
     if not isinstance(key, x25519.X25519PrivateKey | rsa.RSAPrivateKey):
         raise KeyFileError(f"{path} is not an X25519 or RSA private key")
@@ -194,6 +199,11 @@ def load_recipient(path: str | Path) -> RecipientPublicKey:
         else:
             key = x509.load_der_x509_certificate(data).public_key()
     except ValueError:
+        if b"PRIVATE KEY-----" in data:
+            raise KeyFileError(
+                f"{path} is a private key: give the lab's public key instead (keygen writes it "
+                "as PREFIX.recipient.pub); the private key stays with the lab"
+            ) from None
         raise KeyFileError(f"{path} is not a PEM public key or an X.509 certificate") from None
     if not isinstance(key, x25519.X25519PublicKey | rsa.RSAPublicKey):
         raise KeyFileError(f"{path}: recipient keys must be X25519 or RSA")

@@ -394,7 +394,7 @@ def test_wrong_key_and_wrong_passphrase_fail_clearly(
     sealed: Path, tmp_path: Path, lab: Lab
 ) -> None:
     report = verify_archive(sealed, identity=x25519.X25519PrivateKey.generate())
-    assert report.exit_code == 2
+    assert report.exit_code == 5
     assert "wrong key" in report.failures[-1].detail
     folder = tmp_path / "c"
     folder.mkdir()
@@ -402,7 +402,7 @@ def test_wrong_key_and_wrong_passphrase_fail_clearly(
     archive = tmp_path / "p.zip"
     seal_collection(folder, archive, lab.signing, passphrase=PASSPHRASE.encode())
     report = verify_archive(archive, passphrase=b"not the right passphrase")
-    assert report.exit_code == 2
+    assert report.exit_code == 5
     assert report.failures[-1].detail == "wrong passphrase for this archive"
 
 
@@ -586,11 +586,11 @@ def test_cli_seal_verify_custody_unseal_keeps_secrets_out(
     assert b'"kind":"handed_over"' in sidecar[1]
 
 
-def test_cli_wrong_key_is_one_clear_line_and_exit_2(
+def test_cli_wrong_key_is_one_clear_line_and_exit_5(
     sealed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     generated = keys.generate_keys(tmp_path / "other")
-    assert main(["verify", str(sealed), "--identity", str(generated.recipient_private)]) == 2
+    assert main(["verify", str(sealed), "--identity", str(generated.recipient_private)]) == 5
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cblr-collect verify: wrong key: the archive is")
 
@@ -607,6 +607,20 @@ def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(
     with pytest.raises(keys.KeyFileError, match="passphrase"):
         keys.load_identity(f"{prefix}.recipient.key")
     assert main(["keygen", "--out", str(prefix)]) == 2
+
+
+def test_key_files_given_the_wrong_way_round_say_which_file_to_give(
+    tmp_path: Path, sealed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generated = keys.generate_keys(tmp_path / "lab")
+    with pytest.raises(keys.KeyFileError) as private_as_recipient:
+        keys.load_recipient(generated.recipient_private)
+    assert "is a private key: give the lab's public key instead" in str(private_as_recipient.value)
+    assert main(["verify", str(sealed), "--identity", str(generated.recipient_public)]) == 2
+    assert capsys.readouterr().err == (
+        f"cblr-collect verify: {generated.recipient_public} is a public key: --identity takes "
+        "the lab's private key (keygen writes it as PREFIX.recipient.key)\n"
+    )
 
 
 def test_rsa_recipient_round_trip(tmp_path: Path, lab: Lab) -> None:

@@ -13,6 +13,9 @@ EXIT_UNREACHABLE = 3
 EXIT_SIGNER_UNVERIFIED = 4
 """``verify``/``unseal``: every check holds, but no trusted key was given, so who signed is
 unverified (``evidence.verify.EXIT_SIGNER_UNVERIFIED``)."""
+EXIT_WRONG_KEY = 5
+"""``verify``/``unseal``: the key or passphrase given does not open this archive (which itself
+matches its sealed record): try the right one (``evidence.verify.EXIT_WRONG_KEY``)."""
 EXIT_PIPE_CLOSED = 141
 """The reader of the output closed it (``... | head``); 128 + SIGPIPE, as a shell reports a
 command that SIGPIPE ended. The work itself was done; only its output was cut."""

@@ -187,7 +187,7 @@ def _timestamper(args: argparse.Namespace) -> Any:
 
 def _prompt_passphrase(confirm: bool) -> bytes:
     if not sys.stdin.isatty():
-        raise UsageProblem("no key given: use --recipient/--identity or --password-env")
+        raise UsageProblem("no key given: use --identity KEY.pem or --password-env VAR")
     first = getpass.getpass("Archive passphrase: ")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
         raise UsageProblem("the passphrases differ")
