@@ -38,3 +38,30 @@ def test_an_option_of_another_command_gets_no_wrong_suggestion(tmp_path: Path) -
     assert result.stderr == (
         "cblr-collect verify: unrecognized argument --zzzzzz (see: cblr-collect verify --help)\n"
     )
+
+
+def test_verify_shows_the_verdict_signer_and_failures_and_every_check_with_v(
+    tmp_path: Path,
+) -> None:
+    fixture = Path(__file__).parent / "data" / "manifest_v1"
+    for item in fixture.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    archive = next(tmp_path.glob("*.zip"))
+    env = clean_env(tmp_path, V1_PASS="schema-v1 fixture passphrase, not a secret")
+    args = ("verify", archive.name, "--password-env", "V1_PASS", "--trust", "signer.pub.pem")
+
+    short = run_cli(*args, env=env, cwd=tmp_path)
+    full = run_cli(*args, "-v", env=env, cwd=tmp_path)
+
+    assert (short.returncode, full.returncode) == (0, 0)
+    short_checks = [line for line in short.stdout.splitlines() if line.startswith("  OK  ")]
+    full_checks = [line for line in full.stdout.splitlines() if line.startswith("  OK  ")]
+    assert [line.split()[1:3] for line in short_checks] == [
+        ["custody", "#1"],
+        ["manifest.sig", "Ed25519"],
+        ["signer", "the"],
+        [f"{len(full_checks) - 3}", "more"],
+    ]
+    assert short_checks[-1].endswith("more checks passed (-v lists every check)")
+    assert any(line.split()[1:3] == ["artifact", "1"] for line in full_checks)
+    assert short.stdout.splitlines()[-1] == full.stdout.splitlines()[-1] == "VERIFIED"

@@ -49,6 +49,12 @@ def register(commands: Any) -> None:
     _add_identity(verify)
     verify.add_argument("--json", action="store_true", help="the report as JSON")
     verify.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="every check (default: the verdict, who signed, and what failed or warns)",
+    )
+    verify.add_argument(
         "--record",
         action="store_true",
         help="append the result, signed, to the archive's custody sidecar",
@@ -65,6 +71,12 @@ def register(commands: Any) -> None:
     unseal.add_argument("--out", required=True, metavar="DIR", help="an absent or empty folder")
     _add_identity(unseal)
     unseal.add_argument("--json", action="store_true", help="the report as JSON")
+    unseal.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="every check (default: the verdict, who signed, and what failed or warns)",
+    )
     unseal.set_defaults(handler=run_unseal)
 
     handoff = commands.add_parser("custody", help="record a signed custody handoff")
@@ -338,22 +350,39 @@ def _verdict(report: Any) -> str:
     return "VERIFIED"
 
 
-def _print_report(report: Any, as_json: bool) -> None:
+SIGNER_CHECKS = ("signer", "manifest.sig")
+"""Checks shown even when they pass, with every signed custody record and timestamp: who
+signed, and when, is part of every verdict."""
+
+
+def _print_report(report: Any, as_json: bool, verbose: bool = False) -> None:
+    """The report; by default one screen: the verdict, who signed, what failed or warns."""
     if as_json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
         return
-    width = max((len(check.name) for check in report.checks), default=10)
+    shown = [check for check in report.checks if verbose or _always_shown(check)]
+    width = max((len(check.name) for check in shown), default=10)
     print(f"{report.target}")
     for key, value in sorted(report.summary.items()):
         print(f"  {key}: {value}")
-    for check in report.checks:
+    for check in shown:
         status = "OK  " if check.ok else "FAIL"
         print(f"  {status}  {check.name.ljust(width)}  {check.detail}")
+    if hidden := len(report.checks) - len(shown):
+        print(f"  OK    {hidden} more checks passed (-v lists every check)")
     for warning in report.warnings:
         print(f"  WARN  {warning}")
     for line in report.unverified:
         print(line)
     print(_verdict(report))
+
+
+def _always_shown(check: Any) -> bool:
+    return (
+        not check.ok
+        or check.name in SIGNER_CHECKS
+        or check.name.startswith(("custody #", "timestamp"))
+    )
 
 
 def _open_and_run(args: argparse.Namespace, command: str, action: Any) -> int:
@@ -369,7 +398,7 @@ def _open_and_run(args: argparse.Namespace, command: str, action: Any) -> int:
         return _fail(command, str(exc))
     except (archive.ArchiveError, envelope.EnvelopeError, ValueError, OSError) as exc:
         return _fail(command, str(exc), EXIT_PARTIAL)
-    _print_report(report, args.json)
+    _print_report(report, args.json, args.verbose)
     if report.key_problem:
         key_check = next(check for check in report.failures if check.name == "key")
         print(f"cblr-collect {command}: {key_check.detail}", file=sys.stderr)
