@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from evidence import custody, keys
+from evidence import custody, keys, outcomes
 from evidence.canonical import canonical_bytes, pretty_bytes, utc_now
 from evidence.caseuco import build_case_document
 from evidence.records import (
@@ -105,8 +105,8 @@ def build_manifest(
     documents: dict[str, bytes],
     signing_key: ed25519.Ed25519PrivateKey,
     created: str,
+    events: Sequence[CustodyEvent] = (),
 ) -> dict[str, Any]:
-    collected = [artifact for artifact in artifacts if artifact.status == "collected"]
     public_key = signing_key.public_key()
     return {
         "schema": SCHEMA,
@@ -118,12 +118,10 @@ def build_manifest(
         "profile": asdict(profile),
         "plan": [asdict(item) for item in plan],
         "artifacts": [artifact.as_dict() for artifact in artifacts],
-        "summary": {
-            "planned": len(plan),
-            "collected": len(collected),
-            "failed": len(artifacts) - len(collected),
-            "bytes": sum(artifact.size or 0 for artifact in collected),
-        },
+        "summary": outcomes.tally(
+            outcomes.manifest_records(artifact.as_dict() for artifact in artifacts),
+            [(event.kind, event.payload) for event in events],
+        ).as_dict(),
         "custody": {
             "file": custody.CUSTODY_FILE,
             "events": custody_summary.events,
@@ -172,7 +170,17 @@ def build_collection(
         **_sums_documents(artifacts),
     }
     manifest = build_manifest(
-        case, tool, device, profile, plan, artifacts, summary, documents, signing_key, created
+        case,
+        tool,
+        device,
+        profile,
+        plan,
+        artifacts,
+        summary,
+        documents,
+        signing_key,
+        created,
+        events,
     )
     manifest_bytes = pretty_bytes(manifest)
     for name, content in documents.items():

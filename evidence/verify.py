@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from evidence import archive as archive_format
-from evidence import custody, envelope, innerzip, keys
+from evidence import custody, envelope, innerzip, keys, outcomes
 from evidence.canonical import CanonicalFormError, parse_canonical, parse_pretty
 from evidence.hashes import MultiHasher
 from evidence.manifest import (
@@ -291,11 +291,11 @@ def _check_plan(report: Report, manifest: dict[str, Any]) -> list[dict[str, Any]
         or (artifact.get("status") == "failed" and not artifact.get("reason"))
         or (artifact.get("status") == "collected" and not artifact.get("hashes"))
     ]
-    failed = sum(1 for artifact in artifacts if artifact.get("status") == "failed")
     problems = [f"not accounted for: {', '.join(map(str, missing))}"] if missing else []
     if bad:
         problems.append(f"incomplete records: {', '.join(bad)}")
-    detail = "; ".join(problems) or f"{len(planned)} planned, {failed} recorded as failed"
+    problems += outcomes.summary_problems(manifest)
+    detail = "; ".join(problems) or outcomes.describe(manifest.get("summary") or {})
     report.add("plan accounted for", not problems, detail)
     return artifacts
 
