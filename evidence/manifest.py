@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from evidence import custody, keys, outcomes
+from evidence import copylog, custody, keys, outcomes
 from evidence.canonical import canonical_bytes, pretty_bytes, utc_now
 from evidence.caseuco import build_case_document
 from evidence.records import (
@@ -43,7 +43,12 @@ MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 CASE_FILE = "case.jsonld"
 ARTIFACTS_DIR = "artifacts"
-DOCUMENT_FILES = (custody.CUSTODY_FILE, CASE_FILE, *SUMS_FILES.values())
+DOCUMENT_FILES = (
+    custody.CUSTODY_FILE,
+    CASE_FILE,
+    *SUMS_FILES.values(),
+    *copylog.DOCUMENTS,
+)
 """Files whose SHA-256 the manifest records (everything but the manifest and signature)."""
 
 
@@ -149,6 +154,7 @@ def build_collection(
     events: Sequence[CustodyEvent],
     signing_key: ed25519.Ed25519PrivateKey,
     created: str | None = None,
+    run_log: bytes = b"",
 ) -> Path:
     """Write the evidence documents into ``folder`` (which holds the staged artifacts).
 
@@ -168,6 +174,7 @@ def build_collection(
         custody.CUSTODY_FILE: custody_bytes,
         CASE_FILE: pretty_bytes(case_document),
         **_sums_documents(artifacts),
+        **copylog.documents(artifacts, run_log),
     }
     manifest = build_manifest(
         case,

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from evidence import archive as archive_format
 from evidence import custody, envelope, keys
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
+from evidence.timestamps import EntryTimes
 from evidence.verify import FolderContents, Report, check_collection
 
 
@@ -38,6 +39,7 @@ def artifact_members(folder: Path, manifest: dict) -> list[archive_format.Member
             artifact["staged_path"],
             folder / artifact["staged_path"],
             expected_sha256=artifact["hashes"]["sha256"],
+            times=EntryTimes.from_remote_times(artifact.get("remote_times")),
         )
         for artifact in manifest["artifacts"]
         if artifact["status"] == "collected"
@@ -109,9 +111,10 @@ class StreamingSeal:
         blocks: Iterable[bytes],
         sample_ratio: float,
         expected_sha256: str | None = None,
+        times: EntryTimes | None = None,
     ) -> archive_format.MemberDecision:
         with self._aborting():
-            return self._writer.add_blocks(name, size, blocks, sample_ratio, expected_sha256)
+            return self._writer.add_blocks(name, size, blocks, sample_ratio, expected_sha256, times)
 
     def add_file(self, source: archive_format.MemberSource) -> archive_format.MemberDecision:
         with self._aborting():

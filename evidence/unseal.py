@@ -19,6 +19,7 @@ from evidence import innerzip, keys
 from evidence.archive import BLOCK, ArchiveError
 from evidence.canonical import CanonicalFormError, parse_pretty
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
+from evidence.timestamps import apply_source_times
 from evidence.verify import (
     MAX_DOCUMENT_BYTES,
     FolderContents,
@@ -174,4 +175,6 @@ def unseal_archive(
     loaded = check_collection(report, FolderContents(root))
     if loaded and sealed:
         _tie_sidecar(report, sealed, *loaded)
+    if loaded:
+        apply_source_times(root, loaded[0])  # after the hashing reads, which touch atimes
     return report

@@ -236,8 +236,17 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
         records,
         events,
         signing_key,
+        run_log=run_log_snapshot(workspace),
     )
     return folder
+
+
+def run_log_snapshot(workspace: Workspace) -> bytes:
+    """The run log as it stands (its secrets were redacted as it was written)."""
+    try:
+        return workspace.log_path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def device_info(run: RunSettings, events: Sequence[Event]) -> DeviceInfo:
