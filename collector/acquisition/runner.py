@@ -63,6 +63,8 @@ class RunSettings:
     ca_bundle: str = ""
     credentials_profile: str = ""
     """The section of the credentials file the token came from (its name, not the token)."""
+    keep_workspace: bool = False
+    """Keep the staged plaintext after the archive is sealed and verified (``--keep-workspace``)."""
 
     def as_settings(self) -> dict[str, Any]:
         return asdict(self)

@@ -153,7 +153,7 @@ class RichReporter(Reporter):
         task = self._artifact_tasks.pop((device_id, artifact_id), None)
         if task is not None:
             self._progress.remove_task(task)
-        if status != "collected":
+        if status == "failed":
             self._say(f"device {device_id}: {name} failed: {fields.get('reason', '')}")
 
     def _on_memdump_progress(self, device_id: int, percent: int, **_: Any) -> None:

@@ -50,9 +50,15 @@ def device_summary(result: DeviceResult) -> dict[str, Any]:
         "device_id": result.device_id,
         "status": str(result.status),
         "error": result.error or result.seal_error,
+        "planned": outcome.planned if outcome else 0,
         "collected": outcome.collected if outcome else 0,
         "failed": outcome.failed if outcome else 0,
+        "not_present": outcome.not_present if outcome else 0,
         "bytes": outcome.bytes if outcome else 0,
+        "retries": outcome.retries if outcome else 0,
+        "session_reopens": outcome.session_reopens if outcome else 0,
+        "faults": outcome.faults if outcome else 0,
+        "plaintext_removed": bool(result.cleanup and result.cleanup.removed),
         "failures": [{"source": s, "reason": r} for s, r in outcome.failures] if outcome else [],
         "archive": str(archive.path) if archive else None,
         "archive_sha256": archive.sha256 if archive else None,
@@ -85,8 +91,10 @@ def case_summary(
         "totals": {
             "devices": len(results),
             **{str(status): statuses.get(str(status), 0) for status in DeviceStatus},
+            "artifacts_planned": sum(d["planned"] for d in devices),
             "artifacts_collected": sum(d["collected"] for d in devices),
             "artifacts_failed": sum(d["failed"] for d in devices),
+            "artifacts_not_present": sum(d["not_present"] for d in devices),
             "bytes": sum(d["bytes"] for d in devices),
         },
         "devices": devices,
@@ -103,11 +111,29 @@ def write_case_summary(out: Path, summary: dict[str, Any]) -> Path:
     return target
 
 
+def survived(result: DeviceResult) -> str:
+    """What the run got through and what is left on disk, in one line."""
+    outcome = result.outcome
+    assert outcome is not None
+    line = (
+        f"survived {outcome.retries} retries, {outcome.session_reopens} session reopens, "
+        f"{outcome.faults} faults"
+    )
+    if result.cleanup is not None:
+        line += (
+            "; staged plaintext removed, journal and run log kept"
+            if result.cleanup.removed
+            else f"; {result.cleanup.reason}"
+        )
+    return line
+
+
 def print_summary(results: Sequence[DeviceResult], console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title="collection summary")
-    for column in ("device", "status", "collected", "failed", "bytes", "seconds"):
+    for column in ("device", "status", "planned", "collected", "failed", "absent", "bytes"):
         table.add_column(column, overflow="fold")
+    table.add_column("seconds", overflow="fold")
     table.add_column("archive / problem", overflow="fold")
     for result in results:
         outcome = result.outcome
@@ -119,8 +145,10 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
         table.add_row(
             str(result.device_id),
             str(result.status) + (" (earlier run)" if result.skipped else ""),
+            str(outcome.planned if outcome else "-"),
             str(outcome.collected if outcome else 0),
             str(outcome.failed if outcome else "-"),
+            str(outcome.not_present if outcome else "-"),
             human_bytes(outcome.bytes if outcome else 0),
             f"{result.seconds:.1f}",
             Text(where),
@@ -135,6 +163,8 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
                 highlight=False,
                 soft_wrap=True,
             )
+        if result.outcome is not None and not result.skipped:
+            console.print(f"  {survived(result)}", markup=False, highlight=False)
     if len(results) > 1:
         statuses = Counter(str(result.status) for result in results)
         console.print(

@@ -135,6 +135,12 @@ def register(commands: Any) -> None:
     key.add_argument("--password-env", metavar="VAR", help="variable holding a passphrase")
     sealing.add_argument("--signing-key", metavar="KEY.pem", help="created if missing")
     sealing.add_argument("--no-seal", action="store_true", help="leave the workspace unsealed")
+    sealing.add_argument(
+        "--keep-workspace",
+        action="store_true",
+        help="keep the staged plaintext copy after the archive is sealed and verified "
+        "(by default only the journal and the run log stay)",
+    )
     tuning = collect.add_argument_group("transfer")
     tuning.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N")
     tuning.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
@@ -246,6 +252,7 @@ def run_collect(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         ca_bundle=args.ca_bundle or "",
         credentials_profile=args.credentials_profile or "",
+        keep_workspace=args.keep_workspace,
     )
     try:
         jobs, finished = plan_devices(devices, template, profile, args)
