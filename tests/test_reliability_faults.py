@@ -3,7 +3,8 @@
 Each run collects a profile of small and large files, a registry key, a hive, the process
 list and a memory dump through ``collect_device`` against the emulator over loopback. Every
 artifact must end collected with the scenario's ground-truth hashes (files, memory), with
-what ``reg save`` wrote (the hive) or the fault-free run's (documents), or flagged as changed when a ``change`` fault struck it, or
+the raw hive file (through a shadow copy) or the fault-free run's (documents), or flagged as
+changed when a ``change`` fault struck it, or
 failed with a reason. Nothing planned may be missing, the staged bytes must hash to what the
 journal says, and the tenant must be left with no open session and no file object.
 """
@@ -101,8 +102,8 @@ class RunResult:
 def truth_of(server: EmulatorServer) -> dict[tuple[str, str], str]:
     """SHA-256 of every file the profile can reach and of memory, read before the run.
 
-    The hive is locked, so it arrives through ``reg save`` (a fresh serialisation of the live
-    registry, not the file's bytes, naming its target): see ``saved_hive_truth``.
+    The hive is locked, so it arrives through a shadow copy: the raw file, as read here; were
+    shadow copies to fail it would come through ``reg save`` (see ``saved_hive_truth``).
     """
     endpoint = server.tenant.endpoints[DEVICE_ID]
     truth: dict[tuple[str, str], str] = {}
@@ -111,6 +112,9 @@ def truth_of(server: EmulatorServer) -> dict[tuple[str, str], str]:
         if node.content is not None:
             truth[("file", spec.path.lower())] = sha256_of(node.content)
     truth[("memdump", "physical memory")] = sha256_of(endpoint.memory)
+    hive = endpoint.fs.lookup(SYSTEM_HIVE).content
+    assert hive is not None
+    truth[("hive", SYSTEM_HIVE.lower())] = sha256_of(hive)
     return truth
 
 
@@ -122,7 +126,7 @@ def saved_hive_truth(
     truth = {}
     for artifact in artifacts:
         target = artifact.details.get("remote_path")
-        if artifact.kind == "hive" and target:
+        if artifact.kind == "hive" and target and artifact.method == "reg save, then get file":
             hive = hive_bytes(endpoint.registry.find("HKLM\\SYSTEM"), str(target))
             truth[key_of(artifact)] = hashlib.sha256(hive).hexdigest()
     return truth
