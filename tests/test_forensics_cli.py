@@ -490,3 +490,24 @@ def test_retries_the_run_survived_are_counted_in_the_summary_and_the_manifest(
     # server check made before the device's collection began).
     log = (target / "run.log").read_text("utf-8")
     assert 0 < entry["retries"] <= log.count("retrying in") + log.count("trying again")
+
+
+# ---- documented exit codes
+
+
+@pytest.mark.parametrize("command", ["collect", "resume"])
+def test_help_documents_every_exit_code(command: str, tmp_path: Path) -> None:
+    result = run_cli(command, "--help", env=clean_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0
+    codes = result.stdout.split("exit codes:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in codes if line.strip()] == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "130",
+        "143",
+    ]
+    assert "130  interrupted (Ctrl-C); resumable with: cblr-collect resume WORKSPACE" in (
+        result.stdout
+    )

@@ -10,3 +10,17 @@ EXIT_USAGE = 2
 """Bad usage, profile or configuration."""
 EXIT_UNREACHABLE = 3
 """Could not reach or authenticate to the server, or the session could not be established."""
+EXIT_INTERRUPTED = 130
+"""Interrupted by Ctrl-C (SIGINT; 128 + 2, as shells report it): what was collected is kept,
+the sessions are closed, and ``cblr-collect resume WORKSPACE`` finishes the run."""
+EXIT_TERMINATED = 143
+"""Stopped by SIGTERM (128 + 15; a service manager, ``kill``): resumable, as for 130."""
+
+EXIT_CODES_HELP = """exit codes:
+  0    everything asked for was collected (or verified)
+  1    finished, but some artifacts or devices failed (recorded as failed)
+  2    bad usage, profile or configuration
+  3    the server could not be reached or refused the token, or no session started
+  130  interrupted (Ctrl-C); resumable with: cblr-collect resume WORKSPACE
+  143  terminated (SIGTERM); resumable the same way
+"""

@@ -19,7 +19,14 @@ import yaml
 
 from collector.acquisition.runner import RunSettings
 from collector.cli.devices import DeviceListError, device_list
-from collector.cli.exitcodes import EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+from collector.cli.exitcodes import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_PARTIAL,
+    EXIT_TERMINATED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 from collector.cli.progress import make_reporter, utc_now
 from collector.cli.summary import case_summary, exit_code_of, print_summary, write_case_summary
 from collector.fleet.run import (
@@ -53,10 +60,6 @@ log = logging.getLogger(__name__)
 
 DEBUG_ENV = "CBLR_DEBUG"
 """Set to 1 to see the traceback of an unexpected error instead of one line."""
-EXIT_INTERRUPTED = 130
-"""Ctrl-C (SIGINT): 128 + the signal number, as shells report it."""
-EXIT_TERMINATED = 143
-"""SIGTERM."""
 
 EXAMPLES = """examples:
   cblr-collect collect --device 37191 --profile triage --case IR-2026-114 \\
@@ -115,7 +118,7 @@ def register(commands: Any) -> None:
         help="collect a profile from one or more devices",
         description="Collect a profile from one or more devices, seal each device's evidence "
         "into an encrypted archive in --out, and print a summary.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     target = collect.add_argument_group("what and where")
@@ -155,7 +158,7 @@ def register(commands: Any) -> None:
         description="Open a new session and fetch only what the workspace does not hold yet; "
         "every setting comes from the workspace, the token from the environment or the "
         "credentials file.",
-        epilog=RESUME_EXAMPLES,
+        epilog=RESUME_EXAMPLES + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument("workspace", type=Path)
