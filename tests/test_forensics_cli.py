@@ -449,6 +449,22 @@ def test_the_workspace_keeps_only_the_journal_and_the_log(shadow_run: Run) -> No
     assert entry["plaintext_removed"] is True
 
 
+def test_sealing_again_after_the_plaintext_went_says_why_it_cannot(
+    lab: Lab, shadow_run: Run
+) -> None:
+    result = run_cli(
+        *("seal", shadow_run.workspace, "--password-env", PASSWORD_VAR),
+        env=lab.env(),
+        cwd=lab.home,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"cblr-collect seal: {shadow_run.workspace}: the staged copy was removed after "
+        f"{shadow_run.archive.name} was sealed and verified; collect with --keep-workspace to "
+        "be able to seal again"
+    ]
+
+
 # ---- what the run survived
 
 

@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector.packaging.folder import PLAINTEXT_REMOVED_EVENT
 from collector.packaging.sealing import SealedArchive, SealKeys
 from collector.transfer.journal import Journal
 from collector.transfer.staging import STAGING_FOLDER
@@ -28,7 +29,6 @@ from collector.transfer.workspace import Workspace
 from evidence.verify import Report, check_sidecar, verify_archive
 
 log = logging.getLogger(__name__)
-CLEANED_EVENT = "workspace.plaintext_removed"
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def remove_plaintext(workspace: Workspace, archive: SealedArchive, keys: SealKey
         shutil.rmtree(folder)
     with Journal.open(workspace.root) as journal:
         journal.add_event(
-            CLEANED_EVENT,
+            PLAINTEXT_REMOVED_EVENT,
             {"archive": archive.path.name, "archive_sha256": archive.sha256, "bytes": removed},
         )
     log.info("%s: %d staged bytes removed after the archive verified", workspace.root, removed)

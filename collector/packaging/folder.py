@@ -170,8 +170,23 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+PLAINTEXT_REMOVED_EVENT = "workspace.plaintext_removed"
+"""The journal's record that the staged copy was removed once its archive verified."""
+
+
+class StagedCopyRemoved(ValueError):
+    """The workspace's staged copy is gone (its archive was sealed and verified)."""
+
+
 def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
     """(Re)build ``workspace.collection`` from the journal and staged files; blocking."""
+    with Journal.open(workspace.root, readonly=True) as journal:
+        removed = [e.payload for e in journal.events() if e.kind == PLAINTEXT_REMOVED_EVENT]
+    if removed:
+        raise StagedCopyRemoved(
+            f"the staged copy was removed after {removed[-1].get('archive')} was sealed and "
+            "verified; collect with --keep-workspace to be able to seal again"
+        )
     folder = workspace.collection
     if folder.exists():
         shutil.rmtree(folder)
