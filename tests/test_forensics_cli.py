@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
+import subprocess
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -527,3 +529,45 @@ def test_help_documents_every_exit_code(command: str, tmp_path: Path) -> None:
     assert "130  interrupted (Ctrl-C); resumable with: cblr-collect resume WORKSPACE" in (
         result.stdout
     )
+
+
+SEVEN_ZIP = shutil.which("7z") or shutil.which("7zz") or shutil.which("7za")
+
+
+@pytest.mark.skipif(SEVEN_ZIP is None, reason="7-Zip (apt package 7zip) is not installed")
+def test_7zip_shows_the_source_times_of_each_entry(
+    lab: Lab, shadow_run: Run, tmp_path: Path
+) -> None:
+    assert SEVEN_ZIP is not None
+    subprocess.run(
+        [SEVEN_ZIP, "x", f"-p{PASSPHRASE}", f"-o{tmp_path}", str(shadow_run.archive)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    listing = subprocess.run(
+        [SEVEN_ZIP, "l", "-slt", str(tmp_path / "evidence.zip")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    entries = {
+        block.split("\n", 1)[0]: dict(
+            line.split(" = ", 1) for line in block.splitlines() if " = " in line
+        )
+        for block in listing.split("Path = ")[1:]
+    }
+    node = lab.node(WITH_VSS, SYSTEM_HIVE)
+    entry = entries["artifacts/C/Windows/System32/config/SYSTEM"]
+
+    def shown(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S.0000000")
+
+    assert (entry["Modified"], entry["Accessed"], entry["Created"]) == (
+        shown(node.modified),
+        shown(node.accessed),
+        shown(node.created),
+    )
+    report = entries["artifacts/C/data/report.docx"]
+    assert report["Modified"] == "2026-10-30 21:14:09.0000000"
