@@ -4,12 +4,15 @@ copy log and bodyfile against hostile names, the outcome tally, and the source-c
 from __future__ import annotations
 
 import csv
+import importlib
+import inspect
 import io
 import os
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collector.acquisition.resilience import RECOVERIES
 from collector.packaging.folder import source_changed, source_times
 from collector.transfer.journal import Artifact, ArtifactState
 from emulator.hive import build_hive, deleted_key_remnant
@@ -209,3 +212,12 @@ def test_a_raw_hive_holds_the_deleted_key_a_saved_one_does_not() -> None:
     assert b"Persistence" in raw and b"Persistence" not in saved
     position = raw.index(b"nk", raw.index(b"Persistence") - 80)
     assert int.from_bytes(raw[position - 4 : position], "little", signed=True) > 0  # free cell
+
+
+def test_every_counted_recovery_is_a_message_its_module_still_logs() -> None:
+    """The counts read log records by (logger, template): a reworded message would silently
+    count nothing, so each template must still be in its module's source."""
+    for (logger, template), kind in RECOVERIES.items():
+        module = importlib.import_module(logger)
+        assert f'"{template}"' in inspect.getsource(module), (logger, template, kind)
+    assert set(RECOVERIES.values()) == {"retries", "session_reopens", "faults"}

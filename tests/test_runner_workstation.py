@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from emulator.content import iter_blocks
 from emulator.endpoint import Endpoint, hive_bytes
 from emulator.programs import run_program
 from emulator.registry import RegKey
+from emulator.scenario import load_scenario
 from emulator.server import EmulatorServer
 from emulator.vfs import SensorError
 from evidence.hashes import MultiHasher
@@ -390,3 +392,46 @@ def test_counts_add_up_with_reg_exports_counted_with_their_keys(
         summary["failed"],
         summary["not_present"],
     )
+
+
+def test_without_shadow_copies_locked_hives_fall_back_to_reg_save(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """VSS disabled: each locked hive is saved with reg save (the method says so) and is
+    byte-exact to what reg save wrote; locked files that are not hives fail with the reason;
+    no temporary file of either attempt is left on the endpoint."""
+    base = load_scenario("workstation")
+    scenario = replace(
+        base,
+        devices=tuple(
+            replace(d, shadow_copies=False) if d.id == WORKSTATION_ID else d for d in base.devices
+        ),
+    )
+    profile = resolve(load_profile("triage"))
+    folder = tmp_path_factory.mktemp("no-vss")
+
+    async def run() -> Run:
+        async with EmulatorServer(scenario) as server:
+            collection = await collect(server, profile, folder, WORKSTATION_ID)
+        return Run(server, profile, collection)
+
+    no_vss = asyncio.run(run())
+    hives = [a for a in no_vss.collection.artifacts if a.details.get("save_key")]
+    locked = [h for h in hives if no_vss.endpoint.fs.lookup(h.source).locked]
+    assert len(locked) == 5 + 2
+    expected = expected_files(no_vss.endpoint, no_vss.profile, no_vss.facts)
+    for hive in locked:
+        assert hive.state is ArtifactState.COLLECTED, hive.reason
+        assert hive.method == "reg save, then get file"
+        assert hive.details["shadow_copy_error"] == (
+            "the file is locked, and esentutl.exe exited with 1"
+        )
+        want = expected_sha256(no_vss.endpoint, expected[name_key(hive.source)], hive)
+        assert hive.sha256 == want
+    others = no_vss.collection.by_source("file")
+    srum = others[name_key("C:\\Windows\\System32\\sru\\SRUDB.dat")]
+    assert srum.state is ArtifactState.FAILED
+    assert srum.reason == "the file is locked, and esentutl.exe exited with 1"
+    temp = no_vss.live_endpoint.fs.lookup("C:\\Windows\\Temp")
+    before = no_vss.endpoint.fs.lookup("C:\\Windows\\Temp")
+    assert sorted(temp.children) == sorted(before.children)

@@ -46,7 +46,11 @@ from collector.liveresponse.remote_command import (
 from collector.liveresponse.sessions import LiveResponseSession
 from collector.transfer.engine import FETCHED_KINDS, TransferEngine
 from collector.transfer.journal import Artifact, ArtifactState, Collected, Journal
-from collector.transfer.observe import missing_observation, observation_of
+from collector.transfer.observe import (
+    missing_observation,
+    observation_of,
+    planned_observation,
+)
 from collector.transfer.staging import resolve_staging, staging_relpath, sync_directory
 from evidence.hashes import MultiHasher
 from evidence.outcomes import NOT_PRESENT
@@ -233,7 +237,7 @@ class Acquirer:
                 raise
             log.info("artifact %d: %s; saving the hive with reg save", artifact.id, error)
             if failed_copy := self.journal.artifact(artifact.id).details.get("remote_temp"):
-                await delete_quietly(self.session, failed_copy)
+                await self._delete_if_made(failed_copy)
             await self._note(artifact.id, {"shadow_copy_error": error.reason})
             await self._copy_on_host(
                 artifact,
@@ -244,12 +248,21 @@ class Acquirer:
         after = await self._observe_source(artifact.source)
         await self._note(artifact.id, {"source_observations": {"before": before, "after": after}})
 
+    async def _delete_if_made(self, path: str) -> None:
+        """Remove what a failed copy may have left: usually nothing, which is not news."""
+        try:
+            await self.session.delete_file(path)
+        except CommandError as error:
+            if error.result_code not in (hresult.FILE_NOT_FOUND, hresult.PATH_NOT_FOUND):
+                log.warning("could not delete %s from the endpoint: %s", path, error)
+        except LiveResponseError as error:
+            log.warning("could not delete %s from the endpoint: %s", path, error)
+
     async def _source_before(self, artifact: Artifact) -> dict[str, Any]:
-        """The source's listing before it is copied: the plan's own, else a fresh one."""
-        planned = artifact.details.get("observed")
-        if isinstance(planned, dict) and planned.get("exists") is True:
-            return {**planned, "listed_by": "plan"}
-        return await self._observe_source(artifact.source)
+        """The source's listing before it is copied: the plan's own while it is fresh (as
+        for a file read directly), else a new one."""
+        planned = planned_observation(artifact.details, self.engine.options.observation_max_age)
+        return planned or await self._observe_source(artifact.source)
 
     async def _observe_source(self, path: str) -> dict[str, Any]:
         """A listing of the file itself (not of the temporary copy made of it)."""
