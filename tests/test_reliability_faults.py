@@ -35,6 +35,7 @@ from emulator.endpoint import hive_bytes
 from emulator.faults import FAULT_KINDS, FaultPlan
 from emulator.scenario import Scenario, parse_scenario
 from emulator.server import EmulatorServer
+from evidence.outcomes import resilience
 from profiles import ResolvedProfile, load_profile_text, resolve
 
 MIB = 1024 * 1024
@@ -199,6 +200,12 @@ def key_of(artifact: Artifact) -> tuple[str, str]:
     return (artifact.kind, artifact.source.lower())
 
 
+def resilience_of(workspace: Path) -> dict[str, int]:
+    """What the run's journal says it survived (retries, session reopens, faults)."""
+    with Journal.open(workspace, readonly=True) as journal:
+        return resilience([(event.kind, event.payload) for event in journal.events()])
+
+
 def staged_sha256(workspace: Path, artifact: Artifact) -> tuple[int, str]:
     assert artifact.staging_path, f"{artifact.source}: collected without a staging path"
     data = resolve_staging(workspace, artifact.staging_path).read_bytes()
@@ -269,7 +276,16 @@ async def test_faults_lose_and_corrupt_nothing(spec: str, seed: int, tmp_path: P
     run, truth = await collect(tmp_path / "faulted", faults)
     assert sum(run.injected.values()) > 0, f"{spec} at seed {seed} injected nothing"
     endings = check_run(run, base, truth)
-    print(f"MATRIX {spec} seed={seed} injected={dict(run.injected)} endings={dict(endings)}")
+    survived = resilience_of(run.workspace)
+    print(
+        f"MATRIX {spec} seed={seed} injected={dict(run.injected)} endings={dict(endings)} "
+        f"survived={survived}"
+    )
+    # What the summary and the manifest will say the run survived.
+    if run.injected["expire"] or run.injected["offline"]:
+        assert survived["session_reopens"] > 0
+    if any(run.injected[kind] for kind in ("http500", "http502", "http503", "http429")):
+        assert survived["retries"] > 0
     if "change" not in spec:
         # Retries absorb every transient fault at these rates: nothing may fail.
         assert endings == Counter(collected=len(base.artifacts)), [
