@@ -252,6 +252,7 @@ def fleet_job(
         url=server.url,
         chunk_size=chunk_size,
         parallel=parallel,
+        keep_workspace=True,  # these tests compare the archive with the evidence folder
     )
     return FleetJob(
         devices=[(device_id, device_workspace(out, device_id), settings)],
