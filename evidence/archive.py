@@ -38,8 +38,8 @@ from typing import BinaryIO
 import pyzipper
 from pyzipper.zipfile_aes import AESZipInfo
 
+from evidence.filetimes import EntryTimes
 from evidence.pipe import ThreadedWriter
-from evidence.timestamps import EntryTimes
 from evidence.wzaes import FastAESZipFile
 
 BLOCK = 1024 * 1024
@@ -72,7 +72,7 @@ class MemberSource:
     path: Path
     expected_sha256: str | None = None
     times: EntryTimes | None = None
-    """The source's times, for the entry's date and NTFS extra field (``evidence.timestamps``)."""
+    """The source's times, for the entry's date and NTFS extra field (``evidence.filetimes``)."""
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ import csv
 import io
 from collections.abc import Sequence
 
+from evidence.filetimes import parse_time
 from evidence.outcomes import outcome_of
 from evidence.records import ArtifactRecord
-from evidence.timestamps import parse_time
 
 COPY_LOG_FILE = "copy-log.csv"
 BODYFILE = "timeline.bodyfile"

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from evidence import archive as archive_format
 from evidence import custody, envelope, keys
+from evidence.filetimes import EntryTimes
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
-from evidence.timestamps import EntryTimes
 from evidence.verify import FolderContents, Report, check_collection
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from evidence import innerzip, keys
 from evidence.archive import BLOCK, ArchiveError
 from evidence.canonical import CanonicalFormError, parse_pretty
+from evidence.filetimes import apply_source_times
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
-from evidence.timestamps import apply_source_times
 from evidence.verify import (
     MAX_DOCUMENT_BYTES,
     FolderContents,

@@ -42,7 +42,7 @@ from emulator.scenario import load_scenario
 from emulator.vfs import Node
 from evidence import archive as archive_format
 from evidence import envelope
-from evidence.timestamps import read_ntfs_extra
+from evidence.filetimes import read_ntfs_extra
 
 WITH_VSS = 51001
 WITHOUT_VSS = 51002

@@ -18,10 +18,10 @@ from collector.transfer.journal import Artifact, ArtifactState
 from emulator.hive import build_hive, deleted_key_remnant
 from emulator.registry import RegKey, to_hive_tree
 from evidence.copylog import render_bodyfile, render_copy_log
+from evidence.filetimes import EntryTimes, apply_source_times, read_ntfs_extra
 from evidence.hashes import Digests
 from evidence.outcomes import summary_problems, tally
 from evidence.records import ArtifactRecord
-from evidence.timestamps import EntryTimes, apply_source_times, read_ntfs_extra
 
 TIMES = {
     "create_time": "2024-02-29T23:59:59Z",

@@ -43,9 +43,9 @@ from collector.transfer.journal import Artifact, ArtifactState, Chunk, Journal
 from collector.transfer.staging import resolve_staging
 from collector.transfer.workspace import Workspace
 from evidence.archive import BLOCK, measure_compressibility
+from evidence.filetimes import EntryTimes
 from evidence.safepaths import MemberNamer
 from evidence.seal import StreamingSeal
-from evidence.timestamps import EntryTimes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -131,6 +131,12 @@ def register(commands: Any) -> None:
     target.add_argument("--purpose", default="", help="why this collection is made")
     target.add_argument("--out", required=True, type=Path, metavar="DIR")
     target.add_argument("--workspace", type=Path, metavar="DIR")
+    target.add_argument(
+        "--keep-workspace",
+        action="store_true",
+        help="keep the staged plaintext copy after the archive is sealed and verified "
+        "(by default only the journal and the run log stay)",
+    )
     _add_connection(collect)
     sealing = collect.add_argument_group("sealing")
     key = sealing.add_mutually_exclusive_group()
@@ -138,12 +144,6 @@ def register(commands: Any) -> None:
     key.add_argument("--password-env", metavar="VAR", help="variable holding a passphrase")
     sealing.add_argument("--signing-key", metavar="KEY.pem", help="created if missing")
     sealing.add_argument("--no-seal", action="store_true", help="leave the workspace unsealed")
-    sealing.add_argument(
-        "--keep-workspace",
-        action="store_true",
-        help="keep the staged plaintext copy after the archive is sealed and verified "
-        "(by default only the journal and the run log stay)",
-    )
     tuning = collect.add_argument_group("transfer")
     tuning.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N")
     tuning.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
