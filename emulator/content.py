@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -180,3 +183,92 @@ def sha256_of(content: Content) -> str:
     for data in iter_blocks(content):
         digest.update(data)
     return digest.hexdigest()
+
+
+def stored_zip(member: Content, name: str, when: float, crc: int) -> Content:
+    """``member`` as the one entry of a stored (uncompressed) zip archive, ZIP64 where its
+    size needs it: what ``memdump`` with ``compress`` writes, without copying the bytes.
+
+    ``crc`` is the member's CRC-32, computed by the caller (off the event loop: it reads
+    every byte once).
+    """
+    encoded = name.encode("utf-8")
+    size = member.size
+    big = size >= 0xFFFFFFFF
+    version = 45 if big else 20
+    stamp = time.gmtime(max(when, 315532800))  # zip times start in 1980
+    dos_time = stamp.tm_hour << 11 | stamp.tm_min << 5 | stamp.tm_sec // 2
+    dos_date = (stamp.tm_year - 1980) << 9 | stamp.tm_mon << 5 | stamp.tm_mday
+    flags = 0x800  # names are UTF-8
+    shown = 0xFFFFFFFF if big else size
+    local_extra = struct.pack("<HHQQ", 1, 16, size, size) if big else b""
+    local = (
+        struct.pack(
+            "<IHHHHHIIIHH",
+            0x04034B50,
+            version,
+            flags,
+            0,
+            dos_time,
+            dos_date,
+            crc,
+            shown,
+            shown,
+            len(encoded),
+            len(local_extra),
+        )
+        + encoded
+        + local_extra
+    )
+    central_offset = len(local) + size
+    central_extra = struct.pack("<HHQQQ", 1, 24, size, size, 0) if big else b""
+    central = (
+        struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            version,
+            version,
+            flags,
+            0,
+            dos_time,
+            dos_date,
+            crc,
+            shown,
+            shown,
+            len(encoded),
+            len(central_extra),
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
+        + encoded
+        + central_extra
+    )
+    trailer = central
+    if big:
+        zip64_end = central_offset + len(central)
+        trailer += struct.pack(
+            "<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, 1, 1, len(central), central_offset
+        )
+        trailer += struct.pack("<IIQI", 0x07064B50, 0, zip64_end, 1)
+    trailer += struct.pack(
+        "<IHHHHIIH",
+        0x06054B50,
+        0,
+        0,
+        1,
+        1,
+        len(central),
+        0xFFFFFFFF if big else central_offset,
+        0,
+    )
+    return AppendedContent(BytesContent(local), AppendedContent(member, BytesContent(trailer)))
+
+
+def crc32_of(content: Content) -> int:
+    crc = 0
+    for data in iter_blocks(content):
+        crc = zlib.crc32(data, crc)
+    return crc

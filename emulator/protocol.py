@@ -5,6 +5,12 @@ from __future__ import annotations
 API_ROOT = "/integrationServices/v3"
 CBLR_ROOT = f"{API_ROOT}/cblr"
 
+# The v6 dialect (Carbon Black Cloud): every route under the tenant's org key.
+V6_ROOT = "/appservices/v6"
+V6_ORGS = f"{V6_ROOT}/orgs"
+DEFAULT_ORG_KEY = "EMUORG01"
+CUSTOM_KEY = "CUSTOM"  # the v6 key type: an API key with a custom access level (RBAC)
+
 LIVE_RESPONSE_KEY = "LIVE_RESPONSE"
 
 SUPPORTED_COMMANDS = (
@@ -37,6 +43,31 @@ COMMAND_IN_PROGRESS = "in progress"
 COMMAND_COMPLETE = "complete"
 COMMAND_ERROR = "error"
 COMMAND_CANCEL = "cancel"
+
+# v6 names of the command statuses (lower case by default; ``status_case`` upper-cases them).
+V6_COMMAND_STATUS = {
+    COMMAND_PENDING: "pending",
+    COMMAND_IN_PROGRESS: "in progress",
+    COMMAND_COMPLETE: "complete",
+    COMMAND_ERROR: "error",
+    COMMAND_CANCEL: "cancelled",
+}
+
+# ``error_code`` of a JSON error reply by HTTP status, where the handler names none.
+ERROR_CODES = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    416: "RANGE_NOT_SATISFIABLE",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_SERVER_ERROR",
+    502: "BAD_GATEWAY",
+    503: "SERVICE_UNAVAILABLE",
+}
 
 RESULT_TYPE_HRESULT = "WinHresult"
 

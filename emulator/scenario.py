@@ -4,7 +4,9 @@ A scenario is YAML, a built-in name (``emulator/scenarios/NAME.yaml``) or a path
 
     name: workstation
     description: free text
+    org_key: EMUORG01                 # the tenant's org key, in v6 paths (default EMUORG01)
     session_slots: 10                 # live response sessions open at once in the tenant
+    service: {partial_get: range}     # variants of the service (service.py ServiceBehaviour)
     tokens:                           # optional; a random Live Response token is made when absent
       - {token: "SECRET/CONNECTOR", key_type: LIVE_RESPONSE}   # or API, SIEM, ...
     defaults:                         # every device takes these unless it overrides them
@@ -67,7 +69,8 @@ from typing import Any
 
 import yaml
 
-from .protocol import LIVE_RESPONSE_KEY, REGISTRY_TYPES
+from .protocol import DEFAULT_ORG_KEY, LIVE_RESPONSE_KEY, REGISTRY_TYPES
+from .service import ServiceBehaviour, ServiceSpecError
 
 SIZE_UNITS = {
     "": 1,
@@ -207,6 +210,8 @@ class Scenario:
     session_slots: int = 10
     tokens: tuple[TokenSpec, ...] = ()
     devices: tuple[DeviceSpec, ...] = ()
+    org_key: str = DEFAULT_ORG_KEY
+    service: ServiceBehaviour = field(default_factory=ServiceBehaviour)
 
     def device(self, device_id: int) -> DeviceSpec:
         for device in self.devices:
@@ -351,7 +356,16 @@ class _Reader:
         doc = self.mapping(
             document,
             "top level",
-            {"name", "description", "session_slots", "tokens", "defaults", "devices"},
+            {
+                "name",
+                "description",
+                "org_key",
+                "session_slots",
+                "service",
+                "tokens",
+                "defaults",
+                "devices",
+            },
         )
         if not doc:
             raise self.fail("top level", "a scenario mapping with name and devices", document)
@@ -379,7 +393,24 @@ class _Reader:
             session_slots=self.integer(doc.get("session_slots", 10), "session_slots", minimum=1),
             tokens=tokens,
             devices=devices,
+            org_key=self.org_key(doc.get("org_key", DEFAULT_ORG_KEY)),
+            service=self.service(doc.get("service")),
         )
+
+    def org_key(self, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9]{1,32}", value):
+            raise self.fail("org_key", "letters and digits such as EMUORG01", value)
+        return value
+
+    def service(self, value: Any) -> ServiceBehaviour:
+        if value is None:
+            return ServiceBehaviour()
+        if not isinstance(value, dict):
+            raise self.fail("service", "a mapping of service settings", value)
+        try:
+            return ServiceBehaviour.from_mapping(value)
+        except ServiceSpecError as exc:
+            raise ScenarioError(f"{self.origin}: {exc}") from None
 
     def token(self, value: Any, where: str) -> TokenSpec:
         item = self.mapping(value, where, {"token", "key_type"})

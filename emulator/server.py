@@ -22,7 +22,9 @@ from cryptography.x509.oid import NameOID
 from .app import create_app
 from .faults import FaultPlan
 from .scenario import LinkModel, Scenario, load_scenario
+from .service import ServiceBehaviour
 from .tenant import Tenant
+from .v6 import create_content_app
 
 
 def self_signed_context(host: str, folder: Path) -> tuple[ssl.SSLContext, Path]:
@@ -68,7 +70,12 @@ class EmulatorServer:
 
     ``emu.url``, ``emu.token`` (a Live Response key) and ``emu.tenant`` (all server state,
     for assertions) are set once it is serving; ``emu.cert`` is the PEM to trust with TLS.
-    ``link``, when given, replaces the link model of every device (see ``LINK_PRESETS``).
+    ``link``, when given, replaces the link model of every device (see ``LINK_PRESETS``);
+    ``service``, when given, replaces the scenario's service behaviour (``service.py``).
+
+    Both dialects are served at ``emu.url``: v3 and v6 (under ``emu.org_key``). v6 file
+    content redirects to a second listener on its own port (``emu.content_url``), which
+    records every request it receives in ``emu.content_requests``.
     """
 
     def __init__(
@@ -80,15 +87,19 @@ class EmulatorServer:
         port: int = 0,
         tls: bool = False,
         link: LinkModel | None = None,
+        service: ServiceBehaviour | None = None,
     ) -> None:
         loaded = load_scenario(scenario) if isinstance(scenario, str) else scenario
-        self.scenario = loaded if link is None else loaded.with_link(link)
+        loaded = loaded if link is None else loaded.with_link(link)
+        self.scenario = loaded if service is None else dataclasses.replace(loaded, service=service)
         self.link = link
         self.tenant = Tenant(self.scenario, faults)
         self.host, self.port, self.tls = host, port, tls
         self.url = ""
+        self.content_url = ""
         self.cert: Path | None = None
         self._runner: web.AppRunner | None = None
+        self._content_runner: web.AppRunner | None = None
         self._tempdir: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -99,24 +110,59 @@ class EmulatorServer:
     def faults(self) -> FaultPlan:
         return self.tenant.faults
 
+    @property
+    def org_key(self) -> str:
+        return self.tenant.org_key
+
+    @property
+    def service(self) -> ServiceBehaviour:
+        return self.tenant.service
+
+    @property
+    def content_requests(self) -> list[dict[str, object]]:
+        """Every request the content origin received: ``{"method", "path", "headers"}``."""
+        return self.tenant.content_requests
+
     async def start(self) -> EmulatorServer:
         context = None
         if self.tls:
             self._tempdir = tempfile.TemporaryDirectory(prefix="cblr-emulator-")
             context, self.cert = self_signed_context(self.host, Path(self._tempdir.name))
-        self._runner = web.AppRunner(create_app(self.tenant), access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"{'https' if self.tls else 'http'}://{host}:{port}"
+        self._content_runner = await self._listen(create_content_app(self.tenant), 0, context)
+        self.content_url = self._origin(self._content_runner)
+        self.tenant.content_origin = self.content_url
+        try:
+            self._runner = await self._listen(create_app(self.tenant), self.port, context)
+        except BaseException:
+            await self.stop()
+            raise
+        self.url = self._origin(self._runner)
         return self
+
+    async def _listen(
+        self, app: web.Application, port: int, context: ssl.SSLContext | None
+    ) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, port, ssl_context=context).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return runner
+
+    def _origin(self, runner: web.AppRunner) -> str:
+        port = runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._content_runner is not None:
+            await self._content_runner.cleanup()
+            self._content_runner = None
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
@@ -133,7 +179,11 @@ class EmulatorServer:
             "token": self.token,
             "devices": [d.id for d in self.scenario.devices],
             "scenario": self.scenario.name,
+            "org_key": self.org_key,
+            "content_url": self.content_url,
         }
+        if self.service.changes():
+            ready["service"] = self.service.changes()
         if self.link is not None:
             ready["link"] = dataclasses.asdict(self.link)
         if self.cert is not None:

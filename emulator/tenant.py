@@ -10,8 +10,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import uuid4
 
-from .content import BytesContent, Content
+from .content import BytesContent, Content, crc32_of, stored_zip
 from .endpoint import Endpoint, build_endpoint
 from .faults import FaultPlan
 from .protocol import (
@@ -34,12 +35,18 @@ from .protocol import (
     initial_fields,
 )
 from .scenario import Scenario
-from .sensor import HANDLERS, mutate, take_range
+from .sensor import HANDLERS, mutate, take_range, truthy
+from .service import ServiceBehaviour
+from .shapes import v3_fields
 from .vfs import SensorError
 
 logger = logging.getLogger(__name__)
 
 OPEN_STATUSES = (SESSION_PENDING, SESSION_ACTIVE)
+NOT_FOUND = "NOT_FOUND"
+SESSION_LIMIT = "SESSION_LIMIT_REACHED"
+COMMAND_LIMIT = "COMMAND_LIMIT_REACHED"
+MAX_CONTENT_REQUESTS = 10_000
 FINISHED = (COMMAND_COMPLETE, COMMAND_ERROR, COMMAND_CANCEL)
 SLOT_RETRY_AFTER = 5
 MAX_UPLOAD = 256 * 1024**2
@@ -58,11 +65,18 @@ STATUS_FILTERS = {
 class ApiError(Exception):
     """An HTTP error reply with a JSON body."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.code = code
 
 
 def now_ms() -> int:
@@ -71,9 +85,13 @@ def now_ms() -> int:
 
 @dataclass
 class FileObject:
+    """A file in the cloud's store: v3 names it by ``id`` (an integer), v6 by ``uuid``."""
+
     id: int
     file_name: str
     content: Content | None = None
+    uuid: str = field(default_factory=lambda: str(uuid4()))
+    created: float = field(default_factory=time.time)
     upload_start: float = 0.0
     upload_end: float = 0.0
     status: int = 0
@@ -100,6 +118,13 @@ class FileObject:
         }
 
 
+@dataclass(frozen=True)
+class ContentLink:
+    session_id: str
+    file_id: int
+    expires: float  # time.monotonic()
+
+
 @dataclass
 class Command:
     id: int
@@ -115,6 +140,11 @@ class Command:
     dump_progress: tuple[float, float] | None = None
     task: asyncio.Task | None = None
     mutate_file: bool = False
+    # v6: the body as the client sent it, what get file echoes, and its file's UUID.
+    wire_request: dict[str, Any] | None = None
+    echo_offset: int = 0
+    echo_count: int = 0
+    file_uuid: str | None = None
 
     @property
     def name(self) -> str:
@@ -132,7 +162,10 @@ class Command:
             for placeholder in initial_fields(self.name):
                 self.fields.pop(placeholder, None)
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, service: ServiceBehaviour | None = None) -> dict[str, Any]:
+        """The v3 command object, its result fields shaped by ``service`` (the reference
+        shapes when none is given)."""
+        fields = v3_fields(self.name, self.fields, service or ServiceBehaviour())
         wire = {
             "obj": {k: v for k, v in self.request.items() if k != "session_id"},
             "id": self.id,
@@ -148,7 +181,7 @@ class Command:
             "result_type": self.result_type,
             "result_desc": self.result_desc,
             "status": self.status,
-            **self.fields,
+            **fields,
         }
         if self.dump_progress and self.status == COMMAND_IN_PROGRESS:
             start, duration = self.dump_progress
@@ -208,6 +241,8 @@ class Tenant:
 
     def __init__(self, scenario: Scenario, faults: FaultPlan | None = None) -> None:
         self.scenario = scenario
+        self.service: ServiceBehaviour = scenario.service
+        self.org_key = scenario.org_key
         self.faults = faults or FaultPlan()
         self.tokens = {t.token: t.key_type for t in scenario.tokens}
         if LIVE_RESPONSE_KEY not in self.tokens.values():
@@ -222,6 +257,11 @@ class Tenant:
         self._session_number = 0
         self._file_id = 0
         self._background: set[asyncio.Task] = set()
+        self.started = time.time()
+        self.content_origin = ""  # set by the server once the content listener serves
+        self.content_links: dict[str, ContentLink] = {}
+        self._memory_crcs: dict[tuple[int, int], int] = {}
+        self.content_requests: list[dict[str, Any]] = []
 
     @property
     def live_response_token(self) -> str:
@@ -275,6 +315,7 @@ class Tenant:
         for session in open_now:
             if session.endpoint is endpoint:
                 return session  # one session per sensor: a second request joins it
+        self._check_org_pool(len(open_now))
         if len(open_now) >= self.scenario.session_slots:
             raise ApiError(
                 429,
@@ -313,22 +354,42 @@ class Tenant:
     def session(self, session_id: str) -> Session:
         session = self.sessions.get(session_id)
         if session is None:
-            raise ApiError(404, f"session {session_id} not found")
+            raise ApiError(404, f"session {session_id} not found", code=NOT_FOUND)
         self._refresh(session)
         return session
 
     def active_session(self, session_id: str) -> Session:
         session = self.session(session_id)
         if session.status != SESSION_ACTIVE:
-            raise ApiError(404, f"session {session_id} is {session.status}")
+            raise ApiError(404, f"session {session_id} is {session.status}", code=NOT_FOUND)
         return session
+
+    def _check_org_pool(self, open_here: int) -> None:
+        """The organisation's pool, shared with every analyst (issue 15): full, a new session
+        answers 403 "session limit reached" (back-pressure, not a bad key)."""
+        limit = self.service.org_session_limit
+        if limit is None:
+            return
+        held_by_others = self.service.other_analyst_sessions
+        if open_here + held_by_others >= limit:
+            self.stats["session_limit_refusals"] += 1
+            raise ApiError(
+                403,
+                f"session limit reached: {limit} live response sessions per organisation, "
+                f"{held_by_others} held by other analysts and {open_here} by this key",
+                code=SESSION_LIMIT,
+            )
+
+    def idle_timeout(self, session: Session) -> float:
+        configured = self.service.session_idle_timeout
+        return session.session_timeout if configured is None else configured
 
     def _refresh(self, session: Session) -> None:
         idle = time.monotonic() - session.last_activity
         if (
             session.status == SESSION_ACTIVE
             and not session.busy()
-            and idle > session.session_timeout
+            and idle > self.idle_timeout(session)
         ):
             self._end(session, SESSION_TIMEOUT)
 
@@ -371,6 +432,15 @@ class Tenant:
             raise ApiError(400, f"unknown command name {name!r}")
         if "session_id" in body and str(body["session_id"]) != session.id:
             raise ApiError(400, f"session_id {body['session_id']!r} does not match {session.id}")
+        cap = self.service.max_commands_per_session
+        if cap is not None and len(session.commands) >= cap:
+            self.stats["command_limit_refusals"] += 1
+            raise ApiError(
+                403,
+                f"command limit reached: at most {cap} commands in one session; "
+                "close it and start a new one",
+                code=COMMAND_LIMIT,
+            )
         command = Command(
             id=len(session.commands),
             session=session,
@@ -379,8 +449,10 @@ class Tenant:
         )
         if name == "get file":
             self._file_id += 1
-            session.files[self._file_id] = FileObject(self._file_id, str(body.get("object", "")))
+            file_object = FileObject(self._file_id, str(body.get("object", "")))
+            session.files[self._file_id] = file_object
             command.fields["file_id"] = self._file_id
+            command.file_uuid = file_object.uuid
         session.commands.append(command)
         session.touch()
         self.stats[f"command:{name}"] += 1
@@ -490,8 +562,21 @@ class Tenant:
         duration = max(0.001, memory.size / endpoint.spec.link.memdump_rate)
         command.dump_progress = (time.monotonic(), duration)
         await asyncio.sleep(duration)
-        endpoint.fs.replace_content(path, memory)
+        if truthy(command.request.get("compress", False)):
+            # What both Carbon Black SDKs ask for: the sensor writes PATH.zip instead.
+            member = path.replace("/", "\\").rsplit("\\", 1)[-1]
+            crc = await self._memory_crc(endpoint)
+            endpoint.fs.replace_content(path + ".zip", stored_zip(memory, member, time.time(), crc))
+        else:
+            endpoint.fs.replace_content(path, memory)
         command.fields.update(complete=True, percentdone=100, dumping=False)
+
+    async def _memory_crc(self, endpoint: Endpoint) -> int:
+        """The CRC-32 of a device's memory (deterministic, so computed once, off the loop)."""
+        key = (endpoint.spec.memory_size, endpoint.spec.memory_seed)
+        if key not in self._memory_crcs:
+            self._memory_crcs[key] = await asyncio.to_thread(crc32_of, endpoint.memory)
+        return self._memory_crcs[key]
 
     # Files -------------------------------------------------------------------------------
 
@@ -515,6 +600,48 @@ class Tenant:
         session.files[upload.id] = upload
         session.touch()
         return upload
+
+    def file_by_uuid(self, session_id: str, file_uuid: str) -> FileObject:
+        """A file object by its v6 name (a UUID string)."""
+        session = self.session(session_id)
+        for file_object in session.files.values():
+            if file_object.uuid == file_uuid:
+                return file_object
+        raise ApiError(404, f"file {file_uuid} not found in session {session_id}", code=NOT_FOUND)
+
+    # Content URLs (v6: the content route redirects to a short-lived URL elsewhere) ----------
+
+    def content_link(self, session_id: str, file_object: FileObject) -> str:
+        """A fresh, unguessable name for the file's bytes, valid ``content_url_ttl`` seconds."""
+        self._drop_stale_links()
+        name = secrets.token_urlsafe(24)
+        expires = time.monotonic() + self.service.content_url_ttl
+        self.content_links[name] = ContentLink(session_id, file_object.id, expires)
+        return name
+
+    def follow_link(self, name: str) -> FileObject:
+        """The file object a content URL names: 403 once expired, 404 once gone."""
+        link = self.content_links.get(name)
+        if link is None:
+            raise ApiError(404, "no such content", code=NOT_FOUND)
+        if time.monotonic() >= link.expires:
+            raise ApiError(403, "this content URL has expired", code="URL_EXPIRED")
+        session = self.sessions.get(link.session_id)
+        file_object = session.files.get(link.file_id) if session is not None else None
+        if file_object is None or not file_object.complete or file_object.content is None:
+            raise ApiError(404, "the file behind this URL is gone", code=NOT_FOUND)
+        return file_object
+
+    def record_content_request(self, method: str, path: str, headers: dict[str, str]) -> None:
+        self.content_requests.append({"method": method, "path": path, "headers": headers})
+        if len(self.content_requests) > MAX_CONTENT_REQUESTS:
+            del self.content_requests[: -MAX_CONTENT_REQUESTS // 2]
+
+    def _drop_stale_links(self) -> None:
+        """Forget links an hour past expiry (a later request for one answers 404)."""
+        cutoff = time.monotonic() - 3600
+        for name in [n for n, link in self.content_links.items() if link.expires < cutoff]:
+            del self.content_links[name]
 
     def stored_bytes(self) -> int:
         return sum(f.size for s in self.sessions.values() for f in s.files.values())

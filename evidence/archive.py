@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import io
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -302,8 +303,60 @@ def _check_outer_layout(outer: pyzipper.AESZipFile) -> None:
         raise ArchiveError("archive: the payload is compressed or its sizes disagree")
 
 
+MAX_OUTER_DIRECTORY = 64 * 1024
+"""Our outer zip has two members, a central directory of a few hundred bytes; a zip reader
+loads the whole directory into memory, so a larger one is refused before any reader sees it
+(a 1,000,000-entry outer zip otherwise took 605 MiB before it was refused)."""
+OUTER_MEMBERS = 2
+_EOCD = struct.Struct("<4s4H2LH")
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_TAIL_BYTES = _EOCD.size + 0xFFFF + _EOCD64_LOCATOR.size
+
+
+def _directory_extent(handle: BinaryIO) -> tuple[int, int]:
+    """(entries, central directory bytes) as the end records declare them, zip64 included."""
+    end = handle.seek(0, 2)
+    start = max(0, end - _TAIL_BYTES)
+    handle.seek(start)
+    tail = handle.read(end - start)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _EOCD.size:
+        raise ArchiveError("archive: not a zip (no end of central directory)")
+    _, _, _, _, entries, size, _, _ = _EOCD.unpack_from(tail, at)
+    locator_at = at - _EOCD64_LOCATOR.size
+    if locator_at >= 0 and tail[locator_at : locator_at + 4] == b"PK\x06\x07":
+        _, _, record_offset, _ = _EOCD64_LOCATOR.unpack_from(tail, locator_at)
+        handle.seek(record_offset)
+        record = handle.read(_EOCD64.size)
+        if len(record) != _EOCD64.size or record[:4] != b"PK\x06\x06":
+            raise ArchiveError("archive: the zip64 end record is damaged")
+        fields = _EOCD64.unpack(record)
+        # 0xFFFF / 0xFFFFFFFF in the classic record mean "see zip64"; otherwise the larger.
+        entries = fields[7] if entries == 0xFFFF else max(entries, fields[7])
+        size = fields[8] if size == 0xFFFFFFFF else max(size, fields[8])
+    return entries, size
+
+
+def check_outer_directory(archive: Path) -> None:
+    """Refuse an outer zip whose central directory is not the small one we write, from its
+    end records alone (a few KiB read, whatever the directory claims)."""
+    try:
+        with open(archive, "rb") as handle:
+            entries, size = _directory_extent(handle)
+    except (OSError, struct.error) as exc:
+        raise ArchiveError(f"archive: not a readable sealed zip ({_reason(exc)})") from None
+    if entries != OUTER_MEMBERS or size > MAX_OUTER_DIRECTORY:
+        raise ArchiveError(
+            f"archive: the outer zip declares {entries} entries in {size} bytes of directory; "
+            f"a sealed archive has {OUTER_MEMBERS} in at most {MAX_OUTER_DIRECTORY} (refused "
+            "unread)"
+        )
+
+
 def read_envelope(archive: Path) -> bytes:
     """The key envelope bytes, after checking the outer layout is exactly ours."""
+    check_outer_directory(archive)
     try:
         with FastAESZipFile(archive) as outer:
             _check_outer_layout(outer)
@@ -320,15 +373,20 @@ def _reason(exc: BaseException) -> str:
 
 def decrypt_payload(archive: Path, password: bytes, target: Path) -> None:
     """Decrypt and authenticate the payload into ``target`` (the inner zip). Blocking."""
+    with open(target, "xb") as handle:
+        decrypt_payload_into(archive, password, handle)
+
+
+def decrypt_payload_into(archive: Path, password: bytes, handle: BinaryIO) -> None:
+    """Decrypt and authenticate the payload, writing it through ``handle``. Blocking."""
+    check_outer_directory(archive)
     try:
         with FastAESZipFile(archive) as outer:
             _check_outer_layout(outer)
-            with (
-                outer.open(PAYLOAD_MEMBER, pwd=password) as payload,
-                open(target, "xb") as handle,
-            ):
+            with outer.open(PAYLOAD_MEMBER, pwd=password) as payload:
                 while block := payload.read(BLOCK):
                     handle.write(block)
+            handle.flush()
     except ArchiveError:
         raise
     except RuntimeError:

@@ -10,15 +10,21 @@ An event line is the canonical JSON (``evidence.canonical``) of::
 
 The archive sidecar (``ARCHIVE.custody.jsonl``) continues the same chain after sealing: its
 first event (``sealed``) has ``prev`` = the head of the custody log inside the archive, and
-every sidecar event is signed: ``signer`` (fingerprint), ``public_key`` (raw Ed25519, base64)
-and ``sig`` (Ed25519 over the event's canonical JSON without ``sig``).
+every sidecar event is signed: ``signer`` (fingerprint), ``signer_name`` (the key's name, a
+label only), ``public_key`` (raw Ed25519, base64) and ``sig`` (Ed25519 over the event's
+canonical JSON without ``sig`` and ``timestamp``). ``timestamp``, when present, is an RFC 3161
+token (DER, base64) over the raw signature bytes, added after signing (``evidence.timestamps``).
+
+A sidecar is hostile input until checked: it is refused unread past ``MAX_SIDECAR_BYTES`` or
+``MAX_SIDECAR_EVENTS``, and every line past ``MAX_EVENT_BYTES``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +53,39 @@ EVENT_KINDS = (
 )
 
 
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
+MAX_SIDECAR_EVENTS = 10_000
+MAX_EVENT_BYTES = 256 * 1024
+UNSIGNED_FIELDS = ("sig", "timestamp")
+"""Added after the signature is made, so neither the hash nor the signature covers them."""
+
+Timestamper = Callable[[bytes], bytes]
+"""Returns an RFC 3161 timestamp token (DER) over the given bytes (``evidence.timestamps``)."""
+
+
 class CustodyChainError(ValueError):
     """The custody log is broken; the message names the line and what is wrong."""
 
 
 def event_hash(event: dict[str, Any]) -> str:
-    body = {key: value for key, value in event.items() if key not in ("hash", "sig")}
+    body = {key: value for key, value in event.items() if key not in ("hash", *UNSIGNED_FIELDS)}
     return hashlib.sha256(canonical_bytes(body)).hexdigest()
+
+
+def signed_body(event: dict[str, Any]) -> bytes:
+    return canonical_bytes({k: v for k, v in event.items() if k not in UNSIGNED_FIELDS})
+
+
+def read_sidecar(path: Path) -> bytes:
+    """A sidecar's bytes, refused before reading when larger than any custody record can be."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise CustodyChainError(
+                f"{path.name} is {size} bytes, more than the {MAX_SIDECAR_BYTES} a custody "
+                "record may have; refused unread"
+            )
+        return handle.read(MAX_SIDECAR_BYTES + 1)
 
 
 def chain_event(
@@ -85,10 +117,32 @@ def render(events: Iterable[dict[str, Any]]) -> bytes:
 
 
 @dataclass(frozen=True)
+class SignedRecord:
+    """A signed sidecar event as ``verify`` shows it."""
+
+    seq: int
+    kind: str
+    time: str
+    hash: str
+    signer: str
+    signer_name: str
+    signature: bytes
+    timestamp: str = ""
+
+
+@dataclass(frozen=True)
 class ChainSummary:
     events: int
     head: str
-    signers: tuple[str, ...] = ()
+    records: tuple[SignedRecord, ...] = ()
+
+    @property
+    def signers(self) -> tuple[str, ...]:
+        return tuple(record.signer for record in self.records)
+
+    @property
+    def hashes(self) -> tuple[str, ...]:
+        return tuple(record.hash for record in self.records)
 
 
 def verify_chain(data: bytes, first_prev: str = GENESIS, signed: bool = False) -> ChainSummary:
@@ -97,9 +151,13 @@ def verify_chain(data: bytes, first_prev: str = GENESIS, signed: bool = False) -
         raise CustodyChainError("the last line is not terminated (truncated log?)")
     prev = first_prev
     seq = None
-    signers: list[str] = []
+    records: list[SignedRecord] = []
     lines = data.split(b"\n")[:-1] if data else []
+    if signed and len(lines) > MAX_SIDECAR_EVENTS:
+        raise CustodyChainError(f"{len(lines)} events, more than the {MAX_SIDECAR_EVENTS} allowed")
     for number, line in enumerate(lines, start=1):
+        if signed and len(line) > MAX_EVENT_BYTES:
+            raise CustodyChainError(f"line {number}: longer than a custody event can be")
         try:
             event = parse_canonical(line)
         except CanonicalFormError as exc:
@@ -113,23 +171,32 @@ def verify_chain(data: bytes, first_prev: str = GENESIS, signed: bool = False) -
         if seq is not None and event["seq"] != seq + 1:
             raise CustodyChainError(f"line {number}: sequence number out of order")
         if signed:
-            signers.append(_check_signature(event, number))
+            records.append(_check_signature(event, number))
         seq = event["seq"]
         prev = event["hash"]
-    return ChainSummary(events=len(lines), head=prev, signers=tuple(signers))
+    return ChainSummary(events=len(lines), head=prev, records=tuple(records))
 
 
-def _check_signature(event: dict[str, Any], number: int) -> str:
+def _check_signature(event: dict[str, Any], number: int) -> SignedRecord:
     try:
         public_key = keys.ed25519_from_b64(str(event.get("public_key", "")))
     except keys.KeyFileError:
         raise CustodyChainError(f"line {number}: no valid signer public key") from None
     if keys.fingerprint(public_key) != event.get("signer"):
         raise CustodyChainError(f"line {number}: signer fingerprint does not match its key")
-    body = {key: value for key, value in event.items() if key != "sig"}
-    if not keys.signature_valid(public_key, canonical_bytes(body), str(event.get("sig", ""))):
+    signature = str(event.get("sig", ""))
+    if not keys.signature_valid(public_key, signed_body(event), signature):
         raise CustodyChainError(f"line {number}: signature does not verify")
-    return str(event["signer"])
+    return SignedRecord(
+        seq=int(event["seq"]),
+        kind=str(event["kind"]),
+        time=str(event["time"]),
+        hash=str(event["hash"]),
+        signer=str(event["signer"]),
+        signer_name=keys.clean_name(str(event.get("signer_name", ""))),
+        signature=base64.b64decode(signature),
+        timestamp=str(event.get("timestamp", "")),
+    )
 
 
 def sidecar_path(archive: str | Path) -> Path:
@@ -143,6 +210,7 @@ def signed_event(
     prev: str,
     signing_key: ed25519.Ed25519PrivateKey,
     time: str | None = None,
+    timestamper: Timestamper | None = None,
 ) -> dict[str, Any]:
     public_key = signing_key.public_key()
     event: dict[str, Any] = {
@@ -152,10 +220,14 @@ def signed_event(
         "payload": payload,
         "prev": prev,
         "signer": keys.fingerprint(public_key),
+        "signer_name": keys.signer_name(signing_key),
         "public_key": keys.ed25519_public_b64(public_key),
     }
     event["hash"] = event_hash(event)
     event["sig"] = keys.sign(signing_key, canonical_bytes(event))
+    if timestamper is not None:
+        token = timestamper(base64.b64decode(event["sig"]))
+        event["timestamp"] = base64.b64encode(token).decode()
     return event
 
 
@@ -165,28 +237,33 @@ def append_signed(
     payload: dict[str, Any],
     signing_key: ed25519.Ed25519PrivateKey,
     first_prev: str | None = None,
+    timestamper: Timestamper | None = None,
 ) -> dict[str, Any]:
     """Append a signed event to a sidecar after checking the chain so far.
 
     ``first_prev`` is required when the sidecar does not exist yet (the inner custody head).
+    The returned event carries ``events`` (the sidecar's count with it) for a receipt.
     """
     if sidecar.exists():
-        data = sidecar.read_bytes()
+        data = read_sidecar(sidecar)
         lines = data.split(b"\n")[:-1]
-        first = parse_canonical(lines[0]) if lines else {}
-        summary = verify_chain(data, first_prev=str(first.get("prev", GENESIS)), signed=True)
-        last = parse_canonical(lines[-1]) if lines else {"seq": 0}
-        seq, prev = int(last["seq"]) + 1, summary.head
+        try:
+            first = parse_canonical(lines[0]) if lines else {}
+            summary = verify_chain(data, first_prev=str(first.get("prev", GENESIS)), signed=True)
+            last = parse_canonical(lines[-1]) if lines else {"seq": 0}
+        except CanonicalFormError as exc:
+            raise CustodyChainError(f"line 1: {exc}") from None
+        seq, prev, count = int(last["seq"]) + 1, summary.head, summary.events
     else:
         if first_prev is None:
             raise CustodyChainError(f"no custody sidecar at {sidecar}")
-        seq, prev = 1, first_prev
-    event = signed_event(seq, kind, payload, prev, signing_key)
+        seq, prev, count = 1, first_prev, 0
+    event = signed_event(seq, kind, payload, prev, signing_key, timestamper=timestamper)
     with open(sidecar, "ab") as handle:
         handle.write(canonical_bytes(event) + b"\n")
         handle.flush()
         os.fsync(handle.fileno())
-    return event
+    return {**event, "events": count + 1}
 
 
 def record_handoff(
@@ -195,6 +272,7 @@ def record_handoff(
     received_by: str,
     purpose: str,
     signing_key: ed25519.Ed25519PrivateKey,
+    timestamper: Timestamper | None = None,
 ) -> dict[str, Any]:
     """``cblr-collect custody``: a signed handed_over event in the archive's sidecar."""
     payload = {
@@ -203,7 +281,9 @@ def record_handoff(
         "purpose": purpose,
         "archive_sha256": _file_sha256(Path(archive)),
     }
-    return append_signed(sidecar_path(archive), "handed_over", payload, signing_key)
+    return append_signed(
+        sidecar_path(archive), "handed_over", payload, signing_key, timestamper=timestamper
+    )
 
 
 def record_verification(
@@ -211,14 +291,20 @@ def record_verification(
     verified: bool,
     failed_checks: list[str],
     signing_key: ed25519.Ed25519PrivateKey,
+    timestamper: Timestamper | None = None,
+    signer_unverified: bool = False,
 ) -> dict[str, Any]:
-    """``cblr-collect verify --record``: the verifier's signed result in the sidecar."""
+    """``cblr-collect verify --record``: the verifier's signed result in the sidecar
+    (``signer_unverified``: consistent, but checked without a trusted key)."""
+    result = "failed" if not verified else "signer_unverified" if signer_unverified else "verified"
     payload = {
-        "result": "verified" if verified else "failed",
+        "result": result,
         "failed_checks": failed_checks,
         "archive_sha256": _file_sha256(Path(archive)),
     }
-    return append_signed(sidecar_path(archive), "verified", payload, signing_key)
+    return append_signed(
+        sidecar_path(archive), "verified", payload, signing_key, timestamper=timestamper
+    )
 
 
 def _file_sha256(path: Path) -> str:

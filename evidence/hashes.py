@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 READ_BLOCK = 1024 * 1024
 
@@ -59,3 +60,29 @@ def hash_file(path: str | Path, block: int = READ_BLOCK) -> Digests:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_stream(
+    source: BinaryIO, chunk_size: int | None, block: int = READ_BLOCK
+) -> tuple[MultiHasher, list[str]]:
+    """MD5/SHA-1/SHA-256 of a stream and, when ``chunk_size`` is given, the SHA-256 of each
+    ``chunk_size`` slice (the last one short; an empty stream is one empty chunk, as the
+    collector plans it). One pass, bounded memory."""
+    hasher = MultiHasher()
+    chunks: list[str] = []
+    chunk = hashlib.sha256()
+    filled = 0
+    while data := source.read(block):
+        hasher.update(data)
+        view = memoryview(data)
+        while chunk_size and view:
+            take = min(chunk_size - filled, len(view))
+            chunk.update(view[:take])
+            filled += take
+            view = view[take:]
+            if filled == chunk_size:
+                chunks.append(chunk.hexdigest())
+                chunk, filled = hashlib.sha256(), 0
+    if chunk_size and (filled or not chunks):
+        chunks.append(chunk.hexdigest())
+    return hasher, chunks

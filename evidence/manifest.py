@@ -6,7 +6,7 @@ Layout of a collection folder (one per device)::
     custody.jsonl        the hash-chained custody log (``evidence.custody``)
     case.jsonld          CASE/UCO JSON-LD (``evidence.caseuco``)
     SHA256SUMS SHA1SUMS MD5SUMS   coreutils format, over the files under ``artifacts/``
-    manifest.json        see evidence/SCHEMA.md (schema "cblr-collector.manifest", version 1)
+    manifest.json        see evidence/SCHEMA.md (schema "cblr-collector.manifest", version 2)
     manifest.sig         Ed25519 signature over the exact bytes of manifest.json
 
 The manifest records the SHA-256 of every other document, so its signature covers them all.
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from evidence import copylog, custody, keys, outcomes
 from evidence.canonical import canonical_bytes, pretty_bytes, utc_now
 from evidence.caseuco import build_case_document
+from evidence.hashes import hash_stream
 from evidence.records import (
     ArtifactRecord,
     CaseInfo,
@@ -38,7 +39,9 @@ from evidence.safepaths import is_safe_member_name
 from evidence.sums import SUMS_FILES, render_sums
 
 SCHEMA = "cblr-collector.manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+"""Version 1 held each observation as a JSON string in a list; 2 holds them as objects."""
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 CASE_FILE = "case.jsonld"
@@ -76,6 +79,29 @@ def _check_records(
             raise CollectionError(f"{artifact.artifact_id}: staged file or hashes missing")
         if path.stat().st_size != artifact.size:
             raise CollectionError(f"{artifact.artifact_id}: staged size differs from the record")
+
+
+def _check_digests(folder: Path, artifacts: Sequence[ArtifactRecord]) -> None:
+    """Recompute every digest the manifest will carry (MD5, SHA-1, SHA-256, chunk hashes) from
+    the staged bytes, so nothing is signed that the bytes do not say: an edited journal makes
+    sealing refuse here, before a signature exists, not at the lab's ``verify``."""
+    for artifact in artifacts:
+        if artifact.status != "collected" or artifact.digests is None:
+            continue
+        chunk_size = artifact.chunk_size if artifact.chunk_sha256 else None
+        with open(folder / artifact.staged_path, "rb") as handle:
+            hasher, chunks = hash_stream(handle, chunk_size)
+        actual = hasher.digests().as_dict()
+        differ = [
+            name for name, value in artifact.digests.as_dict().items() if actual[name] != value
+        ]
+        if chunk_size and chunks != list(artifact.chunk_sha256):
+            differ.append("chunk hashes")
+        if differ:
+            raise CollectionError(
+                f"{artifact.artifact_id}: the recorded {', '.join(differ)} differ from the staged "
+                "bytes (the journal or the staged file was changed); refusing to sign"
+            )
 
 
 def _sums_documents(artifacts: Iterable[ArtifactRecord]) -> dict[str, bytes]:
@@ -139,6 +165,7 @@ def build_manifest(
             "algorithm": "Ed25519",
             "fingerprint": keys.fingerprint(public_key),
             "public_key": keys.ed25519_public_b64(public_key),
+            "name": keys.signer_name(signing_key),
         },
     }
 
@@ -159,10 +186,12 @@ def build_collection(
     """Write the evidence documents into ``folder`` (which holds the staged artifacts).
 
     Blocking (small files only); returns the manifest path. Raises ``CollectionError`` when
-    a planned artifact has no record or a collected one has no staged file of its size.
+    a planned artifact has no record, a collected one has no staged file of its size, or a
+    recorded digest differs from the staged bytes.
     """
     root = Path(folder)
     _check_records(root, plan, artifacts)
+    _check_digests(root, artifacts)
     created = created or utc_now()
     chained = custody.chain_events(events)
     custody_bytes = custody.render(chained)

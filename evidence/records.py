@@ -80,7 +80,8 @@ class ArtifactRecord:
     chunk_size: int | None = None
     chunk_sha256: list[str] = field(default_factory=list)
     changed_during_acquisition: bool = False
-    observations: list[str] = field(default_factory=list)
+    observations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """What listings showed of the remote file, by when: ``before``, ``after`` (schema 2)."""
     source_hash: dict[str, str] = field(default_factory=dict)
     """The endpoint-side hash result if one was taken ({"sha256": ...} or {"error": ...})."""
     staged_path: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from evidence import archive as archive_format
 from evidence import custody, envelope, keys
+from evidence.canonical import parse_canonical
 from evidence.filetimes import EntryTimes
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
 from evidence.verify import FolderContents, Report, check_collection
@@ -69,7 +71,10 @@ class StreamingSeal:
     manifest lists (name, order, SHA-256), adds the documents, and only then puts the archive
     in place and starts its custody sidecar. Until then the archive exists only as
     ``partial`` (by default ``ARCHIVE.partial``; it must be on the archive's file system);
-    ``abort`` removes it. Exactly one of ``recipient`` and ``passphrase``. Blocking.
+    ``abort`` removes it. Exactly one of ``recipient`` and ``passphrase``. With a
+    ``timestamper`` (``--tsa``), the manifest signature and the ``sealed`` record each get an
+    RFC 3161 timestamp; a TSA that does not answer fails the seal (trusted time was asked
+    for, so it is not silently left out). Blocking.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class StreamingSeal:
         passphrase: bytes | None = None,
         progress: Callable[[int], None] | None = None,
         partial: Path | None = None,
+        timestamper: custody.Timestamper | None = None,
     ) -> None:
         if (recipient is None) == (passphrase is None):
             raise SealError("give exactly one of a recipient key or a passphrase")
@@ -88,6 +94,7 @@ class StreamingSeal:
         if self.target.exists() or self.sidecar.exists():
             raise SealError(f"{self.target} or its custody sidecar already exists")
         self._signing_key = signing_key
+        self._timestamper = timestamper
         password = envelope.new_password() if passphrase is None else passphrase
         self._envelope = (
             envelope.seal_for_recipient(password, recipient)
@@ -145,19 +152,23 @@ class StreamingSeal:
             written = self._writer.close()
             with open(self._partial, "rb") as handle:
                 os.fsync(handle.fileno())
+            payload = {
+                "archive_name": self.target.name,
+                "archive_sha256": written.sha256,
+                "archive_size": written.size,
+                "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                "key_envelope": envelope.describe(envelope.parse_envelope(self._envelope)),
+                "case_id": str(manifest.get("case", {}).get("case_id", "")),
+                **self._manifest_timestamp(root),
+            }
             # The sidecar first: an archive in place always has its custody record.
             custody.append_signed(
                 self.sidecar,
                 "sealed",
-                {
-                    "archive_name": self.target.name,
-                    "archive_sha256": written.sha256,
-                    "archive_size": written.size,
-                    "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-                    "key_envelope": envelope.describe(envelope.parse_envelope(self._envelope)),
-                },
+                payload,
                 self._signing_key,
                 first_prev=manifest["custody"]["head"],
+                timestamper=self._timestamper,
             )
             os.replace(self._partial, self.target)
         except BaseException:
@@ -168,6 +179,14 @@ class StreamingSeal:
         return SealResult(
             self.target, self.sidecar, written.sha256, written.size, written.members, seconds
         )
+
+    def _manifest_timestamp(self, root: Path) -> dict[str, str]:
+        """``manifest_signature_timestamp``: a token over the raw manifest signature bytes."""
+        if self._timestamper is None:
+            return {}
+        signature = parse_canonical((root / SIGNATURE_FILE).read_bytes())["signature"]
+        token = self._timestamper(base64.b64decode(signature))
+        return {"manifest_signature_timestamp": base64.b64encode(token).decode()}
 
     def _require_listed(self, manifest: dict) -> None:
         listed = [(m.name, m.expected_sha256) for m in artifact_members(Path(), manifest)]
@@ -191,6 +210,7 @@ def seal_collection(
     passphrase: bytes | None = None,
     progress: Callable[[int], None] | None = None,
     partial: Path | None = None,
+    timestamper: custody.Timestamper | None = None,
 ) -> SealResult:
     """Write ``archive`` (must not exist) and ``ARCHIVE.custody.jsonl``. Blocking.
 
@@ -200,7 +220,9 @@ def seal_collection(
     """
     root = Path(folder)
     checked = checked_collection(root, signing_key)
-    seal = StreamingSeal(archive, signing_key, recipient, passphrase, progress, partial)
+    seal = StreamingSeal(
+        archive, signing_key, recipient, passphrase, progress, partial, timestamper
+    )
     for source in artifact_members(root, checked[0]):
         seal.add_file(source)
     return seal.finish(root, checked)

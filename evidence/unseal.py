@@ -15,7 +15,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from evidence import innerzip, keys
+from evidence import assurance, innerzip, keys
 from evidence.archive import BLOCK, ArchiveError
 from evidence.canonical import CanonicalFormError, parse_pretty
 from evidence.filetimes import apply_source_times
@@ -24,14 +24,19 @@ from evidence.verify import (
     MAX_DOCUMENT_BYTES,
     FolderContents,
     Report,
-    _tie_sidecar,
     check_collection,
     check_sidecar,
     opened_payload,
+    tie_sidecar,
 )
 
 UNSEAL_CHECK = "unseal"
 """The report row that says what was written, or why nothing was."""
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+FAILED_SUFFIX = ".FAILED-VERIFICATION"
+NOT_EVIDENCE_NOTE = "NOT-EVIDENCE.txt"
+MAX_FAILED_FOLDERS = 1000
 
 
 class UnsealError(ValueError):
@@ -43,7 +48,8 @@ def _prepare_out(out: Path) -> Path:
         raise UnsealError(f"{out} is a symlink")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UnsealError(f"{out} exists and is not an empty folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    os.chmod(out, FOLDER_MODE)
     return out.resolve()
 
 
@@ -108,7 +114,7 @@ class _Extraction:
             if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
                 raise UnsealError(f"{info.filename!r}: a parent folder is not a folder")
             if not folder.exists():
-                folder.mkdir()
+                folder.mkdir(mode=FOLDER_MODE)
                 self.created.append(folder)
         if folder.resolve() != folder or not folder.is_relative_to(self.root):
             raise UnsealError(f"{info.filename!r}: a parent folder is a link")
@@ -117,7 +123,7 @@ class _Extraction:
     def extract(self, info: zipfile.ZipInfo) -> None:
         destination = self._folder_for(info) / info.filename.rsplit("/", 1)[-1]
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        descriptor = os.open(destination, flags, 0o644)
+        descriptor = os.open(destination, flags, FILE_MODE)
         self.created.append(destination)
         with (
             innerzip.open_member(self.payload, info) as source,
@@ -152,29 +158,71 @@ def _extract(report: Report, inner: zipfile.ZipFile, payload: Path, root: Path) 
     return report.add(UNSEAL_CHECK, True, f"{len(infos)} files, {extraction.written} bytes")
 
 
+def _failed_folder(root: Path) -> Path:
+    for number in range(1, MAX_FAILED_FOLDERS + 1):
+        suffix = FAILED_SUFFIX if number == 1 else f"{FAILED_SUFFIX}-{number}"
+        candidate = root.with_name(root.name + suffix)
+        if not candidate.exists():
+            return candidate
+    raise UnsealError(f"too many {FAILED_SUFFIX} folders beside {root}")
+
+
+def set_aside_failed(report: Report, root: Path) -> Path | None:
+    """Move what was written out of ``root`` into a folder named as failed, with a note; the
+    report's unseal row says where. ``root`` is left empty, as it was given."""
+    if not any(root.iterdir()):
+        return None
+    target = _failed_folder(root)
+    target.mkdir(mode=FOLDER_MODE)
+    for entry in list(root.iterdir()):
+        os.replace(entry, target / entry.name)
+    reasons = "\n".join(f"  {check.name}: {check.detail}" for check in report.failures)
+    note = (
+        f"These files were unsealed from {report.target} but did NOT verify, so they are not\n"
+        f"evidence. Kept only for investigation. What failed:\n{reasons}\n"
+    )
+    descriptor = os.open(
+        target / NOT_EVIDENCE_NOTE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE
+    )
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(note)
+    report.add(
+        UNSEAL_CHECK,
+        False,
+        f"what was written did not verify: moved to {target} (marked {NOT_EVIDENCE_NOTE}); "
+        f"{root} is left empty",
+    )
+    return target
+
+
 def unseal_archive(
     archive: str | Path,
     out: str | Path,
     identity: keys.RecipientPrivateKey | None = None,
     passphrase: bytes | None = None,
     limits: innerzip.PayloadLimits = innerzip.DEFAULT_LIMITS,
+    checks: assurance.Assurance | None = None,
 ) -> Report:
     """Decrypt, extract every member under ``out`` and verify what was written. Blocking.
 
     ``out`` must be absent or an empty folder (else ``UnsealError``). A crafted payload is
     refused with a failed report row (``payload`` or ``unseal``, exit code 1) and leaves
-    ``out`` empty; see the module docstring for what is checked before and while writing.
+    ``out`` empty; see the module docstring for what is checked before and while writing, and
+    where files go that were written but do not verify. ``checks`` as for ``verify_archive``.
     """
+    checks = checks or assurance.Assurance()
     path = Path(archive)
     root = _prepare_out(Path(out))
     report = Report(target=str(path))
-    sealed = check_sidecar(report, path)
+    sidecar = check_sidecar(report, path, checks)
     with opened_payload(report, path, identity, passphrase, work_dir=root, limits=limits) as inner:
         if inner is None or not _extract(report, inner, Path(str(inner.filename)), root):
             return report
-    loaded = check_collection(report, FolderContents(root))
-    if loaded and sealed:
-        _tie_sidecar(report, sealed, *loaded)
+    loaded = check_collection(report, FolderContents(root), trust=checks.trust)
+    if loaded and sidecar:
+        tie_sidecar(report, path, sidecar, loaded, checks)
     if loaded:
         apply_source_times(root, loaded[0])  # after the hashing reads, which touch atimes
+    if not report.ok:
+        set_aside_failed(report, root)
     return report

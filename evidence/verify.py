@@ -1,15 +1,19 @@
 """Lab-side verification of a sealed archive (or an unsealed collection folder).
 
 Every check becomes a row of the report, so a failure names exactly what failed. The exit
-code (``Report.exit_code``): 0 when every check holds; 1 when any check fails (something is
-altered, missing or unaccounted for); 2 when nothing could be checked because the key or
+code (``Report.exit_code``): 0 when every check holds and every signer is a key the verifier
+trusts; 1 when any check fails (something is altered, missing or unaccounted for, or signed
+by a key outside the verifier's trust); 2 when nothing could be checked because the key or
 passphrase given is not the one the archive was sealed for (or none was given) while the
-archive itself is intact as sealed. A wrong key is a usage problem, not evidence of tampering,
-so it gets the usage code; an envelope altered after sealing is tampering and gets 1.
+archive itself is intact as sealed; 4 when every check holds but no trust was given at all,
+so the signatures are only consistent with the keys the archive carries (``evidence.trust``).
+A wrong key is a usage problem, not evidence of tampering, so it gets the usage code; an
+envelope altered after sealing is tampering and gets 1.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import tempfile
@@ -21,21 +25,26 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from evidence import archive as archive_format
-from evidence import custody, envelope, innerzip, keys, outcomes
+from evidence import assurance, custody, envelope, innerzip, keys, outcomes
 from evidence.canonical import CanonicalFormError, parse_canonical, parse_pretty
-from evidence.hashes import MultiHasher
+from evidence.hashes import hash_stream
 from evidence.manifest import (
     DOCUMENT_FILES,
     MANIFEST_FILE,
+    READABLE_SCHEMA_VERSIONS,
     SCHEMA,
-    SCHEMA_VERSION,
     SIGNATURE_FILE,
 )
 from evidence.safepaths import collision_key
 from evidence.sums import SUMS_FILES, SumsError, parse_sums
+from evidence.trust import TrustStore
 
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 BLOCK = 1024 * 1024
+EXIT_VERIFIED = 0
+EXIT_FAILED = 1
+EXIT_WRONG_KEY = 2
+EXIT_SIGNER_UNVERIFIED = 4
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     key_problem: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
+    unverified: list[str] = field(default_factory=list)
+    """Why the signers are not verified (no trust given); each is printed on its own line."""
+    warnings: list[str] = field(default_factory=list)
+    """Worth a look, not a failure (a renamed archive, timestamps nobody checked)."""
+    manifest_signature: bytes = field(default=b"", repr=False)
 
     def add(self, name: str, ok: bool, detail: str = "") -> bool:
         self.checks.append(Check(name, ok, detail))
@@ -65,15 +79,23 @@ class Report:
         return [check for check in self.checks if not check.ok]
 
     @property
+    def verified(self) -> bool:
+        """Every check holds and every signer is trusted."""
+        return self.ok and not self.unverified
+
+    @property
     def exit_code(self) -> int:
         if self.ok:
-            return 0
-        return 2 if self.key_problem else 1
+            return EXIT_SIGNER_UNVERIFIED if self.unverified else EXIT_VERIFIED
+        return EXIT_WRONG_KEY if self.key_problem else EXIT_FAILED
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
             "ok": self.ok,
+            "verified": self.verified,
+            "signer_unverified": self.unverified,
+            "warnings": self.warnings,
             "exit_code": self.exit_code,
             "summary": self.summary,
             "checks": [asdict(check) for check in self.checks],
@@ -187,18 +209,22 @@ def _check_manifest(report: Report, contents: Contents) -> tuple[dict[str, Any],
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         report.add(MANIFEST_FILE, False, "not a cblr-collector manifest")
         return None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        report.add(
-            MANIFEST_FILE, False, f"unsupported schema_version {manifest.get('schema_version')}"
-        )
+    version = manifest.get("schema_version")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        report.add(MANIFEST_FILE, False, f"unsupported schema_version {version}")
         return None
-    report.add(MANIFEST_FILE, True, f"schema {SCHEMA} v{SCHEMA_VERSION}")
+    report.add(MANIFEST_FILE, True, f"schema {SCHEMA} v{version}")
     return manifest, data
 
 
 def _check_signature(
-    report: Report, contents: Contents, manifest: dict[str, Any], manifest_bytes: bytes
+    report: Report,
+    contents: Contents,
+    manifest: dict[str, Any],
+    manifest_bytes: bytes,
+    trust: TrustStore,
 ) -> None:
+    """The Ed25519 signature over manifest.json, then its signer against ``trust``."""
     data = _read_document(report, contents, SIGNATURE_FILE)
     if data is None:
         return
@@ -218,7 +244,11 @@ def _check_signature(
     if not keys.signature_valid(public_key, manifest_bytes, str(signature.get("signature", ""))):
         problems.append("Ed25519 signature does not verify")
     detail = "; ".join(problems) if problems else f"Ed25519 by {fingerprint}"
-    report.add(SIGNATURE_FILE, not problems, detail)
+    if report.add(SIGNATURE_FILE, not problems, detail):
+        report.manifest_signature = base64.b64decode(str(signature["signature"]))
+        assurance.check_signer(
+            report, "the manifest", fingerprint, str(signer.get("name", "")), trust
+        )
 
 
 def _check_documents(
@@ -316,26 +346,8 @@ def _check_members(report: Report, contents: Contents, artifacts: list[dict[str,
 
 
 def _hash_member(contents: Contents, name: str, chunk_size: int | None) -> tuple[Any, list[str]]:
-    hasher = MultiHasher()
-    chunks: list[str] = []
-    chunk = hashlib.sha256()
-    filled = 0
     with contents.open(name) as handle:
-        while block := handle.read(BLOCK):
-            hasher.update(block)
-            view = memoryview(block)
-            while chunk_size and view:
-                take = min(chunk_size - filled, len(view))
-                chunk.update(view[:take])
-                filled += take
-                view = view[take:]
-                if filled == chunk_size:
-                    chunks.append(chunk.hexdigest())
-                    chunk, filled = hashlib.sha256(), 0
-    if chunk_size and (filled or not chunks):
-        # The last, short chunk; an empty file is one empty chunk, as the collector plans it.
-        chunks.append(chunk.hexdigest())
-    return hasher, chunks
+        return hash_stream(handle, chunk_size, BLOCK)
 
 
 def _check_artifact(report: Report, contents: Contents, artifact: dict[str, Any]) -> None:
@@ -367,14 +379,19 @@ def _check_artifact(report: Report, contents: Contents, artifact: dict[str, Any]
 
 
 def check_collection(
-    report: Report, contents: Contents, hash_artifacts: bool = True
+    report: Report,
+    contents: Contents,
+    hash_artifacts: bool = True,
+    trust: TrustStore | None = None,
 ) -> tuple[dict[str, Any], bytes] | None:
-    """All checks of a collection's contents; returns the manifest (and its bytes) if readable."""
+    """All checks of a collection's contents; returns the manifest (and its bytes) if readable.
+
+    ``trust`` None: no trusted keys were given (the report says the signer is unverified)."""
     loaded = _check_manifest(report, contents)
     if loaded is None:
         return None
     manifest, manifest_bytes = loaded
-    _check_signature(report, contents, manifest, manifest_bytes)
+    _check_signature(report, contents, manifest, manifest_bytes, trust or TrustStore())
     documents = _check_documents(report, contents, manifest)
     _check_custody(report, documents, manifest)
     artifacts = _check_plan(report, manifest)
@@ -403,29 +420,66 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_sidecar(report: Report, archive: Path) -> dict[str, Any] | None:
-    """The signed sidecar custody log: chain, signatures, and the archive hash it recorded."""
-    sidecar = custody.sidecar_path(archive)
-    if not sidecar.is_file():
-        report.add("custody sidecar", False, f"missing: {sidecar.name}")
-        return None
-    data = sidecar.read_bytes()
+@dataclass(frozen=True)
+class SidecarRecord:
+    """The checked sidecar: its ``sealed`` event and its signed records."""
+
+    sealed: dict[str, Any]
+    records: tuple[custody.SignedRecord, ...]
+    archive_sha256: str
+
+
+def _read_sidecar_events(
+    report: Report, sidecar: Path
+) -> tuple[custody.ChainSummary, dict[str, Any], set[str]] | None:
+    """The chain (refused unread past the caps), its first event and the archive hashes the
+    events recorded; None (with a failed row) when unusable."""
     try:
+        data = custody.read_sidecar(sidecar)
         first = parse_canonical(data.split(b"\n", 1)[0])
         summary = custody.verify_chain(data, first_prev=str(first.get("prev")), signed=True)
+        recorded = {
+            str(parse_canonical(line).get("payload", {}).get("archive_sha256"))
+            for line in data.split(b"\n")[:-1]
+        }
     except (CanonicalFormError, custody.CustodyChainError, AttributeError) as exc:
         report.add("custody sidecar", False, str(exc))
         return None
-    events = [parse_canonical(line) for line in data.split(b"\n")[:-1]]
-    if events[0].get("kind") != "sealed":
+    except OSError as exc:
+        report.add("custody sidecar", False, f"unreadable ({type(exc).__name__})")
+        return None
+    return summary, first, recorded
+
+
+def check_sidecar(
+    report: Report, archive: Path, checks: assurance.Assurance | None = None
+) -> SidecarRecord | None:
+    """The signed sidecar custody log: chain, signatures, each record's signer and timestamp,
+    the receipt the verifier expects, and the archive hash it recorded."""
+    checks = checks or assurance.Assurance()
+    sidecar = custody.sidecar_path(archive)
+    if not sidecar.is_file():
+        report.add("custody sidecar", False, f"missing: {sidecar.name}")
+        for _ in checks.expectations:
+            report.add(assurance.RECEIPT_CHECK, False, "no custody sidecar to check it against")
+        return None
+    read = _read_sidecar_events(report, sidecar)
+    if read is None:
+        for _ in checks.expectations:
+            report.add(assurance.RECEIPT_CHECK, False, "the custody sidecar is unusable")
+        return None
+    summary, first, recorded = read
+    if first.get("kind") != "sealed":
         report.add("custody sidecar", False, "the first event is not 'sealed'")
         return None
     report.add("custody sidecar", True, f"{summary.events} signed events")
+    assurance.check_records(report, summary.records, checks.trust, checks.tsa_chain)
     actual = file_sha256(archive)
-    recorded = {event["payload"].get("archive_sha256") for event in events}
+    for expectation in checks.expectations:
+        assurance.check_expectation(report, summary.records, actual, expectation)
     ok = recorded == {actual}
     report.add("archive hash", ok, actual if ok else "the archive differs from the sealed record")
-    return events[0]
+    return SidecarRecord(first, summary.records, actual)
 
 
 def _tie_sidecar(
@@ -438,6 +492,50 @@ def _tie_sidecar(
         and sealed.get("signer") == manifest.get("signer", {}).get("fingerprint")
     )
     report.add("sealed record matches manifest", ok, "" if ok else "sidecar and manifest disagree")
+
+
+def tie_sidecar(
+    report: Report,
+    archive: Path,
+    record: SidecarRecord,
+    loaded: tuple[dict[str, Any], bytes],
+    checks: assurance.Assurance | None = None,
+) -> None:
+    """The sealed record against the manifest it sealed: same head, hash and signer; the
+    manifest signature's timestamp; the archive's name and case against the file given."""
+    manifest, manifest_bytes = loaded
+    _tie_sidecar(report, record.sealed, manifest, manifest_bytes)
+    assurance.check_manifest_timestamp(
+        report, record.sealed, (checks or assurance.Assurance()).tsa_chain
+    )
+    assurance.check_names(report, archive, record.sealed, manifest)
+
+
+@contextmanager
+def scratch_file(work_dir: Path | None) -> Iterator[tuple[Path, BinaryIO]]:
+    """A scratch file for the decrypted payload that no kill can leave behind.
+
+    On Linux it is an O_TMPFILE inode: it never has a name, so when the process dies however
+    it dies, the kernel frees it; it is reopened through ``/proc/self/fd``. Elsewhere (or on a
+    file system without O_TMPFILE) it is a named file in a private temporary folder, removed
+    when the block ends. Yields a path readers can open and a handle to write through.
+    """
+    directory = work_dir or Path(tempfile.gettempdir())
+    flag = getattr(os, "O_TMPFILE", 0)
+    descriptor = None
+    if flag and Path("/proc/self/fd").is_dir():
+        try:
+            descriptor = os.open(directory, flag | os.O_RDWR, 0o600)
+        except OSError:
+            descriptor = None
+    if descriptor is not None:
+        with open(descriptor, "r+b") as handle:
+            yield Path(f"/proc/self/fd/{descriptor}"), handle
+        return
+    with tempfile.TemporaryDirectory(prefix=".cblr-verify-", dir=directory) as scratch:
+        path = Path(scratch) / "payload.zip"
+        with open(path, "xb") as handle:
+            yield path, handle
 
 
 @contextmanager
@@ -471,10 +569,9 @@ def opened_payload(
         yield None
         return
     report.add("key envelope", True, envelope.describe(envelope.parse_envelope(envelope_bytes)))
-    with tempfile.TemporaryDirectory(prefix=".cblr-verify-", dir=work_dir) as scratch:
-        inner_path = Path(scratch) / "payload.zip"
+    with scratch_file(work_dir) as (inner_path, sink):
         try:
-            archive_format.decrypt_payload(archive, password, inner_path)
+            archive_format.decrypt_payload_into(archive, password, sink)
             members = innerzip.declared_member_count(inner_path)
             if members > limits.max_members:
                 raise archive_format.ArchiveError(
@@ -502,25 +599,31 @@ def verify_archive(
     identity: keys.RecipientPrivateKey | None = None,
     passphrase: bytes | None = None,
     limits: innerzip.PayloadLimits = innerzip.DEFAULT_LIMITS,
+    checks: assurance.Assurance | None = None,
 ) -> Report:
-    """Every check of a sealed archive; blocking (run it in a thread from async code)."""
+    """Every check of a sealed archive; blocking (run it in a thread from async code).
+
+    ``checks``: the keys the verifier trusts, the receipt it expects, the TSA chain; without
+    it no trust is given and a consistent archive reports its signer as unverified."""
+    checks = checks or assurance.Assurance()
     path = Path(archive)
     report = Report(target=str(path))
     if not path.is_file():
         report.add("archive", False, "not found")
         return report
-    sealed = check_sidecar(report, path)
+    sidecar = check_sidecar(report, path, checks)
     with opened_payload(report, path, identity, passphrase, limits=limits) as inner:
         if inner is None:
             return report
-        loaded = check_collection(report, ZipContents(inner))
-    if loaded and sealed:
-        _tie_sidecar(report, sealed, *loaded)
+        loaded = check_collection(report, ZipContents(inner), trust=checks.trust)
+    if loaded and sidecar:
+        tie_sidecar(report, path, sidecar, loaded, checks)
     return report
 
 
-def verify_folder(folder: str | Path) -> Report:
+def verify_folder(folder: str | Path, checks: assurance.Assurance | None = None) -> Report:
     """Every check of an unsealed collection folder."""
     report = Report(target=str(folder))
-    check_collection(report, FolderContents(Path(folder)))
+    trust = (checks or assurance.Assurance()).trust
+    check_collection(report, FolderContents(Path(folder)), trust=trust)
     return report

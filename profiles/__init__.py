@@ -19,6 +19,7 @@ from profiles.library import (
     check_profile_file,
     load_profile,
     resolve,
+    variable_notes,
 )
 from profiles.loader import load_profile_file, load_profile_text
 from profiles.model import (
@@ -91,4 +92,5 @@ __all__ = [
     "match_segment",
     "resolve",
     "users_from_profile_list",
+    "variable_notes",
 ]

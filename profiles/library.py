@@ -9,6 +9,10 @@ from pathlib import Path
 from profiles.errors import Problem, ProfileError
 from profiles.loader import PROFILE_NAME, load_profile_file, load_profile_text
 from profiles.model import Artifact, Profile, ResolvedProfile
+from profiles.paths import unknown_variable_notes
+
+PATTERN_FIELDS = ("path", "key", "command")
+"""The fields of an artifact where ``%Name%`` variables expand."""
 
 DEFAULT_PROFILE = "triage"
 MAX_INCLUDE_DEPTH = 16
@@ -175,3 +179,16 @@ def _unique_name(artifact: Artifact, profile_name: str, names: set[str]) -> Arti
 def check_profile_file(path: str | Path, library: Library | None = None) -> ResolvedProfile:
     """What ``profiles check`` does: load, validate, and resolve the includes."""
     return resolve(load_profile_file(path), library)
+
+
+def variable_notes(resolved: ResolvedProfile) -> list[str]:
+    """``profiles check``'s notes on variables no standard host defines, one per use."""
+    notes = []
+    for artifact in resolved.artifacts:
+        for field_name in PATTERN_FIELDS:
+            text = getattr(artifact, field_name, "")
+            notes += [
+                f"{artifact.name}: {field_name}: {note}"
+                for note in unknown_variable_notes(text or "")
+            ]
+    return notes

@@ -29,6 +29,7 @@ from profiles.errors import Problem, ProfileError
 from profiles.model import (
     ARTIFACT_CLASSES,
     ARTIFACT_KINDS,
+    MAX_MAX_FILES,
     MAX_RECURSION_DEPTH,
     Artifact,
     Profile,
@@ -64,7 +65,7 @@ _SIZE_UNITS = {
 PROFILE_FIELDS = ("name", "description", "include", "artifacts")
 COMMON_FIELDS = ("name", "category", "kind")
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
-    "file": ("path", "max_depth", "min_size", "max_size", "locked"),
+    "file": ("path", "max_depth", "min_size", "max_size", "locked", "max_files"),
     "registry": ("key", "recursive", "values"),
     "hive": ("hive", "path", "key"),
     "memdump": ("compress",),
@@ -425,6 +426,10 @@ def _check_file(fields: _FieldMap, node: yaml.Node, where: str, checker: _Checke
         )
     if "locked" in fields:
         values["locked"] = checker.flag(fields["locked"][1], f"{where}.locked")
+    if "max_files" in fields:
+        values["max_files"] = checker.integer(
+            fields["max_files"][1], f"{where}.max_files", 1, MAX_MAX_FILES
+        )
     return values
 
 

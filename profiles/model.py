@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 ARTIFACT_KINDS = ("file", "registry", "hive", "memdump", "processes", "listing", "command")
 
 MAX_RECURSION_DEPTH = 32
+DEFAULT_MAX_FILES = 100_000
+"""Files one file artifact may plan on one host unless its ``max_files`` says otherwise."""
+MAX_MAX_FILES = 10_000_000
 """The largest ``max_depth`` a profile may ask for (``**`` or a listing)."""
 
 
@@ -61,6 +64,10 @@ class FileArtifact(Artifact):
     max_size: int | None = None
     locked: bool = False
     """The file is expected to be open without sharing (a loaded hive, a database in use)."""
+    max_files: int = DEFAULT_MAX_FILES
+    """At most this many files are planned for the artifact on one host (in the walk's order);
+    the rest are recorded as a ``plan.too_many_files`` event, so a pattern that matches far
+    more than meant (``C:\\**\\*``) cannot bury the collection."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Variables in patterns are Windows ``%Name%`` references, case-insensitive. Two k
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -117,7 +118,15 @@ def has_wildcard(text: str) -> bool:
 
 
 def name_key(name: str) -> str:
-    """Windows compares names in a length-preserving upper case (no Unicode folding)."""
+    """Windows compares names in a length-preserving upper case (no Unicode folding).
+
+    ``str.upper`` maps each character on its own and never to nothing, so when the lengths
+    agree every character kept its length and the whole-string call is the answer; only
+    names with a character such as ``ß`` (upper ``SS``) take the per-character way.
+    """
+    upper = name.upper()
+    if len(upper) == len(name):
+        return upper
     return "".join(c.upper() if len(c.upper()) == 1 else c for c in name)
 
 
@@ -150,6 +159,31 @@ def split_windows_path(path: str) -> list[str]:
 
 def variables_in(text: str) -> list[str]:
     return [m.group(1) for m in _TOKEN.finditer(text) if m.group(1) is not None]
+
+
+def standard_variables() -> tuple[str, ...]:
+    """The variables every Windows host defines: machine ones and the per-user ones."""
+    return (*default_environment("C:"), *USER_VARIABLES)
+
+
+def unknown_variable_notes(text: str) -> list[str]:
+    """A note for each ``%Name%`` in ``text`` that is not a standard Windows variable.
+
+    Not an error: a host may define it in its registry. But a misspelt ``%SystemRooot%``
+    would fail on every host, so ``profiles check`` says so, with the nearest standard name.
+    """
+    known = {name.lower(): name for name in standard_variables()}
+    notes = []
+    for name in variables_in(text):
+        if name.lower() in known:
+            continue
+        close = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.75)
+        hint = f" (did you mean %{known[close[0]]}%?)" if close else ""
+        notes.append(
+            f"%{name}% is not a standard Windows variable: it expands only on a host "
+            f"that defines it{hint}"
+        )
+    return notes
 
 
 def percent_problems(text: str) -> list[str]:
@@ -568,7 +602,15 @@ def hive_save_key(path: str, facts: HostFacts) -> str:
     For the runner's fallback: when ``get file`` of a hive answers SHARING_VIOLATION, this
     says which key ``reg save`` should write instead.
     """
-    wanted = name_key(path.replace("/", "\\"))
+    return hive_save_keys(facts).get(name_key(path.replace("/", "\\")), "")
+
+
+def hive_save_keys(facts: HostFacts) -> Mapping[str, str]:
+    """Each well-known hive file of this host (by name key) and the key ``reg save`` writes.
+
+    The planner asks once per host, then looks up every file it plans.
+    """
+    keys: dict[str, str] = {}
     for hive, (_, key) in WELL_KNOWN_HIVES.items():
         if not key:
             continue
@@ -577,12 +619,11 @@ def hive_save_key(path: str, facts: HostFacts) -> str:
         except ExpansionError:
             continue
         for target in targets:
-            if name_key(target.path) == wanted:
-                return target.save_key
-    return ""
+            keys.setdefault(name_key(target.path), target.save_key)
+    return keys
 
 
 def is_lock_prone(path: str) -> bool:
     """Whether Windows usually holds the file at ``path`` locked (:data:`LOCK_PRONE_NAMES`)."""
-    name = (split_windows_path(path) or [""])[-1]
-    return any(match_segment(pattern, name) for pattern in LOCK_PRONE_NAMES)
+    name = name_key((split_windows_path(path) or [""])[-1])
+    return any(_segment_regex(pattern).match(name) for pattern in LOCK_PRONE_NAMES)

@@ -43,7 +43,7 @@ from bench_transfer import (
 )
 
 from collector.liveresponse.client import LiveResponseClient, Timeouts
-from collector.liveresponse.sessions import SessionManager, SessionOptions
+from collector.liveresponse.sessions import LiveResponseSession, SessionManager, SessionOptions
 from collector.transfer import engine as transfer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,10 +191,11 @@ class PhaseClock:
             print(f"  {label:40s} {calls:5d} calls {seconds:8.2f} s  {each:7.1f} ms each")
 
 
-def instrument(clock: PhaseClock, session: object) -> None:
-    clock.wrap(session, "get_file", "get file (command to complete)")
-    clock.wrap(session, "download", "download (content into the sink)")
-    clock.wrap(session, "delete_file_object", "delete file object")
+def instrument(clock: PhaseClock, session: LiveResponseSession) -> None:
+    # The engine reaches these through ``LiveResponseSession.fetch_chunk``.
+    clock.wrap(session, "_get_file_command", "get file (command to complete)")
+    clock.wrap(session.client, "download_content", "download (content into the sink)")
+    clock.wrap(session, "_delete_file_object_quietly", "delete file object")
     clock.wrap(transfer._ChunkWriter, "flush", "flush (write + hashes of a block)")
     clock.wrap(transfer._GroupSync, "sync", "fsync (group)")
     clock.wrap(transfer.TransferEngine, "_record_done", "record done (fsync + journal)")

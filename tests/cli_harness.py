@@ -145,6 +145,11 @@ class Emulator:
     url: str
     token: str
     process: subprocess.Popen[str]
+    org_key: str = ""
+
+    def dialect_env(self, dialect: str) -> dict[str, str]:
+        """What selects ``dialect`` on top of CBLR_URL/CBLR_TOKEN: the org key for v6."""
+        return {"CBC_ORG_KEY": self.org_key} if dialect == "v6" else {}
 
     def sessions(self) -> list[dict[str, Any]]:
         """Every session the server knows, through its own API."""
@@ -181,7 +186,9 @@ def emulator_process(scenario: Path, home: Path, *extra: str) -> Iterator[Emulat
         ready, _, _ = select.select([process.stdout], [], [], 30.0)
         assert ready, "the emulator printed no ready line within 30 s"
         info = json.loads(process.stdout.readline())
-        yield Emulator(url=info["url"], token=info["token"], process=process)
+        yield Emulator(
+            url=info["url"], token=info["token"], process=process, org_key=info["org_key"]
+        )
     finally:
         process.terminate()
         try:

@@ -14,6 +14,7 @@ import yaml
 from emulator.faults import FaultPlan
 from emulator.scenario import Scenario, parse_scenario
 from emulator.server import EmulatorServer
+from emulator.service import ServiceBehaviour
 
 
 def _formats_dir() -> Path:
@@ -87,6 +88,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+DIALECTS = ("v3", "v6")
+"""The Live Response API dialects the end-to-end tests run over (the emulator serves both)."""
+
+
+@pytest.fixture(scope="module", params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    """``v3`` or ``v6``: a test (or module fixture) asking for it runs once per dialect."""
+    return str(request.param)
+
+
 @pytest.fixture
 def scenario_doc() -> dict[str, Any]:
     """A deep copy of the base test scenario, for a test to change before serving it."""
@@ -104,8 +115,21 @@ def make_scenario(tmp_path: Path) -> Callable[[dict[str, Any]], Scenario]:
 
 
 @pytest.fixture
+def emulator_service() -> ServiceBehaviour | None:
+    """The service behaviours ``emulator`` serves with (None: the scenario's). Override this
+    fixture, or parametrise it indirectly, to run a test against another behaviour."""
+    return None
+
+
+@pytest.fixture
 async def emulator(
-    scenario_doc: dict[str, Any], make_scenario: Callable[[dict[str, Any]], Scenario]
+    scenario_doc: dict[str, Any],
+    make_scenario: Callable[[dict[str, Any]], Scenario],
+    emulator_service: ServiceBehaviour | None,
 ) -> AsyncIterator[EmulatorServer]:
-    async with EmulatorServer(make_scenario(scenario_doc), faults=FaultPlan()) as server:
+    """The emulator serving ``scenario_doc`` on loopback, both dialects (v3, and v6 under
+    ``server.org_key``)."""
+    async with EmulatorServer(
+        make_scenario(scenario_doc), faults=FaultPlan(), service=emulator_service
+    ) as server:
         yield server

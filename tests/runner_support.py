@@ -16,6 +16,7 @@ from typing import Any
 from collector.acquisition.reporter import Reporter
 from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_device
 from collector.liveresponse.client import LiveResponseClient, RetryPolicy
+from collector.liveresponse.dialect import dialect_for
 from collector.liveresponse.sessions import PollPolicy, SessionManager, SessionOptions
 from collector.transfer.journal import Artifact, ArtifactState, Event, Journal
 from collector.transfer.staging import resolve_staging
@@ -58,9 +59,14 @@ class Collection:
 
 
 async def collect(
-    server: EmulatorServer, profile: ResolvedProfile, folder: Path, device_id: int
+    server: EmulatorServer,
+    profile: ResolvedProfile,
+    folder: Path,
+    device_id: int,
+    dialect: str = "v3",
 ) -> Collection:
-    """Collect ``profile`` from one emulated device into ``folder`` (no sealing)."""
+    """Collect ``profile`` from one emulated device into ``folder`` (no sealing), speaking
+    ``dialect`` ("v3" or "v6", with the emulator's org key)."""
     workspace = Workspace(folder / "workspace")
     workspace.root.mkdir(parents=True)
     settings = RunSettings(
@@ -72,7 +78,8 @@ async def collect(
         url=server.url,
         seal=False,
     )
-    async with LiveResponseClient(server.url, server.token, retry=RETRY) as client:
+    wire = dialect_for(dialect, server.org_key)
+    async with LiveResponseClient(server.url, server.token, dialect=wire, retry=RETRY) as client:
         manager = SessionManager(client, options=FAST)
         outcome = await collect_device(workspace, settings, profile, manager, Reporter())
     with Journal.open(workspace.root, readonly=True) as journal:

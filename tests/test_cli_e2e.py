@@ -7,12 +7,14 @@ no token or passphrase anywhere it could leak.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_harness import (
@@ -85,10 +87,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(emulator=emulator, folder=folder, profile=profile, big=big, slow=slow)
 
 
-def env_for(lab: Lab, home: Path, **extra: str) -> dict[str, str]:
-    """Server and token from the environment; the archive passphrase in its own variable."""
+def env_for(lab: Lab, home: Path, dialect: str = "v3", **extra: str) -> dict[str, str]:
+    """Server and token from the environment (and the org key for v6); the archive
+    passphrase in its own variable."""
     settings = {"CBLR_URL": lab.emulator.url, "CBLR_TOKEN": TOKEN, PASSWORD_VAR: PASSPHRASE}
-    return clean_env(home, **{**settings, **extra})
+    return clean_env(home, **{**settings, **lab.emulator.dialect_env(dialect), **extra})
 
 
 def collect_args(lab: Lab, device_id: int, out: Path, *extra: str) -> list[str]:
@@ -108,14 +111,20 @@ def collect_args(lab: Lab, device_id: int, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def manifest_events(unsealed: Path) -> list[dict[str, Any]]:
+    """The custody events sealed with the manifest (``custody.jsonl``, hash-chained)."""
+    lines = (unsealed / "custody.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def only_archive(out: Path) -> Path:
     archives = sorted(out.glob("*.zip"))
     assert len(archives) == 1, archives
     return archives[0]
 
 
-def test_collect_seal_verify_unseal_and_sha256sum(lab: Lab, tmp_path: Path) -> None:
-    env = env_for(lab, tmp_path)
+def test_collect_seal_verify_unseal_and_sha256sum(lab: Lab, tmp_path: Path, dialect: str) -> None:
+    env = env_for(lab, tmp_path, dialect)
     keys = run_cli("keygen", "--out", tmp_path / "lab" / "lab", env=env, cwd=tmp_path)
     assert keys.returncode == 0, keys.stderr
     out = tmp_path / "evidence"
@@ -135,6 +144,10 @@ def test_collect_seal_verify_unseal_and_sha256sum(lab: Lab, tmp_path: Path) -> N
     assert archive_hash in collected.stdout
     assert "collected" in collected.stdout
     assert "Traceback" not in collected.stderr
+    announced = f"v6, org key {lab.emulator.org_key}" if dialect == "v6" else "v3"
+    assert f"credentials: CBLR_URL and CBLR_TOKEN; server {lab.emulator.url} ({announced})" in (
+        collected.stderr.splitlines()
+    )
 
     identity = tmp_path / "lab" / "lab.recipient.key"
     verified = run_cli("verify", archive, "--identity", identity, env=env, cwd=tmp_path)
@@ -157,6 +170,16 @@ def test_collect_seal_verify_unseal_and_sha256sum(lab: Lab, tmp_path: Path) -> N
     assert sums.stdout.count(": OK") >= 2
     assert (unsealed / "artifacts" / "C" / "data" / "big.bin").read_bytes() == lab.big
     assert (unsealed / "artifacts" / "C" / "data" / "notes.txt").read_text() == NOTES
+    events = manifest_events(unsealed)
+    (opened_event,) = [e for e in events if e["kind"] == "collection.opened"]
+    assert opened_event["payload"]["api"] == dialect
+    server_lists = [e["payload"]["commands"] for e in events if e["kind"] == "session.commands"]
+    if dialect == "v6":  # the service's own record of what ran: every "get file" is in it
+        (listed,) = server_lists
+        names = [command["name"] for command in listed]
+        assert names.count("get file") >= 2, names
+    else:
+        assert server_lists == []
 
     workspace = out / "workspaces" / f"device-{READY}"
     run_log = workspace / "logs" / "run.log"
@@ -166,8 +189,10 @@ def test_collect_seal_verify_unseal_and_sha256sum(lab: Lab, tmp_path: Path) -> N
         assert TOKEN not in stream and PASSPHRASE not in stream
 
 
-def test_resume_after_kill_9_completes_with_the_original_bytes(lab: Lab, tmp_path: Path) -> None:
-    env = env_for(lab, tmp_path)
+def test_resume_after_kill_9_completes_with_the_original_bytes(
+    lab: Lab, tmp_path: Path, dialect: str
+) -> None:
+    env = env_for(lab, tmp_path, dialect)
     out = tmp_path / "evidence"
     workspace = out / "workspaces" / f"device-{SLOW_KILL}"
     args = collect_args(
@@ -431,7 +456,8 @@ def test_offline_device_with_progress_shows_the_wait_then_one_error_line(
 
     assert result.returncode == 3
     lines = stderr_lines(result)
-    assert lines[0] == f"device {OFFLINE}: waiting for the sensor to check in..."
+    assert lines[0] == f"credentials: CBLR_URL and CBLR_TOKEN; server {lab.emulator.url} (v3)"
+    assert lines[1] == f"device {OFFLINE}: waiting for the sensor to check in..."
     assert lines[-1].startswith(
         f"cblr-collect collect: offline: could not start a Live Response session on device "
         f"{OFFLINE}: "
@@ -457,8 +483,9 @@ def test_sigterm_closes_the_session_and_says_how_to_resume(lab: Lab, tmp_path: P
 
     assert process.returncode == 143
     assert stderr.splitlines() == [
+        f"credentials: CBLR_URL and CBLR_TOKEN; server {lab.emulator.url} (v3)",
         "cblr-collect collect: interrupted; what was collected is kept. Resume with: "
-        f"cblr-collect resume {workspace}"
+        f"cblr-collect resume {workspace}",
     ]
     assert json_lines(stdout)[-1]["event"] == "error"
     assert json_lines(stdout)[-1]["exit_code"] == 143
@@ -497,6 +524,7 @@ DESIGN_COMMANDS = (
     "demo",
     "emulator",
     "collect",
+    "devices",
     "resume",
     "seal",
     "verify",
@@ -517,7 +545,22 @@ def test_help_lists_every_command_of_the_design_with_examples(tmp_path: Path) ->
     assert Path(CLI).name == "cblr-collect"
 
 
-@pytest.mark.parametrize("command", ["collect", "resume", "demo"])
+@pytest.mark.parametrize("command", ["collect", "resume", "devices"])
+def test_help_names_the_credentials_files_and_sections(tmp_path: Path, command: str) -> None:
+    result = run_cli(command, "--help", env=clean_env(tmp_path), cwd=tmp_path)
+
+    assert result.returncode == 0
+    words = result.stdout.split()
+    for name in ("credentials.cbc,", "credentials.psc,", "credentials.defense"):
+        assert name in words
+    for folder in ("/etc/carbonblack/,", "~/.carbonblack/,", "./.carbonblack/"):
+        assert folder in words
+    for flag in ("--org-key", "--api", "--credentials-profile", "[default])"):
+        assert flag in words
+    assert "never come from two places." in " ".join(words)
+
+
+@pytest.mark.parametrize("command", ["collect", "resume", "demo", "devices"])
 def test_command_help_has_examples(tmp_path: Path, command: str) -> None:
     result = run_cli(command, "--help", env=clean_env(tmp_path), cwd=tmp_path)
 

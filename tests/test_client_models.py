@@ -219,7 +219,7 @@ def test_registry_value_data_is_typed(value_type: str, data: object, expected: o
         ("REG_BINARY", 12),
         ("REG_DWORD", "twelve"),
         ("REG_DWORD", True),
-        ("REG_MULTI_SZ", "a"),
+        ("REG_MULTI_SZ", 5),
         ("REG_SZ", 5),
     ],
 )

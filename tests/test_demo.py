@@ -9,15 +9,20 @@ from pathlib import Path
 from cli_harness import clean_env, run_cli, sha256
 
 
-def test_demo_runs_clean_and_its_printed_commands_verify_and_unseal(tmp_path: Path) -> None:
+def test_demo_runs_clean_and_its_printed_commands_verify_and_unseal(
+    tmp_path: Path, dialect: str
+) -> None:
     env = clean_env(tmp_path)
+    out = tmp_path / "demo"
 
-    result = run_cli("demo", "--out", tmp_path / "demo", env=env, cwd=tmp_path, timeout=180)
+    result = run_cli("demo", "--out", out, "--api", dialect, env=env, cwd=tmp_path, timeout=180)
 
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert "Traceback" not in output
     assert "lab verification of the archive: VERIFIED" in output
+    spoken = "API v6, org key EMUORG01" if dialect == "v6" else "API v3"
+    assert f"(scenario workstation, {spoken})" in output
     commands = [
         shlex.split(line.strip())
         for line in output.splitlines()
@@ -31,9 +36,11 @@ def test_demo_runs_clean_and_its_printed_commands_verify_and_unseal(tmp_path: Pa
 
     verified = run_cli(*commands[0][1:], env=env, cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    verdict, recorded = verified.stdout.rstrip().splitlines()[-2:]
-    assert verdict == "VERIFIED"
-    assert recorded.startswith("recorded verification #3 in ")
+    lines = verified.stdout.rstrip().splitlines()
+    recorded = next(i for i, line in enumerate(lines) if line.startswith("recorded verification"))
+    assert lines[recorded - 1] == "VERIFIED"
+    assert lines[recorded].startswith("recorded verification #3 in ")
+    assert lines[recorded + 1].startswith("receipt ")
     custody_kinds = [
         json.loads(line)["kind"]
         for line in Path(f"{archive}.custody.jsonl").read_text().splitlines()
@@ -43,3 +50,6 @@ def test_demo_runs_clean_and_its_printed_commands_verify_and_unseal(tmp_path: Pa
     assert unsealed.returncode == 0, unsealed.stdout + unsealed.stderr
     assert (tmp_path / "unsealed" / "manifest.json").is_file()
     assert (tmp_path / "unsealed" / "SHA256SUMS").is_file()
+    custody = (tmp_path / "unsealed" / "custody.jsonl").read_text(encoding="utf-8").splitlines()
+    opened = next(json.loads(line) for line in custody if '"collection.opened"' in line)
+    assert opened["payload"]["api"] == dialect

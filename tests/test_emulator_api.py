@@ -828,7 +828,7 @@ async def test_content_range_requests(api: Api, sid: str) -> None:
 async def test_content_is_409_until_the_upload_completes_and_size_uploaded_grows(
     scenario_doc: dict[str, Any], make_scenario: MakeScenario
 ) -> None:
-    device(scenario_doc)["link"] = {"upload_bandwidth": 100_000}  # 55000 bytes: 0.55 s
+    device(scenario_doc)["link"] = {"upload_bandwidth": 25_000}  # 55000 bytes: 2.2 s
     async with serve(make_scenario, scenario_doc) as (_, api):
         sid = await api.active()
         path = "C:\\Windows\\Prefetch\\POWERSHELL.EXE-022A1004.pf"

@@ -62,7 +62,8 @@ async def sid(api: Api) -> str:
 
 
 def entry(name: str, size: int, alt_name: str = "", **changes: Any) -> dict[str, Any]:
-    """A ``directory list`` file object with the scenario's default times."""
+    """A ``directory list`` file object with the scenario's default times; it carries both
+    name pairs (reference ``name``/``alt_name``, observed ``filename``/``alternate_name``)."""
     return {
         "attributes": ["ARCHIVE"],
         "create_time": BASE,
@@ -71,6 +72,8 @@ def entry(name: str, size: int, alt_name: str = "", **changes: Any) -> dict[str,
         "size": size,
         "name": name,
         "alt_name": alt_name,
+        "filename": name,
+        "alternate_name": alt_name,
         **changes,
     }
 
@@ -155,6 +158,8 @@ async def test_directory_list_attributes_times_and_alt_names(
                 "size": 5,
                 "name": "Hidden Report.docx",
                 "alt_name": "HIDDEN~1.DOC",
+                "filename": "Hidden Report.docx",
+                "alternate_name": "HIDDEN~1.DOC",
             },
             entry("README.TXT", 0),
             entry("Sub Folder", 0, "SUBFOL~1", attributes=["DIRECTORY", "READONLY"]),

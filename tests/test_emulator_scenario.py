@@ -215,7 +215,7 @@ ERRORS: list[tuple[str, Change, str]] = [
     (
         "top-field",
         set_at("colour", value="blue"),
-        "test.yaml: top level: expected only the fields defaults, description, devices, name, session_slots, tokens, got 'colour'",
+        "test.yaml: top level: expected only the fields defaults, description, devices, name, org_key, service, session_slots, tokens, got 'colour'",
     ),
     (
         "no-devices",

@@ -25,6 +25,7 @@ from collector.liveresponse.sessions import PollPolicy, SessionManager, SessionO
 from emulator.server import EmulatorServer
 from evidence import archive as archive_format
 from evidence import custody, envelope, keys
+from evidence.assurance import Assurance
 from evidence.hashes import Digests, hash_file
 from evidence.manifest import build_collection
 from evidence.records import (
@@ -38,6 +39,7 @@ from evidence.records import (
 )
 from evidence.safepaths import MemberNamer
 from evidence.seal import SealError, seal_collection
+from evidence.trust import TrustedKey, TrustStore
 from evidence.unseal import UnsealError, unseal_archive
 from evidence.verify import verify_archive, verify_folder
 
@@ -247,7 +249,10 @@ def test_case_jsonld_names_action_provenance_and_hashes(tmp_path: Path, lab: Lab
 
 
 def test_sealed_archive_verifies_and_reveals_no_names(sealed: Path, lab: Lab) -> None:
-    report = verify_archive(sealed, identity=lab.identity)
+    trusted = Assurance(
+        TrustStore((TrustedKey(keys.fingerprint(lab.signing.public_key()), "lab", "test"),))
+    )
+    report = verify_archive(sealed, identity=lab.identity, checks=trusted)
     assert report.ok, report.failures
     assert report.exit_code == 0
     assert "artifact a1 (artifacts/C/Users/alice/notes.txt)" in {c.name for c in report.checks}
@@ -530,7 +535,7 @@ def test_verify_record_appends_the_signed_verdict_to_the_sidecar(
                  "--signing-key", str(lab.signing_path)]) == 0  # fmt: skip
     [archive] = list(out.glob("*.zip"))
     verifier = tmp_path / "lab-verifier.key"
-    opening = ["--password-env", "CASE_PASS"]
+    opening = ["--password-env", "CASE_PASS", "--trust", keys.fingerprint(lab.signing.public_key())]
     assert main(["verify", str(archive), *opening, "--record", "--signing-key", str(verifier)]) == 0
     sidecar = custody.sidecar_path(archive)
     events = [json.loads(line) for line in sidecar.read_text().splitlines()]
@@ -540,8 +545,9 @@ def test_verify_record_appends_the_signed_verdict_to_the_sidecar(
     assert verified["payload"]["failed_checks"] == []
     assert verified["payload"]["archive_sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
     assert verified["signer"] == keys.fingerprint(keys.load_signing_key(verifier).public_key())
-    # The recorded verdict is part of the signed chain: the archive still verifies after it,
-    # and editing the verdict breaks the chain.
+    # The recorded verdict is part of the signed chain: the archive still verifies after it
+    # (the verifier trusting its own key), and editing the verdict breaks the chain.
+    opening += ["--trust", keys.fingerprint(keys.load_signing_key(verifier).public_key())]
     assert main(["verify", str(archive), *opening]) == 0
     sidecar.write_text(sidecar.read_text().replace('"verified"}', '"failed"}'))
     assert main(["verify", str(archive), *opening]) == 1
@@ -567,10 +573,12 @@ def test_cli_seal_verify_custody_unseal_keeps_secrets_out(
     assert main(["custody", str(archive), "--released-by", "Dana", "--received-by", "Lab",
                  "--purpose", "analysis", "--signing-key", str(handoff_key)]) == 0  # fmt: skip
     assert stat.S_IMODE(handoff_key.stat().st_mode) == 0o600
-    assert main(["verify", str(archive), "--password-env", "CASE_PASS", "--json"]) == 0
+    trust = ["--trust", keys.fingerprint(lab.signing.public_key()),
+             "--trust", keys.fingerprint(keys.load_signing_key(handoff_key).public_key())]  # fmt: skip
+    assert main(["verify", str(archive), "--password-env", "CASE_PASS", "--json", *trust]) == 0
     assert main(["unseal", str(archive), "--out", str(tmp_path / "u"), "--password-env",
-                 "CASE_PASS"]) == 0  # fmt: skip
-    assert main(["verify", str(tmp_path / "u")]) == 0
+                 "CASE_PASS", *trust]) == 0  # fmt: skip
+    assert main(["verify", str(tmp_path / "u"), *trust]) == 0
     captured = capsys.readouterr()
     assert '"ok": true' in captured.out and "VERIFIED" in captured.out
     private_pems = [p.read_bytes() for p in (lab.signing_path, lab.identity_path, handoff_key)]

@@ -1,6 +1,7 @@
 """A 20-device fleet through the installed script: three devices offline, a CSV device list.
 
-The offline devices do not hold up the others; the run ends with exit 1, one archive per
+The list is what ``cblr-collect devices --csv`` printed from the tenant's v6 device search; the
+collection then runs over each dialect. The offline devices do not hold up the others; the run ends with exit 1, one archive per
 collected device, the offline devices named in the table and in ``--json``; a re-run of the
 same command skips the finished devices and tries only the offline ones again.
 """
@@ -66,13 +67,28 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     )
     profile = folder / "hold.yaml"
     profile.write_text(DATA_PROFILE, encoding="utf-8")
-    devices_csv = folder / "devices.csv"
-    devices_csv.write_text(
-        "device,hostname,owner\n" + "".join(f"{d},E2E-HOST-{d},user{d}\n" for d in DEVICES),
-        encoding="utf-8",
-    )
     with emulator_process(scenario, folder) as emulator:
+        devices_csv = folder / "devices.csv"
+        devices_csv.write_text(legal_hold_list(emulator, folder), encoding="utf-8")
         yield Fleet(emulator=emulator, folder=folder, profile=profile, devices_csv=devices_csv)
+
+
+def legal_hold_list(emulator: Emulator, folder: Path) -> str:
+    """``cblr-collect devices --query ... --csv``: the tenant's E2E hosts, from the v6 search."""
+    env = clean_env(folder, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, CBC_ORG_KEY=emulator.org_key)
+    listed = run_cli("devices", "--query", "name:E2E-HOST-*", "--csv", env=env, cwd=folder)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.splitlines() == [
+        f"credentials: CBLR_URL and CBLR_TOKEN; server {emulator.url} (v6, org key "
+        f"{emulator.org_key})"
+    ]
+    header, *rows = listed.stdout.splitlines()
+    assert header == "device_id,name,os,status,last_contact,live_response"
+    assert [row.split(",")[:3] for row in rows] == [
+        [str(d), f"E2E-HOST-{d}", "WINDOWS"] for d in DEVICES
+    ]
+    assert all(row.endswith(",yes") for row in rows)
+    return listed.stdout
 
 
 def fleet_command(fleet: Fleet, out: Path, *extra: str) -> list[str]:
@@ -97,10 +113,14 @@ def fleet_command(fleet: Fleet, out: Path, *extra: str) -> list[str]:
 
 
 def test_fleet_with_offline_devices_collects_the_rest_and_reruns_only_those(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, dialect: str
 ) -> None:
     env = clean_env(
-        tmp_path, CBLR_URL=fleet.emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE}
+        tmp_path,
+        CBLR_URL=fleet.emulator.url,
+        CBLR_TOKEN=TOKEN,
+        **fleet.emulator.dialect_env(dialect),
+        **{PASSWORD_VAR: PASSPHRASE},
     )
     out = tmp_path / "hold"
 

@@ -213,3 +213,19 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def test_a_batch_commits_once_and_a_failed_batch_leaves_nothing(tmp_path: Path) -> None:
+    with Journal.open(tmp_path) as journal:
+        with journal.batch():
+            for index in range(3):
+                journal.add_artifact("file", 1, f"C:\\batched-{index}")
+            other = sqlite3.connect(journal.path)
+            assert other.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 0
+            other.close()
+        with pytest.raises(RuntimeError), journal.batch():
+            journal.add_artifact("file", 1, "C:\\lost")
+            raise RuntimeError("interrupted while recording the plan")
+        journal.add_artifact("file", 1, "C:\\after")
+        sources = [a.source for a in journal.artifacts()]
+    assert sources == ["C:\\batched-0", "C:\\batched-1", "C:\\batched-2", "C:\\after"]

@@ -117,6 +117,27 @@ async def test_size_limits_exclude_and_say_so(live: LiveResponseSession, tmp_pat
         }
 
 
+async def test_max_files_caps_an_artifact_and_records_what_it_left_out(
+    live: LiveResponseSession, tmp_path: Path
+) -> None:
+    everything = FileArtifact("everything", path="C:\\Data\\**\\*", max_depth=2, max_files=2)
+    with await plan(live, tmp_path, profile_of(everything)) as journal:
+        planned = [a.source for a in journal.artifacts()]
+        (overflow,) = events(journal, "plan.too_many_files")
+    assert len(planned) == 2
+    assert overflow == {
+        "artifact": "everything",
+        "matched": 3,
+        "planned": 2,
+        "first_left_out": next(
+            path
+            for path in ("C:\\Data\\big.log", "C:\\Data\\small.log", "C:\\Data\\sub\\deep.log")
+            if path not in planned
+        ),
+        "device_id": str(DEVICE_ID),
+    }
+
+
 async def test_registry_key_wildcards_expand_on_the_host(live: LiveResponseSession, tmp_path):
     agents = RegistryArtifact("agents", key="HKLM\\SOFTWARE\\A*\\Agent", values=("Version",))
     nothing = RegistryArtifact("nothing", key="HKLM\\SOFTWARE\\Q*\\Agent")

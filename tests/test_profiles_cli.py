@@ -97,3 +97,36 @@ def test_check_names_each_bad_pattern_with_its_line(
         f"{bad}:6: artifacts[3].kind: unknown kind 'nonsense' (expected one of file, registry, "
         "hive, memdump, processes, listing, command)",
     ]
+
+
+def test_check_notes_a_variable_no_standard_host_defines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "typo.yaml"
+    profile.write_text(
+        "name: typo\n"
+        "artifacts:\n"
+        "  - {name: Logs, kind: file, path: '%SystemRooot%\\Logs\\*.log'}\n"
+        "  - {name: Agent, kind: file, path: '%ACME_HOME%\\agent.log'}\n"
+        "  - {name: Roaming, kind: file, path: '%AppData%\\x.txt'}\n",
+        encoding="utf-8",
+    )
+    assert main(["profiles", "check", str(profile)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"{profile}: note: Logs: path: %SystemRooot% is not a standard Windows variable: "
+        "it expands only on a host that defines it (did you mean %SystemRoot%?)",
+        f"{profile}: note: Agent: path: %ACME_HOME% is not a standard Windows variable: "
+        "it expands only on a host that defines it",
+    ]
+    assert captured.out == f"{profile}: ok, profile typo, 3 artifacts\n"
+
+
+@pytest.mark.parametrize(
+    "name", ["legal-hold", "memory", "minimal", "registry-persistence", "triage"]
+)
+def test_the_builtin_profiles_use_only_standard_variables(name: str) -> None:
+    from profiles import builtin_library, resolve, variable_notes
+
+    library = builtin_library()
+    assert variable_notes(resolve(library.profiles[name], library)) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,44 @@ def test_cli_import_kape_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
         "Live Response reads files through the Windows file API, which cannot open it",
         "cblr-collect profiles: nothing converted",
     ]
+
+
+def test_cli_import_reads_only_the_files_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = tmp_path / "windows.yaml"
+    shutil.copy(DEFINITIONS / "windows.yaml", given)
+    (tmp_path / "broken.yaml").write_text("garbage: [\n", encoding="utf-8")
+    out = tmp_path / "out.yaml"
+    assert (
+        main(["profiles", "import", str(given), "--only", "WindowsRunKeys", "--out", str(out)]) == 0
+    )
+    assert "broken.yaml" not in capsys.readouterr().err
+
+
+def test_cli_import_refuses_to_overwrite_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "fa.yaml"
+    out.write_text("keep me\n", encoding="utf-8")
+    args = ["profiles", "import", str(DEFINITIONS / "windows.yaml"), "--only", "WindowsRunKeys"]
+    assert main([*args, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"cblr-collect profiles: {out} exists; give --force to overwrite it\n"
+    )
+    assert out.read_text(encoding="utf-8") == "keep me\n"
+    assert main([*args, "--out", str(out), "--force"]) == 0
+    assert load_profile_file(out).artifacts
+
+
+def test_cli_import_says_a_native_profile_needs_no_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    native = tmp_path / "minimal.yaml"
+    native.write_text("name: mine\nartifacts: [{name: p, kind: processes}]\n", encoding="utf-8")
+    assert main(["profiles", "import", str(native)]) == 2
+    assert capsys.readouterr().err == (
+        f"cblr-collect profiles: {native}: already a cblr-collector profile, nothing to import: "
+        f"use it as it is (collect --profile {native}), or check it with "
+        "'cblr-collect profiles check'\n"
+    )

@@ -147,6 +147,10 @@ def test_every_problem_is_reported_with_file_line_field_and_expectation() -> Non
             "s:2: artifacts[0].max_depth: given, but the path has no '**' (expected max_depth only with a '**' segment)",
         ),
         (
+            "name: x\nartifacts: [{name: f, kind: file, path: 'C:\\x\\*', max_files: 0}]",
+            "s:2: artifacts[0].max_files: 0 is out of range (expected 1..10000000)",
+        ),
+        (
             "name: x\nartifacts: [{name: h, kind: hive, hive: NOPE}]",
             "s:2: artifacts[0].hive: unknown hive 'NOPE' (expected hive: one of SYSTEM, SOFTWARE, SAM, SECURITY, DEFAULT, COMPONENTS, BCD, AMCACHE, NTUSER, USRCLASS, or path (and key))",
         ),
@@ -160,6 +164,13 @@ def test_single_problems(text: str, message: str) -> None:
     with pytest.raises(ProfileError) as caught:
         load_profile_text(text, "s")
     assert [str(p) for p in caught.value.problems] == [message]
+
+
+def test_max_files_defaults_to_a_hundred_thousand_and_can_be_set() -> None:
+    text = "name: x\nartifacts:\n - {name: a, kind: file, path: 'C:\\x\\*'}\n"
+    text += " - {name: b, kind: file, path: 'C:\\y\\*', max_files: 500}"
+    first, second = load_profile_text(text).artifacts
+    assert (first.max_files, second.max_files) == (100_000, 500)
 
 
 def test_literal_percent_is_written_twice() -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from profiles import (
     ExpansionError,
@@ -21,7 +23,7 @@ from profiles import (
     resolve,
     users_from_profile_list,
 )
-from profiles.paths import PathPattern, expand_path, split_pattern
+from profiles.paths import PathPattern, expand_path, name_key, split_pattern
 
 WORKSTATION = Path(__file__).resolve().parent.parent / "emulator" / "scenarios" / "workstation.yaml"
 MCHEN = "S-1-5-21-2739081742-1953457893-3284117516-1001"
@@ -217,3 +219,13 @@ def test_triage_finds_the_workstation_evidence() -> None:
         k.pattern for item in plan for k in item.keys if item.artifact.name == "Run keys (user)"
     }
     assert f"HKU\\{MCHEN}\\Software\\Microsoft\\Windows\\CurrentVersion\\Run" in runs
+
+
+@given(st.text(max_size=40))
+def test_name_key_keeps_the_length_and_upper_cases_each_character_alone(name: str) -> None:
+    assert name_key(name) == "".join(c.upper() if len(c.upper()) == 1 else c for c in name)
+    assert len(name_key(name)) == len(name)
+
+
+def test_name_key_keeps_a_character_whose_upper_case_is_longer() -> None:
+    assert name_key("Straße.txt") == "STRAßE.TXT"

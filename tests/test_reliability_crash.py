@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from collector.cli import main as cli
+from evidence import keys
 
 CLI = str(Path(sys.executable).parent / "cblr-collect")
 DEVICE = 37191
@@ -90,10 +91,13 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         process.wait(timeout=10)
 
 
-def environment(emulator: dict[str, Any]) -> dict[str, str]:
+def environment(emulator: dict[str, Any], dialect: str = "v3") -> dict[str, str]:
     env = dict(os.environ)
     env.update(CBLR_URL=emulator["url"], CBLR_TOKEN=emulator["token"], CRASH_PASS=PASSPHRASE)
     env.pop("CBLR_CREDENTIALS_FILE", None)
+    env.pop("CBC_ORG_KEY", None)
+    if dialect == "v6":
+        env["CBC_ORG_KEY"] = emulator["org_key"]
     return env
 
 
@@ -148,7 +152,10 @@ def archives(out: Path) -> list[Path]:
 
 
 def verify(archive: Path, env: dict[str, str]) -> None:
-    checked = run_cli(["verify", str(archive), "--password-env", "CRASH_PASS"], env)
+    """The lab's check, trusting the key the run signed with (out/../signing.key)."""
+    signer = keys.load_signing_key(archive.parent.parent / "signing.key").public_key()
+    trust = ["--trust", keys.fingerprint(signer)]
+    checked = run_cli(["verify", str(archive), "--password-env", "CRASH_PASS", *trust], env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "VERIFIED" in checked.stdout
 
@@ -156,17 +163,19 @@ def verify(archive: Path, env: dict[str, str]) -> None:
 _BASELINE: dict[str, Any] = {}
 
 
-def baseline(emulator: dict[str, Any], tmp: Path) -> dict[tuple[str, str], tuple[str, str | None]]:
-    if "hashes" not in _BASELINE:
+def baseline(
+    emulator: dict[str, Any], tmp: Path, dialect: str = "v3"
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    if dialect not in _BASELINE:
         out = tmp / "baseline" / "out"
         out.mkdir(parents=True)
-        done = run_cli([*collect_args(out), "--quiet"], environment(emulator))
+        done = run_cli([*collect_args(out), "--quiet"], environment(emulator, dialect))
         assert done.returncode == 0, done.stdout + done.stderr
         hashes = artifact_hashes(workspace_of(out))
         assert {state for state, _ in hashes.values()} == {"collected"}
         assert len(hashes) == 8
-        _BASELINE["hashes"] = hashes
-    return _BASELINE["hashes"]
+        _BASELINE[dialect] = hashes
+    return _BASELINE[dialect]
 
 
 def kill_at(args: list[str], env: dict[str, str], trigger: Any, deadline: float = 60.0) -> str:
@@ -219,20 +228,37 @@ KILL_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+KILLS = [("v3", point) for point in KILL_POINTS] + [
+    # v6 where its transfer differs: a chunk cut mid-way, and the end of the run.
+    ("v6", point)
+    for point in ("mid-chunk", "last-artifact")
+]
+
+
+@pytest.mark.parametrize(("dialect", "point"), KILLS)
 def test_sigkill_then_resume_gives_the_uninterrupted_hashes(
-    point: str, emulator: dict[str, Any], tmp_path: Path
+    dialect: str, point: str, emulator: dict[str, Any], tmp_path: Path
 ) -> None:
-    expected = baseline(emulator, tmp_path)
-    env = environment(emulator)
+    expected = baseline(emulator, tmp_path, dialect)
+    env = environment(emulator, dialect)
     out = tmp_path / "run" / "out"
     out.mkdir(parents=True)
     kill_at(collect_args(out), env, KILL_POINTS[point])
-    resumed = run_cli(["resume", str(workspace_of(out)), "--quiet"], env)
+    # No org key given to resume: the workspace's recorded dialect and org key carry over.
+    resumed = run_cli(["resume", str(workspace_of(out)), "--quiet"], environment(emulator))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert artifact_hashes(workspace_of(out)) == expected
+    assert server_command_lists(workspace_of(out)) == (1 if dialect == "v6" else 0)
     [archive] = archives(out)
     verify(archive, env)
+
+
+def server_command_lists(workspace: Path) -> int:
+    """How many ``session.commands`` events (v6 only: the server's list of what ran) the
+    journal holds; the killed run never got to write one."""
+    with sqlite3.connect(f"file:{workspace / 'journal.sqlite'}?mode=ro", uri=True) as db:
+        query = "SELECT COUNT(*) FROM events WHERE kind = 'session.commands'"
+        return int(db.execute(query).fetchone()[0])
 
 
 def test_a_seal_killed_midway_is_sealed_again_by_seal_workspace(

@@ -61,13 +61,14 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def triage(tmp_path_factory: pytest.TempPathFactory) -> Run:
+def triage(tmp_path_factory: pytest.TempPathFactory, dialect: str) -> Run:
+    """One triage collection per dialect; every test below checks it."""
     profile = resolve(load_profile("triage"))
-    folder = tmp_path_factory.mktemp("triage")
+    folder = tmp_path_factory.mktemp(f"triage-{dialect}")
 
     async def run() -> Run:
         async with EmulatorServer("workstation") as server:
-            collection = await collect(server, profile, folder, WORKSTATION_ID)
+            collection = await collect(server, profile, folder, WORKSTATION_ID, dialect)
         return Run(server, profile, collection)
 
     return asyncio.run(run())

@@ -50,7 +50,7 @@ from evidence import seal as seal_module
 from evidence.hashes import MultiHasher
 from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
 from evidence.seal import SealError, StreamingSeal, artifact_members
-from evidence.verify import verify_archive
+from evidence.verify import EXIT_SIGNER_UNVERIFIED, verify_archive
 from profiles import ResolvedProfile, load_profile_text, resolve
 
 KIB = 1024
@@ -163,22 +163,19 @@ class FollowWatch:
         self._spy_on_follower(monkeypatch)
 
     def _hold_big_file(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        get_file = LiveResponseSession.get_file
+        fetch_chunk = LiveResponseSession.fetch_chunk
         watch = self
 
-        async def held_get_file(
-            session: LiveResponseSession,
-            remote_path: str,
-            offset: int = 0,
-            count: int | None = None,
-        ) -> Any:
+        async def held_fetch_chunk(
+            session: LiveResponseSession, remote_path: str, offset: int, count: int, sink: Any
+        ) -> int:
             if remote_path.lower() == BIG_PATH.lower() and offset >= HOLD_AT:
                 watch.held_gets += 1
                 if not await wait_until(watch.release):
                     watch.release.set()  # the follower never came: stop holding, let it fail
-            return await get_file(session, remote_path, offset, count)
+            return await fetch_chunk(session, remote_path, offset, count, sink)
 
-        monkeypatch.setattr(LiveResponseSession, "get_file", held_get_file)
+        monkeypatch.setattr(LiveResponseSession, "fetch_chunk", held_fetch_chunk)
 
     def _spy_on_follower(self, monkeypatch: pytest.MonkeyPatch) -> None:
         start = SealFollower.start
@@ -315,7 +312,7 @@ def assert_sealed_and_verified(result: DeviceResult, out: Path) -> Path:
     assert result.archive.size == len(data)
     report = verify_archive(archive, passphrase=PASSPHRASE)
     assert report.ok, report.failures
-    assert report.exit_code == 0
+    assert report.exit_code == EXIT_SIGNER_UNVERIFIED  # consistent; no trusted key was given
     return archive
 
 
@@ -457,7 +454,7 @@ async def test_a_followed_file_that_shrinks_falls_back_to_the_folder_seal(
     assert big["hashes"]["sha256"] == hashlib.sha256(shrunk).hexdigest()
     report = verify_archive(result.archive.path, passphrase=PASSPHRASE)
     assert [(c.name, c.detail) for c in report.failures] == []
-    assert report.exit_code == 0
+    assert report.exit_code == EXIT_SIGNER_UNVERIFIED
 
 
 def assert_follower_ended(watch: FollowWatch) -> None:
@@ -557,7 +554,7 @@ async def test_finish_refuses_artifacts_other_than_the_manifests(
     assert finished.archive == in_order
     assert finished.sidecar.is_file()
     assert not in_order.with_name(in_order.name + ".partial").exists()
-    assert verify_archive(in_order, passphrase=PASSPHRASE).exit_code == 0
+    assert verify_archive(in_order, passphrase=PASSPHRASE).exit_code == EXIT_SIGNER_UNVERIFIED
 
 
 # ---- stale partial archives
@@ -767,7 +764,10 @@ async def test_a_custody_record_that_cannot_be_written_leaves_one_archive_with_i
         custody.sidecar_path(result.archive.path).name
     ]
     assert leftovers(out, "*.partial") == []
-    assert verify_archive(result.archive.path, passphrase=PASSPHRASE).exit_code == 0
+    assert (
+        verify_archive(result.archive.path, passphrase=PASSPHRASE).exit_code
+        == EXIT_SIGNER_UNVERIFIED
+    )
 
 
 @pytest.mark.parametrize("follow", [True, False])

@@ -138,18 +138,18 @@ async def test_every_parallelism_gives_the_same_bytes(serve, tmp_path, parallel)
     in_flight = peak = 0
 
     def count_in_flight(session) -> None:
-        get_file = session.get_file
+        fetch_chunk = session.fetch_chunk
 
         async def counting(*args, **kwargs):
             nonlocal in_flight, peak
             in_flight += 1
             peak = max(peak, in_flight)
             try:
-                return await get_file(*args, **kwargs)
+                return await fetch_chunk(*args, **kwargs)
             finally:
                 in_flight -= 1
 
-        session.get_file = counting
+        session.fetch_chunk = counting
 
     async with serve({"big.bin": original}, link={"max_commands": 16}) as (emu, paths):
         (result,), _ = await transfer(
@@ -478,18 +478,18 @@ async def test_a_global_limiter_bounds_chunks_across_engines(serve, tmp_path) ->
         with Journal.open(workspace) as journal:
             artifacts = [journal.add_artifact(FILE_KIND, DEVICE_ID, paths[n]) for n in originals]
             async with open_session(emu.url, LR_TOKEN, DEVICE_ID) as session:
-                get_file = session.get_file
+                fetch_chunk = session.fetch_chunk
 
                 async def counting(*args, **kwargs):
                     nonlocal in_flight, peak
                     in_flight += 1
                     peak = max(peak, in_flight)
                     try:
-                        return await get_file(*args, **kwargs)
+                        return await fetch_chunk(*args, **kwargs)
                     finally:
                         in_flight -= 1
 
-                session.get_file = counting  # type: ignore[method-assign]
+                session.fetch_chunk = counting  # type: ignore[method-assign]
                 engines = [
                     TransferEngine(
                         session,

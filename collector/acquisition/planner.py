@@ -7,8 +7,9 @@ once, with the other names in ``also_requested_by``. An artifact that cannot be 
 this host (an undefined variable) becomes a failed artifact with the reason. Patterns that
 match nothing (``plan.no_match``, one event per profile artifact), folders or keys that
 answer an error other than "not found" (``plan.folder_error``, ``plan.key_error``), hostile
-names (``plan.rejected_name``), files outside the size limits (``plan.size_excluded``) and
-walks cut short (``plan.truncated``) are recorded as events: nothing drops out silently.
+names (``plan.rejected_name``), files outside the size limits (``plan.size_excluded``), files
+beyond an artifact's ``max_files`` (``plan.too_many_files``) and walks cut short
+(``plan.truncated``) are recorded as events: nothing drops out silently.
 
 Folder listings and key enumerations are shared by every artifact of the plan (see
 :class:`collector.acquisition.walk.ListingCache`), a bounded number at a time, so a profile
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from profiles.model import (
 from profiles.paths import (
     HostFacts,
     KeyPattern,
-    hive_save_key,
+    hive_save_keys,
     is_lock_prone,
     match_segment,
     name_key,
@@ -149,6 +150,7 @@ class Planner:
         }
         self._again: dict[int, list[str]] = {}
         self._facts = HostFacts()
+        self._hive_keys: Mapping[str, str] = {}
         self._events = _Events()
         self._listings = ListingCache(lister, concurrency=concurrency)
         self._key_gate = asyncio.Semaphore(concurrency)
@@ -157,6 +159,7 @@ class Planner:
     async def plan(self, profile: ResolvedProfile, facts: HostFacts) -> PlanSummary:
         """Record every concrete artifact; safe to run again after an interrupted plan."""
         self._facts = facts
+        self._hive_keys = hive_save_keys(facts)
         expanded = expand_profile(profile, facts)
         self._listings.expect(pattern.root for item in expanded for pattern in item.paths)
         results = await asyncio.gather(*(self._expand_on_host(item) for item in expanded))
@@ -168,6 +171,10 @@ class Planner:
         return self.summary
 
     def _record(self, pairs: list[tuple[ExpandedArtifact, list[Target]]]) -> None:
+        with self.journal.batch():
+            self._record_plan(pairs)
+
+    def _record_plan(self, pairs: list[tuple[ExpandedArtifact, list[Target]]]) -> None:
         planned: dict[tuple[str, str], _Planned] = {}
         for item, targets in pairs:
             if item.problem:
@@ -219,7 +226,9 @@ class Planner:
     def _add(self, target: _Planned) -> int:
         artifact, kind, source, size = target.artifact, target.kind, target.source, target.size
         details = target.details
-        if kind == "file" and (save_key := hive_save_key(source, self._facts)):
+        if kind == "file" and (
+            save_key := self._hive_keys.get(name_key(source.replace("/", "\\")))
+        ):
             details = {**details, "save_key": save_key}
         record = {
             "name": artifact.name,
@@ -283,6 +292,15 @@ class Planner:
                 }
                 targets.append(("file", found.path, details, size))
         self._no_match(artifact, unmatched)
+        if len(targets) > artifact.max_files:
+            self._event(
+                "plan.too_many_files",
+                artifact,
+                matched=len(targets),
+                planned=artifact.max_files,
+                first_left_out=targets[artifact.max_files][1],
+            )
+            del targets[artifact.max_files :]
         return targets
 
     def _no_match(self, artifact: Artifact, patterns: list[str]) -> None:

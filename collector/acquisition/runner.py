@@ -65,6 +65,10 @@ class RunSettings:
     """The section of the credentials file the token came from (its name, not the token)."""
     keep_workspace: bool = False
     """Keep the staged plaintext after the archive is sealed and verified (``--keep-workspace``)."""
+    api: str = "v3"
+    """The Live Response API dialect the run speaks (``v3`` or ``v6``)."""
+    org_key: str = ""
+    """The tenant's org key (v6): part of every route, not a secret."""
 
     def as_settings(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +151,8 @@ def opened_event(settings: RunSettings, profile: ResolvedProfile) -> dict[str, A
         "tool": TOOL_NAME,
         "tool_version": __version__,
         "server": settings.url,
+        "api": settings.api,
+        "org_key": settings.org_key,
     }
 
 
@@ -208,7 +214,45 @@ async def _collect_in_session(
         )
         await _plan_if_needed(journal, live, settings, profile, reporter)
         await _acquire_all(journal, live, workspace, settings, reporter, global_limiter)
+    record_server_commands(journal, device_id, live.command_records)
     journal.add_event("session.closed", {"device_id": str(device_id)})
+
+
+SERVER_COMMAND_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "path",
+    "object",
+    "pid",
+    "create_time",
+    "completion_time",
+)
+"""What the custody log keeps of each command in the server's list (not its results)."""
+_MAX_FIELD_TEXT = 1024
+
+
+def record_server_commands(
+    journal: Journal, device_id: int, records: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The server's own list of the commands each session ran (v6), as the service's record
+    of what the collector did; one ``session.commands`` event per session."""
+    for session_id, commands in records.items():
+        listed = [
+            {
+                key: command[key]
+                if not isinstance(command[key], str)
+                else command[key][:_MAX_FIELD_TEXT]
+                for key in SERVER_COMMAND_FIELDS
+                if isinstance(command.get(key), str | int | float)
+            }
+            for command in commands
+            if isinstance(command, dict)
+        ]
+        journal.add_event(
+            "session.commands",
+            {"device_id": str(device_id), "session_id": session_id, "commands": listed},
+        )
 
 
 async def _plan_if_needed(
@@ -253,8 +297,21 @@ async def _acquire_all(
     global_limiter: asyncio.Semaphore | None,
 ) -> None:
     device_id = settings.device_id
+    sized: set[int] = set()
 
     def on_chunk(progress: ChunkProgress) -> None:
+        if progress.artifact_id not in sized:
+            # The first bytes of a transfer: say its real size (a memory image's is known
+            # only once the dump is written, long after artifact_started).
+            sized.add(progress.artifact_id)
+            artifact = journal.artifact(progress.artifact_id)
+            reporter.event(
+                "transfer_started",
+                device_id=device_id,
+                artifact_id=artifact.id,
+                name=artifact.details.get("name", artifact.source),
+                size=artifact.size or 0,
+            )
         reporter.bytes(device_id, progress.artifact_id, progress.received)
 
     engine = TransferEngine(

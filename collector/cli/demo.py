@@ -1,9 +1,11 @@
 """``cblr-collect demo``: the whole job on a stand-in endpoint, in one command.
 
 It starts the emulator on loopback with the ``workstation`` scenario, makes a key pair for a
-demo lab, collects the ``triage`` profile with live progress, seals the archive for the lab's
-public key, verifies it as the lab would, prints where everything is and the commands a lab
-runs next, and stops the emulator.
+demo lab and a named signing identity for the collector, collects the ``triage`` profile with
+live progress over the Carbon Black Cloud v6 API (with the emulator's org key; ``--api v3``
+shows the older API), seals the archive for the lab's public key, verifies it as the lab would
+(trusting the collector's public key, which the examiner hands the lab), prints where
+everything is and the commands a lab runs next, and stops the emulator.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from collector.packaging.sealing import SealKeys
 from collector.transfer.workspace import device_workspace
 from emulator.server import EmulatorServer
 from evidence import custody, keys
+from evidence.assurance import Assurance
+from evidence.innerzip import DEFAULT_LIMITS
+from evidence.trust import load_trust
 from evidence.verify import verify_archive
 from profiles import load_profile, resolve
 
@@ -42,20 +47,25 @@ def workspace_holds(result: DeviceResult) -> str:
     return "journal, staged bytes, run log"
 
 
-def run_demo(out: str) -> int:
+def run_demo(out: str, api: str = "v6") -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(out).resolve() / f"run-{stamp}"
-    return asyncio.run(demo(folder, Console(stderr=True)))
+    return asyncio.run(demo(folder, Console(stderr=True), api))
 
 
-async def demo(folder: Path, console: Console) -> int:
+async def demo(folder: Path, console: Console, api: str = "v6") -> int:
     folder.mkdir(parents=True)
-    lab = keys.generate_keys(folder / "lab" / "demo-lab")
-    signer = keys.load_or_create_signing_key(folder / "collector" / "signing.key")
+    lab = keys.generate_keys(folder / "lab" / "demo-lab", name="Demo Lab")
+    signer = keys.load_or_create_signing_key(folder / "collector" / "signing.key", "Demo Examiner")
+    collector_public = folder / "collector" / "signing.pub"
+    collector_public.write_bytes(
+        keys.identity_line(signer.name) + keys.public_pem(signer.public_key())
+    )
     recipient = keys.load_recipient(lab.recipient_public)
     console.print(f"[bold]cblr-collect demo[/] -> {folder}")
     async with EmulatorServer(DEMO_SCENARIO) as server:
-        console.print(f"emulator: {server.url} (scenario {DEMO_SCENARIO})")
+        dialect = f"API v6, org key {server.org_key}" if api == "v6" else "API v3"
+        console.print(f"emulator: {server.url} (scenario {DEMO_SCENARIO}, {dialect})")
         settings = RunSettings(
             case_id=DEMO_CASE,
             examiner="Demo Examiner",
@@ -63,6 +73,8 @@ async def demo(folder: Path, console: Console) -> int:
             profile=DEMO_PROFILE,
             out=str(folder / "evidence"),
             url=server.url,
+            api=api,
+            org_key=server.org_key if api == "v6" else "",
             purpose="demonstration on an emulated endpoint",
             recipient=str(lab.recipient_public),
             signing_key=str(folder / "collector" / "signing.key"),
@@ -82,6 +94,8 @@ async def demo(folder: Path, console: Console) -> int:
                 verify_tls=True,
                 ca_bundle=None,
                 source="demo emulator",
+                org_key=server.org_key if api == "v6" else "",
+                api=api,
             ),
             seal_keys=SealKeys(signer, recipient=recipient),
             session_options=SessionOptions(checkin_timeout=30.0),
@@ -89,18 +103,24 @@ async def demo(folder: Path, console: Console) -> int:
         with RichReporter(console) as reporter:
             results = await run_fleet(job, reporter)
     print_summary(results, console)
-    return await _verify_and_explain(results[0], lab, console)
+    console.print(f"signed by {signer.name!r} {keys.fingerprint(signer.public_key())}")
+    return await _verify_and_explain(results[0], lab, collector_public, console)
 
 
 async def _verify_and_explain(
-    result: DeviceResult, lab: keys.GeneratedKeys, console: Console
+    result: DeviceResult, lab: keys.GeneratedKeys, collector_public: Path, console: Console
 ) -> int:
     if result.archive is None:
         console.print(f"[red]no archive was sealed[/]: {result.error or result.seal_error}")
         return EXIT_PARTIAL
     identity = keys.load_identity(lab.recipient_private)
-    report = await asyncio.to_thread(verify_archive, result.archive.path, identity, None)
-    verdict = "[green]VERIFIED[/]" if report.ok else "[red]FAILED[/]"
+    # The lab trusts the collector's public key (handed over with the archive, its
+    # fingerprint read out by the examiner), never the key the archive carries.
+    checks = Assurance(load_trust([str(collector_public)], use_config=False))
+    report = await asyncio.to_thread(
+        verify_archive, result.archive.path, identity, None, DEFAULT_LIMITS, checks
+    )
+    verdict = "[green]VERIFIED[/]" if report.verified else "[red]FAILED[/]"
     console.print(f"lab verification of the archive: {verdict}")
     for check in report.failures:
         console.print(f"  {check.name}: {check.detail}", markup=False)
@@ -122,17 +142,19 @@ async def _verify_and_explain(
                 f"custody file   {archive}.custody.jsonl",
                 f"workspace      {result.workspace}  ({workspace_holds(result)})",
                 f"lab keys       {lab.recipient_private} (private), {lab.recipient_public}",
+                f"collector key  {collector_public} (the key the lab trusts)",
                 "",
                 "what the lab runs next:",
                 f"  cblr-collect verify {archive} --identity {lab.recipient_private} "
-                f"--record --signing-key {lab.signing_private}",
+                f"--trust {collector_public} --record --signing-key {lab.signing_private}",
                 f"  cblr-collect unseal {archive} --out unsealed/ "
-                f"--identity {lab.recipient_private}",
+                f"--identity {lab.recipient_private} --trust {collector_public} "
+                f"--trust {lab.signing_public}",
             ]
         ),
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    complete = result.complete and report.ok
+    complete = result.complete and report.verified
     return EXIT_OK if complete else EXIT_PARTIAL

@@ -10,6 +10,12 @@ EXIT_USAGE = 2
 """Bad usage, profile or configuration."""
 EXIT_UNREACHABLE = 3
 """Could not reach or authenticate to the server, or the session could not be established."""
+EXIT_SIGNER_UNVERIFIED = 4
+"""``verify``/``unseal``: every check holds, but no trusted key was given, so who signed is
+unverified (``evidence.verify.EXIT_SIGNER_UNVERIFIED``)."""
+EXIT_PIPE_CLOSED = 141
+"""The reader of the output closed it (``... | head``); 128 + SIGPIPE, as a shell reports a
+command that SIGPIPE ended. The work itself was done; only its output was cut."""
 EXIT_INTERRUPTED = 130
 """Interrupted by Ctrl-C (SIGINT; 128 + 2, as shells report it): what was collected is kept,
 the sessions are closed, and ``cblr-collect resume WORKSPACE`` finishes the run."""
@@ -22,5 +28,6 @@ EXIT_CODES_HELP = """exit codes:
   2    bad usage, profile or configuration
   3    the server could not be reached or refused the token, or no session started
   130  interrupted (Ctrl-C); resumable with: cblr-collect resume WORKSPACE
+  141  the reader of the output closed the pipe (... | head)
   143  terminated (SIGTERM); resumable the same way
 """

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
+from collections.abc import Iterator
 from typing import NoReturn
 
-from collector.cli.exitcodes import EXIT_USAGE
+from collector import __version__
+from collector.cli.exitcodes import EXIT_PIPE_CLOSED, EXIT_USAGE
 
-COMMAND_MODULES = ("collect", "demo", "emulator", "evidence", "profiles")
+COMMAND_MODULES = ("collect", "devices", "demo", "emulator", "evidence", "profiles")
 """Modules of ``collector.cli.commands``, in the order their commands appear in ``--help``."""
+
+NamedParser = tuple[str, argparse.ArgumentParser]
 
 EXAMPLES = """examples:
   cblr-collect demo
@@ -23,7 +29,9 @@ EXAMPLES = """examples:
   cblr-collect profiles list
   cblr-collect emulator --scenario workstation --faults http500=0.05 --fault-seed 7
 
-Credentials come from --url/--token, CBLR_URL/CBLR_TOKEN, or ~/.carbonblack/credentials.defense.
+Credentials come from --url/--token (CBLR_URL/CBLR_TOKEN, CBC_URL/CBC_TOKEN) or one section of
+credentials.cbc, .psc or .defense in /etc/carbonblack/, ~/.carbonblack/ or ./.carbonblack/
+(see cblr-collect collect --help); v6 is used when an org key is known (--org-key, org_key=).
 Exit codes: 0 all collected or verified; 1 some artifacts failed (recorded) or verification
 failed; 2 bad usage, profile or configuration; 3 server unreachable, token refused, or no session.
 """
@@ -39,32 +47,88 @@ def one_line_errors(parser: argparse.ArgumentParser, command: str) -> None:
     parser.error = error  # type: ignore[method-assign]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written, and each option's default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text
+            or default is None
+            or isinstance(default, bool)
+            or default in ("", [], argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return action.help
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cblr-collect",
         description="Forensic artifact collection over the Carbon Black Live Response API.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"cblr-collect {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"collector.cli.commands.{name}").register(commands)
-    one_line_errors(parser, "")
-    for name, subparser in commands.choices.items():
+    for name, subparser in command_parsers(parser):
         one_line_errors(subparser, name)
-        for action in subparser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub_name, nested in action.choices.items():
-                    one_line_errors(nested, f"{name} {sub_name}")
+        subparser.formatter_class = HelpFormatter
     return parser
 
 
+def command_parsers(parser: argparse.ArgumentParser, name: str = "") -> Iterator[NamedParser]:
+    """The parser and every sub-command's parser, each with its command words."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, nested in action.choices.items():
+                yield from command_parsers(nested, f"{name} {sub_name}".strip())
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, and name a mistyped option with the nearest one its command has."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        words = " ".join(
+            value for value in (args.command, getattr(args, "profiles_command", None)) if value
+        )
+        command = dict(command_parsers(parser)).get(words, parser)
+        options = [o for a in command._actions for o in a.option_strings]
+        unknown = extras[0].split("=", 1)[0]
+        close = difflib.get_close_matches(unknown, options, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        command.error(f"unrecognized argument {unknown}{hint}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         return EXIT_USAGE
-    return int(handler(args))
+    try:
+        code = int(handler(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout (``head``, ``less``) closed the pipe: stop quietly, as ``cat`` does.
+
+    Pointing stdout at /dev/null keeps the interpreter's final flush from raising again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
 
 
 if __name__ == "__main__":

@@ -15,18 +15,22 @@ import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from collector.acquisition.reporter import Reporter
+from collector.cli.terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +89,8 @@ class RichReporter(Reporter):
         self._progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            _BytesOrPercent(DownloadColumn()),
+            _BytesOrPercent(TransferSpeedColumn()),
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
@@ -94,6 +98,8 @@ class RichReporter(Reporter):
         self._overall: TaskID | None = None
         self._artifact_tasks: dict[tuple[int, int], TaskID] = {}
         self._memdump_tasks: dict[int, TaskID] = {}
+        self._estimates: dict[tuple[int, int], int] = {}
+        """What the plan expected of each artifact's size, replaced by the real one."""
 
     def start(self) -> None:
         """Nothing is drawn until the first event: a run refused at once prints no bar."""
@@ -125,27 +131,41 @@ class RichReporter(Reporter):
             self._progress.advance(task, count)
 
     def _say(self, text: str) -> None:
+        """One line above the bars; every remote-controlled part is already ``printable``."""
         self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _on_session_waiting(self, device_id: int, **_: Any) -> None:
         self._say(f"device {device_id}: waiting for the sensor to check in...")
 
     def _on_session_established(self, device_id: int, hostname: str = "", **_: Any) -> None:
-        self._say(f"device {device_id}: session established with {hostname}")
+        self._say(f"device {device_id}: session established with {printable(hostname)}")
 
     def _on_plan_ready(self, device_id: int, artifacts: int, bytes: int = 0, **_: Any) -> None:
         self._say(f"device {device_id}: {artifacts} artifacts planned")
-        if self._overall is not None:
+        self._grow_total(bytes)
+
+    def _grow_total(self, count: int) -> None:
+        """Add to the overall bar's size; it stays open-ended (no "x/0") until one is known."""
+        if self._overall is not None and count:
             total = self._progress.tasks[self._overall].total or 0
-            self._progress.update(self._overall, total=total + bytes)
+            self._progress.update(self._overall, total=total + count)
 
     def _on_artifact_started(
         self, device_id: int, artifact_id: int, name: str, size: int = 0, **_: Any
     ) -> None:
-        if size >= LARGE_FILE:
-            self._artifact_tasks[(device_id, artifact_id)] = self._progress.add_task(
-                f"  {name}", total=size
-            )
+        self._estimates[(device_id, artifact_id)] = size
+        self._bar_for(device_id, artifact_id, name, size)
+
+    def _on_transfer_started(
+        self, device_id: int, artifact_id: int, name: str, size: int = 0, **_: Any
+    ) -> None:
+        self._grow_total(size - self._estimates.pop((device_id, artifact_id), 0))
+        self._bar_for(device_id, artifact_id, name, size)
+
+    def _bar_for(self, device_id: int, artifact_id: int, name: str, size: int) -> None:
+        key = (device_id, artifact_id)
+        if size >= LARGE_FILE and key not in self._artifact_tasks:
+            self._artifact_tasks[key] = self._progress.add_task(f"  {printable(name)}", total=size)
 
     def _on_artifact_done(
         self, device_id: int, artifact_id: int, name: str, status: str, **fields: Any
@@ -154,12 +174,15 @@ class RichReporter(Reporter):
         if task is not None:
             self._progress.remove_task(task)
         if status == "failed":
-            self._say(f"device {device_id}: {name} failed: {fields.get('reason', '')}")
+            reason = printable(fields.get("reason", ""))
+            self._say(f"device {device_id}: {printable(name)} failed: {reason}")
 
     def _on_memdump_progress(self, device_id: int, percent: int, **_: Any) -> None:
         task = self._memdump_tasks.get(device_id)
         if task is None:
-            task = self._progress.add_task(f"  memory dump on {device_id} (%)", total=100)
+            task = self._progress.add_task(
+                f"  writing the memory dump on device {device_id}", total=100, percent=True
+            )
             self._memdump_tasks[device_id] = task
         self._progress.update(task, completed=percent)
         if percent >= 100:
@@ -169,7 +192,22 @@ class RichReporter(Reporter):
         self._say(f"sealed {archive}")
 
     def _on_device_failed(self, device_id: int, reason: str, **_: Any) -> None:
-        self._say(f"device {device_id}: {reason}")
+        self._say(f"device {device_id}: {printable(reason)}")
+
+
+class _BytesOrPercent(ProgressColumn):
+    """A byte column for transfers; the percent (or nothing) for a task counted in percent."""
+
+    def __init__(self, inner: ProgressColumn) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def render(self, task: Task) -> RenderableType:
+        if not task.fields.get("percent"):
+            return self.inner.render(task)
+        if isinstance(self.inner, DownloadColumn):
+            return Text(f"{task.completed:.0f}%", style="progress.percentage")
+        return Text("")
 
 
 class LoggedReporter(Reporter):

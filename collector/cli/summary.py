@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE
+from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+from collector.cli.terminal import printable
 from collector.fleet.run import DeviceResult, DeviceStatus
 
 MAX_FAILURES_SHOWN = 10
@@ -35,9 +36,12 @@ def human_bytes(count: int) -> str:
 
 
 def exit_code_of(results: Sequence[DeviceResult]) -> int:
-    """0 all collected; 3 no device could be reached at all; 1 anything in between."""
+    """0 all collected; 2 no device's workspace could be used (another run holds it); 3 no
+    device could be reached at all; 1 anything in between."""
     if all(r.complete for r in results):
         return EXIT_OK
+    if all(r.workspace_unusable for r in results):
+        return EXIT_USAGE
     if all(r.outcome is None for r in results):
         return EXIT_UNREACHABLE
     return EXIT_PARTIAL
@@ -101,12 +105,28 @@ def case_summary(
     }
 
 
+def clear_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary as it may lie in clear beside the archives: counts, statuses, archive
+    names and hashes, but no remote path, hostname or server message (those stay in the
+    encrypted manifest and the run log). An error keeps only its kind (``offline``...)."""
+    devices = []
+    for entry in summary.get("devices", []):
+        cleared = {key: value for key, value in entry.items() if key not in ("failures", "error")}
+        error = str(entry.get("error") or "")
+        kind = error.split(":", 1)[0] if ":" in error else "error"
+        cleared["error"] = kind[:40] if error else ""
+        devices.append(cleared)
+    return {**summary, "devices": devices}
+
+
 def write_case_summary(out: Path, summary: dict[str, Any]) -> Path:
-    """Write ``case-summary.json`` into ``out`` atomically (a re-run replaces it)."""
+    """Write ``case-summary.json`` into ``out`` atomically (a re-run replaces it), holding
+    ``clear_summary`` only: the file is not encrypted."""
     out.mkdir(parents=True, exist_ok=True)
     target = out / CASE_SUMMARY_NAME
     partial = target.with_suffix(".json.partial")
-    partial.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    document = clear_summary(summary)
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(partial, target)
     return target
 
@@ -151,7 +171,7 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
             str(outcome.not_present if outcome else "-"),
             human_bytes(outcome.bytes if outcome else 0),
             f"{result.seconds:.1f}",
-            Text(where),
+            Text(printable(where)),
         )
     console.print(table)
     for result in results:

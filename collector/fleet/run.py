@@ -20,10 +20,12 @@ from collector.fleet.runlog import CURRENT_DEVICE
 from collector.liveresponse.client import LiveResponseClient
 from collector.liveresponse.credentials import Credentials
 from collector.liveresponse.errors import (
+    V6_PERMISSIONS,
     AuthenticationError,
     ConnectionFailedError,
     LiveResponseError,
     NotFoundError,
+    RequestRejectedError,
     SessionStartError,
 )
 from collector.liveresponse.sessions import SessionManager, SessionOptions
@@ -72,6 +74,8 @@ class DeviceResult:
     """Finished by an earlier run of the same command; nothing was done this time."""
     cleanup: Cleanup | None = None
     """Whether the staged plaintext was removed after sealing (None: kept as asked, or no seal)."""
+    workspace_unusable: bool = False
+    """The workspace is another run's (locked) or not a workspace: a usage problem."""
 
     @property
     def complete(self) -> bool:
@@ -106,11 +110,31 @@ class FleetJob:
 
 
 def make_client(credentials: Credentials) -> LiveResponseClient:
-    return LiveResponseClient(
-        credentials.url,
-        credentials.token,
-        ca_bundle=credentials.ca_bundle,
-        insecure=not credentials.verify_tls,
+    """A client of the dialect the credentials select (v6 with their org key, or v3)."""
+    return LiveResponseClient.for_credentials(credentials)
+
+
+def refusal_message(client: LiveResponseClient, error: LiveResponseError) -> str | None:
+    """The sentence for a refused key, naming what a v6 key needs; None for other errors.
+
+    A 401, or a 403 the client found to be about permissions (it names them; a 403 for a
+    full session pool or an expired content URL is not a refused key).
+    """
+    refused_permission = (
+        isinstance(error, RequestRejectedError)
+        and error.status == 403
+        and V6_PERMISSIONS in str(error)
+    )
+    if not isinstance(error, AuthenticationError) and not refused_permission:
+        return None
+    if client.dialect.name != "v6":
+        return str(error)
+    status = 403 if refused_permission else 401
+    return (
+        f"the server refused the API key (HTTP {status}) at {client.base_url} for org "
+        f"key {client.dialect.org_key}: the v6 API needs an API key of access level type "
+        f"Custom with {V6_PERMISSIONS} (each with the operations it uses), and the org key "
+        "shown in Settings > API Access"
     )
 
 
@@ -118,11 +142,11 @@ async def check_server(client: LiveResponseClient, device_id: int) -> None:
     """Fail fast on a wrong token or an unreachable server, before any workspace work."""
     try:
         await client.list_sessions()
-    except AuthenticationError as error:
-        raise ServerUnreachable(str(error)) from None
     except ConnectionFailedError as error:
         raise ServerUnreachable(f"cannot reach {client.base_url}: {error}") from None
     except LiveResponseError as error:
+        if (refused := refusal_message(client, error)) is not None:
+            raise ServerUnreachable(refused) from None
         log.info("listing sessions before device %s: %s", device_id, error)
 
 
@@ -178,6 +202,7 @@ async def _one_device(
                     await follower.close()
     except WorkspaceError as error:
         result.error = str(error)
+        result.workspace_unusable = True
     result.seconds = time.monotonic() - began
     return result
 

@@ -6,6 +6,12 @@ budget of attempts and time; other 4xx are never retried. A command POST whose r
 is not blindly re-posted: the session's command list is checked first and a matching command
 adopted. Content downloads are length-checked and resumed with a Range request.
 
+Redirects are never followed by aiohttp: only the content route of a dialect that redirects
+(v6's 302 to where the bytes live) is followed, by hand, hop by hop: https to plain http is
+refused, and the token goes only to the API's own origin (aiohttp would strip Authorization on
+a cross-origin redirect, but not X-Auth-Token). A target that answers 403/404 has expired: the
+content route is asked again for a fresh one and the download resumes by Range there.
+
 The API token lives in a ``Secret`` and is only ever put in the request header; errors never
 carry headers, and every server-supplied text is scrubbed of the token before it is shown.
 """
@@ -30,20 +36,29 @@ import aiohttp
 from yarl import URL
 
 from collector.liveresponse import dialect as wire
-from collector.liveresponse.dialect import V3, Dialect
+from collector.liveresponse.dialect import V3, Dialect, DialectError, dialect_for
 from collector.liveresponse.errors import (
+    V6_PERMISSIONS,
     AuthenticationError,
     ConnectionFailedError,
     LiveResponseError,
     NotFoundError,
     ProtocolError,
+    RangeRefusedError,
     RateLimitedError,
+    RedirectRefusedError,
     RequestRejectedError,
     RequestTimeoutError,
     ServerError,
     SessionLostError,
 )
-from collector.liveresponse.models import CommandInfo, DeviceInfo, FileObject, SessionInfo
+from collector.liveresponse.models import (
+    CommandInfo,
+    DeviceInfo,
+    FileObject,
+    SessionInfo,
+    is_valid_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +66,12 @@ ByteSink = Callable[[bytes], Awaitable[object]]
 Sleep = Callable[[float], Awaitable[object]]
 
 AUTH_HEADER = "X-Auth-Token"
+FileId = int | str
 _CHUNK_SIZE = 256 * 1024
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_MAX_TARGET_RENEWALS = 5
+_MAX_ERROR_BODY = 64 * 1024
 _CLOCK_SLACK_SECONDS = 5.0
 _ACTIVE = "ACTIVE"
 
@@ -148,6 +168,13 @@ class _Progress:
     received: int = 0
 
 
+class _TargetExpired(Exception):
+    """The content target answered 403/404: its URL expired; ask the content route again."""
+
+
+PartialGet = Literal["offset", "range", "whole"]
+
+
 # What a 404 means: "session": the session is gone; "object": the object or the session is
 # (asked of the server); "plain": the thing asked for does not exist.
 _NotFoundKind = Literal["session", "object", "plain"]
@@ -171,16 +198,42 @@ class LiveResponseClient:
         rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        if "{org_key}" in dialect.session_start and dialect.org_key is None:
+            raise DialectError(f"the {dialect.name} API needs the organisation key (org_key)")
         self.dialect = dialect
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._token = token if isinstance(token, Secret) else Secret(token)
         self._ssl = _ssl_setting(ca_bundle, insecure)
+        self._ssl_elsewhere = _ssl_elsewhere(ca_bundle, self._ssl)
         self._pool_limit = pool_limit
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._http: aiohttp.ClientSession | None = None
+        self._anonymous_http: aiohttp.ClientSession | None = None
         self._claimed_commands: dict[str, set[int]] = {}
+        self.partial_get: PartialGet | None = "offset" if dialect.partial_get_echo is None else None
+        """How this server was found to serve part of a file: "offset" ("get file" honours
+        offset and count), "range" (only HTTP Range on the content), "whole" (neither); None
+        until the first partial "get file" tells. Kept by ``LiveResponseSession.fetch_chunk``."""
+
+    @classmethod
+    def for_credentials(cls, credentials: Any, **options: Any) -> LiveResponseClient:
+        """A client of the server the credentials name, in the dialect they select.
+
+        ``credentials`` has ``url``, ``token``, ``verify_tls`` and ``ca_bundle``, and may have
+        ``api`` ("v3" or "v6") and ``org_key``: v6 when an org key is known and no API is named.
+        """
+        org_key = getattr(credentials, "org_key", None) or None
+        api = getattr(credentials, "api", None) or ("v6" if org_key else "v3")
+        return cls(
+            credentials.url,
+            credentials.token,
+            dialect=dialect_for(api, org_key),
+            ca_bundle=credentials.ca_bundle,
+            insecure=not credentials.verify_tls,
+            **options,
+        )
 
     def __repr__(self) -> str:
         return f"LiveResponseClient({self.base_url!r}, dialect={self.dialect.name!r})"
@@ -192,24 +245,44 @@ class LiveResponseClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        for http in (self._http, self._anonymous_http):
+            if http is not None:
+                await http.close()
+        self._http = self._anonymous_http = None
 
     def _session(self) -> aiohttp.ClientSession:
+        """The HTTP session of the API's origin: every request carries the token."""
         if self._http is None or self._http.closed:
-            timeout = aiohttp.ClientTimeout(
-                total=self.timeouts.total,
-                sock_connect=self.timeouts.connect,
-                sock_read=self.timeouts.sock_read,
-            )
-            connector = aiohttp.TCPConnector(limit=self._pool_limit, ssl=self._ssl)
-            self._http = aiohttp.ClientSession(
-                connector=connector,
-                timeout=timeout,
-                headers={AUTH_HEADER: self._token.reveal()},
-            )
+            self._http = self._new_http({AUTH_HEADER: self._token.reveal()}, self._ssl)
         return self._http
+
+    def _anonymous_session(self) -> aiohttp.ClientSession:
+        """The HTTP session for any other origin (a redirect's target): no token, ever."""
+        if self._anonymous_http is None or self._anonymous_http.closed:
+            self._anonymous_http = self._new_http({}, self._ssl_elsewhere)
+        return self._anonymous_http
+
+    def _new_http(
+        self, headers: dict[str, str], tls: ssl.SSLContext | bool
+    ) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(
+            total=self.timeouts.total,
+            sock_connect=self.timeouts.connect,
+            sock_read=self.timeouts.sock_read,
+        )
+        connector = aiohttp.TCPConnector(limit=self._pool_limit, ssl=tls)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
+
+    def _shown(self, url: URL) -> str:
+        """A URL fit for a message: the path on the API's origin, the origin elsewhere."""
+        return url.path if url.origin() == self._origin else _shown(url)
+
+    def _http_for(self, url: URL) -> aiohttp.ClientSession:
+        return self._session() if url.origin() == self._origin else self._anonymous_session()
+
+    @property
+    def _origin(self) -> URL:
+        return URL(self.base_url).origin()
 
     # ---- routes: sessions and devices
 
@@ -218,7 +291,8 @@ class LiveResponseClient:
         reply = await self._json("GET", path, on_404="plain")
         if not isinstance(reply, dict) or reply.get("success") is False:
             raise NotFoundError(f"device {device_id} was not found", url=path)
-        return DeviceInfo.from_wire(reply.get(self.dialect.device_info_field))
+        field = self.dialect.device_info_field
+        return DeviceInfo.from_wire(reply if field is None else reply.get(field))
 
     async def start_session(
         self,
@@ -231,6 +305,7 @@ class LiveResponseClient:
         path = wire.route(self.dialect, self.dialect.session_start, device_id=device_id)
         body = wire.session_start_body(
             device_id,
+            dialect=self.dialect,
             checkin_timeout=checkin_timeout,
             session_timeout=session_timeout,
             default_command_timeout=default_command_timeout,
@@ -252,7 +327,7 @@ class LiveResponseClient:
 
     async def close_session(self, session_id: str) -> None:
         method, path, body = wire.close_request(self.dialect, session_id)
-        await self._json(method, path, payload=body, session_id=session_id)
+        await self._json(method, path, payload=body, session_id=session_id, expect_json=False)
         self._claimed_commands.pop(session_id, None)
 
     async def keepalive(self, session_id: str) -> None:
@@ -291,7 +366,7 @@ class LiveResponseClient:
         if count is not None:
             params["count"] = str(count)
         reply = await self._json("GET", path, params=params or None, session_id=session_id)
-        return [CommandInfo.from_wire(item) for item in _expect_list(reply, "command list")]
+        return [CommandInfo.from_wire(item) for item in _command_list(reply)]
 
     async def get_command(self, session_id: str, command_id: int) -> CommandInfo:
         path = wire.route(
@@ -304,15 +379,23 @@ class LiveResponseClient:
         path = wire.route(
             self.dialect, self.dialect.command, session_id=session_id, command_id=command_id
         )
+        if self.dialect.cancel_method == "DELETE":
+            await self._json(
+                "DELETE", path, session_id=session_id, on_404="object", expect_json=False
+            )
+            return await self.get_command(session_id, command_id)
         body = {"session_id": session_id, "id": command_id, "status": "cancel"}
         reply = await self._json("PUT", path, payload=body, session_id=session_id, on_404="object")
         return _checked_command(reply, command_id)
 
-    def file_id_of(self, command: CommandInfo) -> int:
-        """The file id a "get file" command points to."""
+    def file_id_of(self, command: CommandInfo) -> FileId:
+        """The file id a "get file" command points to: an integer (v3) or a UUID string (v6)."""
         file_id = wire.file_id_of(self.dialect, command.raw)
-        if not isinstance(file_id, int) or isinstance(file_id, bool):
+        if not is_valid_id(file_id) or (
+            isinstance(file_id, str) and not self.dialect.string_file_ids
+        ):
             raise ProtocolError(f"command {command.id} ({command.name}) carries no valid file id")
+        assert isinstance(file_id, int | str)
         return file_id
 
     # ---- routes: files
@@ -339,48 +422,106 @@ class LiveResponseClient:
         reply = await self._json("POST", path, form=form, session_id=session_id)
         return dataclasses.replace(FileObject.from_wire(reply), session_id=session_id)
 
-    async def get_file_object(self, session_id: str, file_id: int) -> FileObject:
+    async def get_file_object(self, session_id: str, file_id: FileId) -> FileObject:
         path = wire.route(self.dialect, self.dialect.file, session_id=session_id, file_id=file_id)
         file = FileObject.from_wire(
             await self._json("GET", path, session_id=session_id, on_404="object")
         )
-        if file.id != file_id:
+        if str(file.id) != str(file_id):
             raise ProtocolError(f"asked for file {file_id}, got file {file.id}")
         return dataclasses.replace(file, session_id=session_id)
 
-    async def delete_file_object(self, session_id: str, file_id: int) -> None:
+    async def delete_file_object(self, session_id: str, file_id: FileId) -> None:
         path = wire.route(self.dialect, self.dialect.file, session_id=session_id, file_id=file_id)
         await self._json("DELETE", path, session_id=session_id, on_404="object", expect_json=False)
 
     async def download_content(
         self,
         session_id: str,
-        file_id: int,
+        file_id: FileId,
         sink: ByteSink,
         *,
         expected_size: int | None = None,
+        start: int = 0,
+        strict_range: bool = False,
     ) -> int:
-        """Stream a file object's content into ``sink``; returns the byte count.
+        """Stream a file object's content, from byte ``start`` on, into ``sink``; returns the
+        byte count.
 
-        The count is checked against Content-Length and ``expected_size``; a short body is
-        resumed with ``Range: bytes=N-`` (a 200 reply is read again from the start, skipping
-        what the sink already has) and a long body raises ProtocolError. On error the sink
-        may hold a prefix of the content, which the caller must discard.
+        The count is checked against Content-Length and ``expected_size`` (the bytes wanted
+        from ``start``); a short body is resumed with ``Range`` (a 200 reply is read again
+        from the start, skipping what the sink already has) and a long body raises
+        ProtocolError. ``start`` > 0 asks for a Range from the first request; with
+        ``strict_range`` a 200 to a ranged request raises RangeRefusedError instead of being
+        skipped through. On error the sink may hold a prefix of the content, which the caller
+        must discard.
         """
         path = wire.route(
             self.dialect, self.dialect.file_content, session_id=session_id, file_id=file_id
         )
         progress = _Progress()
         budget = _RetryBudget(self.retry, self._rng)
+        target: URL | None = None
+        renewals = 0
         while True:
             budget.attempt += 1
             try:
-                await self._stream_once(path, sink, progress, expected_size)
+                if target is None:
+                    target = await self._content_target(path)
+                request = _ContentRequest(path, target, start, expected_size, strict_range)
+                await self._stream_once(request, sink, progress)
                 return progress.received
             except _Retryable as failure:
                 await self._wait_before_retry("GET", path, budget, failure)
+            except _TargetExpired:
+                renewals += 1
+                if renewals > _MAX_TARGET_RENEWALS:
+                    raise ProtocolError(
+                        f"GET {path}: the content URL kept expiring ({renewals} fresh ones)"
+                    ) from None
+                log.info("GET %s: the content URL expired; asking for a fresh one", path)
+                target = None
+                budget.attempt -= 1
             except NotFoundError as error:
                 raise await self._classify_missing(session_id, error) from None
+
+    async def _content_target(self, path: str) -> URL:
+        """Where a file object's bytes are: the content route itself, or (for a dialect whose
+        content route redirects) the URL its redirect names, checked hop by hop."""
+        url = self._url(path)
+        if not self.dialect.content_redirects:
+            return url
+        try:
+            async with self._session().get(url, allow_redirects=False) as response:
+                body = await response.content.read(_MAX_ERROR_BODY)
+                if response.status in _REDIRECT_STATUSES:
+                    return self._redirect_target(url, response)
+                self._raise_for_status("GET", path, response, body)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            error = RequestTimeoutError(f"GET {path}: no reply in time")
+            raise _Retryable(error, ambiguous=False) from exc
+        except aiohttp.ClientError as exc:
+            error = ConnectionFailedError(f"GET {path}: {type(exc).__name__}")
+            raise _Retryable(error, ambiguous=False) from exc
+        # The server sent the bytes itself rather than a redirect: read them from here.
+        return url
+
+    def _redirect_target(self, current: URL, response: aiohttp.ClientResponse) -> URL:
+        """The URL a redirect names, refused when it downgrades https or leaves http(s)."""
+        location = response.headers.get("Location")
+        if not location:
+            raise ProtocolError(f"HTTP {response.status} without a Location")
+        try:
+            target = current.join(URL(location))
+        except ValueError:
+            raise RedirectRefusedError("a redirect to an unreadable Location") from None
+        if target.scheme not in ("http", "https") or not target.host:
+            raise RedirectRefusedError(f"a redirect to a {target.scheme or 'relative'} URL")
+        if current.scheme == "https" and target.scheme == "http":
+            raise RedirectRefusedError(
+                f"refusing a redirect from https to plain http ({self._shown(target)})"
+            )
+        return target
 
     async def read_content(
         self, session_id: str, file_id: int, *, expected_size: int | None = None
@@ -462,7 +603,7 @@ class LiveResponseClient:
         data = form() if form is not None else None
         try:
             async with self._session().request(
-                method, url, json=payload, params=params, data=data
+                method, url, json=payload, params=params, data=data, allow_redirects=False
             ) as response:
                 body = await response.read()
                 self._raise_for_status(method, path, response, body)
@@ -495,56 +636,86 @@ class LiveResponseClient:
             raise ProtocolError(f"{method} {path}: the reply is not JSON") from exc
 
     async def _stream_once(
-        self, path: str, sink: ByteSink, progress: _Progress, expected_size: int | None
+        self, request: _ContentRequest, sink: ByteSink, progress: _Progress
     ) -> None:
-        start = progress.received
-        headers = {"Range": f"bytes={start}-"} if start else None
+        """One GET of the content (following the target's own redirects), into the sink."""
+        url = request.url
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.sock_read
         )
+        shown = self._shown(url)
         try:
-            async with self._session().get(
-                self._url(path), headers=headers, timeout=timeout
-            ) as response:
-                if response.status >= 300:
-                    self._raise_for_status("GET", path, response, await response.read())
-                skip = self._body_offset(path, response, start)
-                await _pump(path, response, sink, progress, skip, expected_size)
+            for _ in range(_MAX_REDIRECTS + 1):
+                shown = self._shown(url)
+                headers = request.range_header(progress.received)
+                async with self._http_for(url).get(
+                    url, headers=headers, timeout=timeout, allow_redirects=False
+                ) as response:
+                    if response.status in _REDIRECT_STATUSES and self.dialect.content_redirects:
+                        url = self._redirect_target(url, response)
+                        continue
+                    self._check_content_status(request, url, response, await _peek_error(response))
+                    skip = self._body_offset(shown, response, request, progress.received)
+                    await _pump(shown, response, sink, progress, skip, request.expected_size)
+                    break
+            else:
+                raise RedirectRefusedError(f"GET {shown}: more than {_MAX_REDIRECTS} redirects")
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            error = RequestTimeoutError(f"GET {path}: the content stopped arriving")
+            error = RequestTimeoutError(f"GET {shown}: the content stopped arriving")
             raise _Retryable(error, ambiguous=False) from exc
         except aiohttp.ClientError as exc:
             error = ConnectionFailedError(
-                f"GET {path}: cut after {progress.received} bytes: "
+                f"GET {shown}: cut after {progress.received} bytes: "
                 f"{self._scrub(str(exc)) or type(exc).__name__}"
             )
             raise _Retryable(error, ambiguous=False) from exc
-        if expected_size is not None and progress.received < expected_size:
-            error = ProtocolError(f"GET {path}: got {progress.received} of {expected_size} bytes")
+        expected = request.expected_size
+        if expected is not None and progress.received < expected:
+            error = ProtocolError(f"GET {shown}: got {progress.received} of {expected} bytes")
             raise _Retryable(error, ambiguous=False)
 
-    def _body_offset(self, path: str, response: aiohttp.ClientResponse, start: int) -> int:
-        """How many leading body bytes the sink already has (a 200 repeats them all)."""
+    def _check_content_status(
+        self, request: _ContentRequest, url: URL, response: aiohttp.ClientResponse, body: bytes
+    ) -> None:
+        status = response.status
+        if status < 300:
+            return
+        on_content_route = url == self._url(request.api_path)
+        if status in (403, 404) and self.dialect.content_redirects and not on_content_route:
+            raise _TargetExpired()
+        self._raise_for_status("GET", url.path, response, body)
+
+    def _body_offset(
+        self, shown: str, response: aiohttp.ClientResponse, request: _ContentRequest, received: int
+    ) -> int:
+        """How many leading body bytes to drop: a 200 repeats the object from its first byte."""
+        first_wanted = request.start + received
         if response.status == 200:
-            if start:
-                log.info("GET %s: the server ignored the range; reading it all again", path)
-            return start
+            if request.refuses_whole_body(first_wanted, response.content_length):
+                raise RangeRefusedError(f"GET {shown}: the server ignored the Range")
+            if first_wanted:
+                log.info("GET %s: the server ignored the range; reading it all again", shown)
+            return first_wanted
         if response.status != 206:
-            raise ProtocolError(f"GET {path}: unexpected HTTP {response.status} for content")
+            raise ProtocolError(f"GET {shown}: unexpected HTTP {response.status} for content")
         first = _content_range_start(response.headers.get("Content-Range"))
-        if first != start:
-            raise ProtocolError(f"GET {path}: asked for bytes from {start}, got from {first}")
+        if first != first_wanted:
+            raise ProtocolError(
+                f"GET {shown}: asked for bytes from {first_wanted}, got from {first}"
+            )
         return 0
 
     def _raise_for_status(
         self, method: str, path: str, response: aiohttp.ClientResponse, body: bytes
     ) -> None:
         status = response.status
-        if status < 400:
+        if status < 300:
             return
         what = f"{method} {path}: HTTP {status}{self._server_message(body)}"
         if status == 401:
-            raise AuthenticationError(f"{self.base_url}{path}")
+            raise AuthenticationError(f"{self.base_url}{path}", api=self.dialect.name)
+        if status in _REDIRECT_STATUSES or 300 <= status < 400:
+            raise RedirectRefusedError(f"{what}: a redirect on a route that should not redirect")
         if status == 404:
             raise NotFoundError(what, url=path)
         if status == 429:
@@ -556,6 +727,8 @@ class LiveResponseClient:
             )
         if status >= 500:
             raise _Retryable(ServerError(status, what), ambiguous=True)
+        if status == 403 and self.dialect.name != "v3" and _is_permission_refusal(body):
+            what += f" (the API key's access level must grant {V6_PERMISSIONS})"
         raise RequestRejectedError(status, what, url=path)
 
     def _server_message(self, body: bytes) -> str:
@@ -563,11 +736,14 @@ class LiveResponseClient:
             decoded = json.loads(body)
         except (UnicodeDecodeError, ValueError):
             return ""
-        if isinstance(decoded, dict):
-            for key in ("message", "reason", "error"):
-                if isinstance(decoded.get(key), str) and decoded[key]:
-                    return f": {self._scrub(decoded[key])[:300]}"
-        return ""
+        if not isinstance(decoded, dict):
+            return ""
+        code = decoded.get("error_code")
+        prefix = f": {self._scrub(code)[:60]}" if isinstance(code, str) and code else ""
+        for key in ("message", "reason", "error"):
+            if isinstance(decoded.get(key), str) and decoded[key]:
+                return f"{prefix}: {self._scrub(decoded[key])[:300]}"
+        return prefix
 
     def _scrub(self, text: str) -> str:
         """Remove the token (and each of its halves) from text that came from elsewhere."""
@@ -656,6 +832,19 @@ async def _pump(
         raise _Retryable(error, ambiguous=False)
 
 
+def _ssl_elsewhere(
+    ca_bundle: str | None, api_setting: ssl.SSLContext | bool
+) -> ssl.SSLContext | bool:
+    """TLS for another origin (where a content redirect points): the system's CAs as well as
+    the given bundle, since the bytes may live on a public host; unchecked only with
+    --insecure."""
+    if api_setting is False or ca_bundle is None:
+        return api_setting
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
 def _ssl_setting(ca_bundle: str | None, insecure: bool) -> ssl.SSLContext | bool:
     if insecure:
         message = (
@@ -694,6 +883,63 @@ def _content_range_start(value: str | None) -> int | None:
     return int(first) if first.strip().isdigit() else None
 
 
+@dataclass(frozen=True)
+class _ContentRequest:
+    """What one content download asks for: bytes from ``start`` (``expected_size`` of them,
+    when known) of the object at ``url``."""
+
+    api_path: str
+    url: URL
+    start: int
+    expected_size: int | None
+    strict_range: bool
+
+    def range_header(self, received: int) -> dict[str, str] | None:
+        first = self.start + received
+        if not first and not self.strict_range:
+            return None
+        if self.expected_size is None or not (self.start or self.strict_range):
+            return {"Range": f"bytes={first}-"}
+        return {"Range": f"bytes={first}-{self.start + self.expected_size - 1}"}
+
+    def refuses_whole_body(self, first_wanted: int, announced: int | None) -> bool:
+        """A 200 to a ranged request is a refusal unless it is exactly the bytes wanted."""
+        if not self.strict_range:
+            return False
+        return first_wanted > 0 or announced is None or announced != self.expected_size
+
+
+async def _peek_error(response: aiohttp.ClientResponse) -> bytes:
+    """An error reply's body (bounded); nothing for a success, whose body is the content."""
+    if response.status < 300:
+        return b""
+    return await response.content.read(_MAX_ERROR_BODY)
+
+
+def _shown(url: URL) -> str:
+    """Another origin's URL fit for a message: its origin only (a content URL's path or
+    query may itself be a capability to the bytes)."""
+    return f"{url.origin()}/…"
+
+
+def _is_permission_refusal(body: bytes) -> bool:
+    """A 403 that says the key lacks a permission, not that a limit was reached (the
+    session pool, the command cap) nor that a content URL expired."""
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return True
+    code = decoded.get("error_code") if isinstance(decoded, dict) else None
+    return code is None or code in ("FORBIDDEN", "ACCESS_DENIED", "UNAUTHORIZED")
+
+
+def _command_list(reply: object) -> list[Any]:
+    """The command list: a JSON array, or (a paged reply) an object holding ``results``."""
+    if isinstance(reply, dict) and isinstance(reply.get("results"), list):
+        return reply["results"]
+    return _expect_list(reply, "command list")
+
+
 def _expect_list(reply: object, what: str) -> list[Any]:
     if not isinstance(reply, list):
         raise ProtocolError(f"{what}: expected a JSON array, got {type(reply).__name__}")
@@ -714,11 +960,9 @@ def _session_lost(session_id: str, reason: str, *, status: str | None = None) ->
 
 
 def _created_before(command: CommandInfo, moment: float) -> bool:
-    created = command.creation_time
-    if not created:
+    created = command.creation_time  # seconds since 1970, whatever the wire's form
+    if created is None:
         return False
-    if created > 1e11:
-        created = created / 1000.0
     return created < moment
 
 

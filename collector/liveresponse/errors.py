@@ -13,14 +13,29 @@ class LiveResponseError(Exception):
     """Base of every error raised by the Live Response client."""
 
 
+V6_PERMISSIONS = (
+    "org.liveresponse.session, org.liveresponse.files, org.liveresponse.memdump, "
+    "org.liveresponse.process, org.liveresponse.registry and Device READ"
+)
+
+
 class AuthenticationError(LiveResponseError):
     """The server refused the API token (HTTP 401)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, api: str = "v3") -> None:
+        if api == "v3":
+            hint = (
+                'SECRET/CONNECTOR_ID of an API key of type "Live Response"; a key of any other '
+                "type is refused on every Live Response route"
+            )
+        else:
+            hint = (
+                "API_SECRET/API_ID of a Custom API key whose access level grants "
+                f"{V6_PERMISSIONS}, and that the org key is the tenant's"
+            )
         super().__init__(
             f"the server refused the API token (HTTP 401) for {url}: check that the token is "
-            'SECRET/CONNECTOR_ID of an API key of type "Live Response"; a key of any other '
-            "type is refused on every Live Response route"
+            + hint
         )
         self.url = url
 
@@ -125,6 +140,15 @@ class ProtocolError(LiveResponseError):
     """The server's reply is malformed: not JSON, wrong types, missing fields, wrong length."""
 
 
+class RedirectRefusedError(ProtocolError):
+    """A redirect the client will not follow: on a route that should not redirect, from
+    https to plain http, to a scheme other than http(s), or too many of them."""
+
+
+class RangeRefusedError(ProtocolError):
+    """The content server answered a ranged request with the whole body (HTTP 200)."""
+
+
 class CommandError(LiveResponseError):
     """A command ended in status "error" on the device."""
 
@@ -156,7 +180,8 @@ class CommandError(LiveResponseError):
 
 
 class CommandCancelledError(CommandError):
-    """A command ended in status "cancel"."""
+    """A command ended cancelled (v3 "cancel", v6 "CANCELLED"), by someone other than the
+    collector: an analyst in the console, or the service."""
 
     def _describe(self) -> str:
         return f"{self.command!r} on {self.object!r} was cancelled"

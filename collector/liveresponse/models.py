@@ -2,6 +2,11 @@
 
 Each ``from_wire`` checks the types of what it reads and raises ProtocolError on a malformed
 reply, so a broken or hostile server cannot slip a wrong type past the collector.
+
+Both wire shapes parse to the same model: the v3 reference's (``name``/``alt_name``,
+``value_type`` with ``REG_*`` and typed data, ``pid``/``path``, epoch times) and the one real
+tenants and the v6 API send (``filename``/``alternate_name``, ``registry_type`` with
+``pbREG_*`` and string data, ``process_pid``/``process_path``, ISO 8601 times).
 """
 
 from __future__ import annotations
@@ -83,6 +88,55 @@ def _get_bool(raw: dict[str, Any], key: str, what: str, default: bool = False) -
     raise ProtocolError(f"{what}: field {key!r} should be a boolean, got {type(value).__name__}")
 
 
+def _first_key(raw: dict[str, Any], *keys: str) -> str:
+    """The first of ``keys`` present (not None) in ``raw``, else the first of them."""
+    for key in keys:
+        if raw.get(key) is not None:
+            return key
+    return keys[0]
+
+
+_FILETIME_EPOCH_OFFSET = 11_644_473_600  # seconds from 1601-01-01 to 1970-01-01
+_MAX_TIME_TEXT = 64
+
+
+def epoch_seconds(value: int | float) -> float:
+    """Seconds since 1970 from a number in seconds, milliseconds, microseconds or FILETIME
+    (100 ns since 1601), told apart by magnitude: each scale puts the present in its own band."""
+    if not math.isfinite(value) or value < 0:
+        raise ProtocolError(f"timestamp out of range: {value!r}")
+    if value < 1e11:
+        return float(value)
+    if value < 1e14:
+        return value / 1e3
+    if value < 1e16:
+        return value / 1e6
+    return value / 1e7 - _FILETIME_EPOCH_OFFSET
+
+
+def parse_time(value: object, what: str = "timestamp") -> datetime | None:
+    """A UTC time from epoch seconds, milliseconds, FILETIME or an ISO 8601 string."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ProtocolError(f"{what}: a timestamp should not be a boolean")
+    if isinstance(value, int | float):
+        return _utc(epoch_seconds(value))
+    if isinstance(value, str) and len(value) <= _MAX_TIME_TEXT:
+        return _iso_time(value.strip(), what)
+    raise ProtocolError(f"{what}: {type(value).__name__} is not a timestamp")
+
+
+def _iso_time(text: str, what: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ProtocolError(f"{what}: {text[:40]!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
 def _utc(seconds: int | float) -> datetime:
     try:
         return datetime.fromtimestamp(seconds, tz=UTC)
@@ -91,8 +145,31 @@ def _utc(seconds: int | float) -> datetime:
 
 
 def _get_time(raw: dict[str, Any], key: str, what: str) -> datetime | None:
-    value = _get(raw, key, (int, float), what, None)
-    return None if value is None else _utc(value)
+    return parse_time(raw.get(key), f"{what}: field {key!r}")
+
+
+def _get_epoch(raw: dict[str, Any], what: str, *keys: str) -> float | None:
+    """Seconds since 1970 from the first of ``keys`` present, in any of the time forms."""
+    key = _first_key(raw, *keys)
+    moment = parse_time(raw.get(key), f"{what}: field {key!r}")
+    return None if moment is None else moment.timestamp()
+
+
+def is_valid_id(value: object) -> bool:
+    """A server-made id: an integer (0 included) or a non-empty string; never a bool."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return isinstance(value, str) and 0 < len(value) <= 200
+
+
+def _get_id(raw: dict[str, Any], key: str, what: str) -> int | str:
+    """A server-made id: an integer (v3) or a string such as a UUID (v6)."""
+    value = _get(raw, key, (int, str), what)
+    if not is_valid_id(value):
+        raise ProtocolError(f"{what}: field {key!r} is not a valid id: {str(value)[:40]!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -111,10 +188,10 @@ class DeviceInfo:
         what = "device"
         data = _expect_dict(raw, what)
         return cls(
-            device_id=_get_int(data, "deviceId", what),
+            device_id=_get_int(data, _first_key(data, "deviceId", "id"), what),
             name=_get(data, "name", str, what, None),
-            device_type=_get(data, "deviceType", str, what, None),
-            os_version=_get(data, "osVersion", str, what, None),
+            device_type=_get(data, _first_key(data, "deviceType", "os"), str, what, None),
+            os_version=_get(data, _first_key(data, "osVersion", "os_version"), str, what, None),
             status=_get(data, "status", str, what, None),
             raw=data,
         )
@@ -134,7 +211,11 @@ class SessionInfo:
     drives: tuple[str, ...] = ()
     check_in_timeout: int | None = None
     session_timeout: int | None = None
-    create_time: int | None = None
+    create_time: float | None = None
+    """Seconds since 1970 (the wire may say seconds, milliseconds or ISO 8601)."""
+    checked_in: bool = False
+    """The device has checked in to this session (v3 ``sensor_check_in_time``, v6
+    ``device_check_in_time``)."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -144,7 +225,7 @@ class SessionInfo:
         return cls(
             id=_get(data, "id", str, what),
             status=_get(data, "status", str, what, "PENDING").upper(),
-            sensor_id=_get_int(data, "sensor_id", what, None),
+            sensor_id=_get_int(data, _first_key(data, "sensor_id", "device_id"), what, None),
             hostname=_get(data, "hostname", str, what, None),
             os_version=_get(data, "os_version", str, what, None),
             current_working_directory=_get(data, "current_working_directory", str, what, None),
@@ -152,7 +233,8 @@ class SessionInfo:
             drives=_get_str_list(data, "drives", what),
             check_in_timeout=_get_int(data, "check_in_timeout", what, None),
             session_timeout=_get_int(data, "session_timeout", what, None),
-            create_time=_get_int(data, "create_time", what, None),
+            create_time=_get_epoch(data, what, "create_time"),
+            checked_in=bool(data.get("sensor_check_in_time") or data.get("device_check_in_time")),
             raw=data,
         )
 
@@ -160,9 +242,16 @@ class SessionInfo:
         return self.status == status.upper()
 
 
+_CANCELLED = frozenset({"cancel", "cancelled", "canceled"})
+
+
 @dataclass(frozen=True)
 class CommandInfo:
-    """A command object; ``status`` is lower-cased and ``result_code`` unsigned."""
+    """A command object; ``status`` is lower-cased and ``result_code`` unsigned.
+
+    Ids are integers and start at 0 in v6: never test one for truth. Times are seconds since
+    1970, whatever form the wire used (v3 ``creation_time``, v6 ``create_time``).
+    """
 
     id: int
     name: str
@@ -170,8 +259,8 @@ class CommandInfo:
     result_code: int = 0
     result_type: str | None = None
     result_desc: str = ""
-    creation_time: int | None = None
-    completion_time: int | None = None
+    creation_time: float | None = None
+    completion_time: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -185,8 +274,8 @@ class CommandInfo:
             result_code=normalise_code(_get_int(data, "result_code", what, 0)),
             result_type=_get(data, "result_type", str, what, None),
             result_desc=_get(data, "result_desc", str, what, ""),
-            creation_time=_get(data, "creation_time", (int, float), what, None),
-            completion_time=_get(data, "completion_time", (int, float), what, None),
+            creation_time=_get_epoch(data, what, "creation_time", "create_time"),
+            completion_time=_get_epoch(data, what, "completion_time", "finish_time"),
             raw=data,
         )
 
@@ -194,8 +283,13 @@ class CommandInfo:
         return self.status == status.lower()
 
     @property
+    def is_cancelled(self) -> bool:
+        """v3 says "cancel", v6 "CANCELLED" (or lower case)."""
+        return self.status in _CANCELLED
+
+    @property
     def is_finished(self) -> bool:
-        return self.status in ("complete", "error", "cancel")
+        return self.status in ("complete", "error") or self.is_cancelled
 
 
 @dataclass(frozen=True)
@@ -219,8 +313,9 @@ class DirectoryEntry:
         what = "directory entry"
         data = _expect_dict(raw, what)
         return cls(
-            name=_get(data, "name", str, what),
-            alt_name=_get(data, "alt_name", str, what, None) or None,
+            name=_get(data, _first_key(data, "filename", "name"), str, what),
+            alt_name=_get(data, _first_key(data, "alternate_name", "alt_name"), str, what, None)
+            or None,
             attributes=tuple(a.upper() for a in _get_str_list(data, "attributes", what)),
             size=_get_size(data, "size", what),
             create_time=_get_time(data, "create_time", what),
@@ -238,7 +333,11 @@ _STRING_TYPES = {"REG_SZ", "REG_EXPAND_SZ", "REG_LINK"}
 
 @dataclass(frozen=True)
 class RegistryValue:
-    """A registry value; REG_BINARY data (a hex string on the wire) is decoded to bytes."""
+    """A registry value; REG_BINARY data (a hex string on the wire) is decoded to bytes.
+
+    ``value_type`` is always ``REG_*``: the ``pbREG_*`` names real tenants send lose their
+    prefix, and their string data (DWORD ``"1"``, MULTI_SZ comma-joined) becomes typed data.
+    """
 
     value_type: str
     value_name: str
@@ -248,12 +347,21 @@ class RegistryValue:
     def from_wire(cls, raw: object) -> RegistryValue:
         what = "registry value"
         data = _expect_dict(raw, what)
-        value_type = _get(data, "value_type", str, what).upper()
+        type_key = _first_key(data, "value_type", "registry_type")
+        name_key = "value_name" if type_key == "value_type" else "registry_name"
+        data_key = "value_data" if type_key == "value_type" else "registry_data"
+        value_type = registry_type_name(_get(data, type_key, str, what))
         return cls(
             value_type=value_type,
-            value_name=_get(data, "value_name", str, what, ""),
-            value_data=_registry_data(value_type, data.get("value_data")),
+            value_name=_get(data, name_key, str, what, ""),
+            value_data=_registry_data(value_type, data.get(data_key)),
         )
+
+
+def registry_type_name(wire_type: str) -> str:
+    """``REG_SZ`` for ``REG_SZ``, ``reg_sz`` or the ``pbREG_SZ`` of real tenants."""
+    upper = wire_type.strip().upper()
+    return upper[2:] if upper.startswith("PBREG_") else upper
 
 
 def _registry_data(value_type: str, value: object) -> RegistryData:
@@ -261,8 +369,11 @@ def _registry_data(value_type: str, value: object) -> RegistryData:
     if value_type in _INTEGER_TYPES:
         return _registry_int(value, what)
     if value_type == "REG_MULTI_SZ":
-        if value is None:
+        if value is None or value == "":
             return []
+        if isinstance(value, str):
+            # Real tenants join the strings with commas (a comma inside one is lost there).
+            return value.split(",")
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ProtocolError(f"{what}: data should be a list of strings")
         return list(value)
@@ -278,11 +389,13 @@ def _registry_data(value_type: str, value: object) -> RegistryData:
 def _registry_int(value: object, what: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str):
-        try:
-            return int(value, 0)
-        except ValueError:
-            pass
+    if isinstance(value, str) and len(value) <= 40:
+        text = value.strip()
+        for base in (10, 0):
+            try:
+                return int(text, base)
+            except ValueError:
+                continue
     raise ProtocolError(f"{what}: data should be an integer, got {value!r}")
 
 
@@ -317,7 +430,12 @@ class RegistryKeyListing:
 
 @dataclass(frozen=True)
 class ProcessInfo:
-    """One process of a "process list" reply; optional fields may be absent."""
+    """One process of a "process list" reply; optional fields may be absent.
+
+    ``create_time`` is the server's number as sent (its scale varies: seconds, or FILETIME on
+    real tenants); an ISO 8601 time (v6) becomes whole seconds since 1970. ``created`` is the
+    time itself, whatever the form.
+    """
 
     pid: int
     create_time: int | None
@@ -334,23 +452,39 @@ class ProcessInfo:
         what = "process"
         data = _expect_dict(raw, what)
         return cls(
-            pid=_get_int(data, "pid", what),
-            create_time=_get(data, "create_time", (int, float), what, None),
-            proc_guid=_get(data, "proc_guid", str, what, None),
-            path=_get(data, "path", str, what, None),
-            command_line=_get(data, "command_line", str, what, None),
-            sid=_get(data, "sid", str, what, None),
-            username=_get(data, "username", str, what, None),
-            parent=_get_int(data, "parent", what, None),
+            pid=_get_int(data, _first_key(data, "pid", "process_pid"), what),
+            create_time=_process_time(data, what),
+            proc_guid=_get(data, _first_key(data, "proc_guid", "process_guid"), str, what, None),
+            path=_get(data, _first_key(data, "path", "process_path"), str, what, None),
+            command_line=_get(
+                data, _first_key(data, "command_line", "process_cmdline"), str, what, None
+            ),
+            sid=_get(data, _first_key(data, "sid", "process_sid"), str, what, None),
+            username=_get(data, _first_key(data, "username", "process_username"), str, what, None),
+            parent=_get_int(data, _first_key(data, "parent", "parent_pid"), what, None),
             parent_guid=_get(data, "parent_guid", str, what, None),
         )
+
+    @property
+    def created(self) -> datetime | None:
+        return None if self.create_time is None else parse_time(self.create_time, "process")
+
+
+def _process_time(data: dict[str, Any], what: str) -> int | float | None:
+    key = _first_key(data, "create_time", "process_create_time")
+    value = data.get(key)
+    if isinstance(value, str):
+        moment = parse_time(value, f"{what}: field {key!r}")
+        return None if moment is None else int(moment.timestamp())
+    return _get(data, key, (int, float), what, None)
 
 
 @dataclass(frozen=True)
 class FileObject:
     """A file in the session's server-side store (uploaded from the device, or to be put)."""
 
-    id: int
+    id: int | str
+    """An integer in v3, a UUID string in v6."""
     file_name: str | None
     size: int
     size_uploaded: int
@@ -363,7 +497,7 @@ class FileObject:
         what = "file object"
         data = _expect_dict(raw, what)
         return cls(
-            id=_get_int(data, "id", what),
+            id=_get_id(data, "id", what),
             file_name=_get(data, "file_name", str, what, None),
             size=_get_size(data, "size", what),
             size_uploaded=_get_size(data, "size_uploaded", what),

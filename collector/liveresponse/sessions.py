@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from collector.liveresponse import dialect as wire
-from collector.liveresponse.client import ByteSink, LiveResponseClient
+from collector.liveresponse.client import ByteSink, FileId, LiveResponseClient
 from collector.liveresponse.errors import (
     CommandCancelledError,
     CommandError,
@@ -29,6 +29,7 @@ from collector.liveresponse.errors import (
     CommandTimeoutError,
     LiveResponseError,
     ProtocolError,
+    RangeRefusedError,
     SessionLostError,
     SessionStartError,
 )
@@ -42,7 +43,9 @@ from collector.liveresponse.models import (
     RegistryKeyListing,
     RegistryValue,
     SessionInfo,
+    is_valid_id,
 )
+from collector.liveresponse.wholestream import WholeFileStream
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ MemdumpCallback = Callable[[MemdumpProgress], object]
 _ACTIVE = "ACTIVE"
 _ENDED = ("TIMEOUT", "INACTIVE", "CLOSE")
 _MIB = 1024 * 1024
+_MAX_COMMAND_RECORD = 10_000
+_TO_THE_END = 2**62  # a count no file reaches: "the rest of the file"
 
 # Commands that may safely run again after the session was lost while they ran: they only
 # read the device, or (memdump) overwrite their own output. Any other command lost after the
@@ -118,6 +123,13 @@ class SessionOptions:
     keepalive_interval: float | None = None
     max_reopens: int = 3
     close_timeout: float = 10.0
+    record_commands: bool | None = None
+    """Keep the server's list of the commands run in each session, read just before the
+    session is closed (``command_records``); None: where the dialect offers the list as a
+    record (v6)."""
+    stream_grace: float = 1.0
+    """Seconds a whole-file stream waits for the reader of its position before it skips to
+    the next reader waiting (see ``collector.liveresponse.wholestream``)."""
     poll: PollPolicy = field(default_factory=PollPolicy)
     deadlines: Mapping[str, Deadline] = field(default_factory=lambda: DEFAULT_DEADLINES)
 
@@ -153,10 +165,21 @@ class LiveResponseSession:
         self._keepalive_task: asyncio.Task[None] | None = None
         self._closed = False
         self._made_file_objects = False
+        self._whole_objects: dict[str, FileObject] = {}
+        self._whole_locks: dict[str, asyncio.Lock] = {}
+        self._streams: dict[str, WholeFileStream] = {}
+        self.command_records: dict[str, list[dict[str, Any]]] = {}
+        """The server's record of the commands run, by session id: its command list, read
+        just before each session was closed (where ``record_commands`` holds)."""
 
     def __repr__(self) -> str:
         session = self.info.id if self.info else None
         return f"LiveResponseSession(device={self.device_id!r}, session={session!r})"
+
+    @property
+    def api(self) -> str:
+        """The name of the API dialect the session speaks ("v3" or "v6"), for the manifest."""
+        return self.client.dialect.name
 
     @property
     def session_id(self) -> str:
@@ -211,8 +234,10 @@ class LiveResponseSession:
             async with asyncio.timeout(self.options.close_timeout), self._reopen_lock:
                 pass
         if self.info is not None:
+            await self._release_all()
             if self._made_file_objects:
                 await self._sweep_file_objects(self.info.id)
+            await self._record_commands(self.info.id)
             await self._close_remote(self.info.id)
 
     async def _sweep_file_objects(self, session_id: str) -> None:
@@ -220,7 +245,7 @@ class LiveResponseSession:
         posted again leaves the first command's object behind, unseen by the collector."""
         try:
             for leftover in await self.client.list_files(session_id):
-                log.info("session %s: deleting leftover file object %d", session_id, leftover.id)
+                log.info("session %s: deleting leftover file object %s", session_id, leftover.id)
                 await self._delete_file_object_quietly(session_id, leftover.id)
         except LiveResponseError as error:
             log.info("session %s: listing leftover file objects: %s", session_id, error)
@@ -251,7 +276,7 @@ class LiveResponseSession:
                     self.device_id, f"closed while session {info.id} waited for the device"
                 )
             if info.status in _ENDED:
-                checked_in = bool(info.raw.get("sensor_check_in_time"))
+                checked_in = info.checked_in
                 when = "after" if checked_in else "before"
                 raise SessionStartError(
                     self.device_id,
@@ -298,6 +323,7 @@ class LiveResponseSession:
                 reason,
             )
             if lost_id is not None:
+                await self._record_commands(lost_id)
                 await self._close_remote(lost_id)
                 self.info = None
             await self._establish()
@@ -422,7 +448,7 @@ class LiveResponseSession:
                 return command
             if command.status_is("error"):
                 raise _command_error(CommandError, command, obj)
-            if command.status_is("cancel"):
+            if command.is_cancelled:
                 await self._raise_if_session_ended(session_id)
                 raise _command_error(CommandCancelledError, command, obj)
             remaining = ends - time.monotonic()
@@ -469,7 +495,11 @@ class LiveResponseSession:
     async def get_file(
         self, remote_path: str, offset: int = 0, count: int | None = None
     ) -> FileObject:
-        """Have the device upload a file (or a range of it) to the session's file store."""
+        """Have the device upload a file (or a range of it) to the session's file store.
+
+        A v6 server may ignore offset and count (the object is then the whole file); for
+        part of a file use ``fetch_chunk``, which checks.
+        """
 
         async def attempt(session_id: str) -> FileObject:
             return await self._get_file_in(session_id, remote_path, offset, count)
@@ -485,9 +515,17 @@ class LiveResponseSession:
         (or a reply that is unusable) deletes it rather than leave it on the tenant; after a
         session loss the server has dropped it already.
         """
+        _, file = await self._get_file_command(session_id, remote_path, offset, count)
+        return file
+
+    async def _get_file_command(
+        self, session_id: str, remote_path: str, offset: int, count: int | None
+    ) -> tuple[CommandInfo, FileObject]:
+        """``_get_file_in``, also giving the finished command (its reply echoes what the
+        server did with offset and count)."""
         fields: dict[str, Any] = {"offset": offset}
         if count is not None:
-            fields["get_count"] = count
+            fields[self.client.dialect.count_field] = count
         deadline = self.options.deadline("get file", count)
         self._made_file_objects = True
         command = await self.client.post_command(session_id, "get file", remote_path, **fields)
@@ -496,11 +534,12 @@ class LiveResponseSession:
         try:
             done = await self._wait(session_id, command, remote_path, deadline, None)
             file_id = self.client.file_id_of(done)
-            return await self.client.get_file_object(session_id, file_id)
+            return done, await self.client.get_file_object(session_id, file_id)
         except SessionLostError:
             raise
         except Exception:
-            if isinstance(posted_file_id, int) and not isinstance(posted_file_id, bool):
+            if is_valid_id(posted_file_id):
+                assert isinstance(posted_file_id, int | str)
                 await self._delete_file_object_quietly(session_id, posted_file_id)
             raise
 
@@ -533,8 +572,18 @@ class LiveResponseSession:
         """ "get file", download into ``sink`` and free the server's copy, as one step.
 
         If the session is lost on the way, the new session asks only for the bytes the sink
-        does not have yet, so the sink never receives a byte twice.
+        does not have yet, so the sink never receives a byte twice. Part of a file, from a
+        server whose offset/count handling must be checked (v6), goes through ``fetch_chunk``.
         """
+        if count == 0:
+            return FetchResult(bytes_written=0, file_name=None)
+        if self.client.dialect.partial_get_echo is not None and (offset or count is not None):
+            try:
+                wanted = _TO_THE_END if count is None else count
+                written = await self.fetch_chunk(remote_path, offset, wanted, sink)
+            finally:
+                await self.release(remote_path)
+            return FetchResult(bytes_written=written, file_name=None)
         written = 0
         file_name: str | None = None
 
@@ -572,11 +621,175 @@ class LiveResponseSession:
         await self.fetch_file(remote_path, append, offset, count)
         return bytes(buffer)
 
-    async def _delete_file_object_quietly(self, session_id: str, file_id: int) -> None:
+    async def _delete_file_object_quietly(self, session_id: str, file_id: FileId) -> None:
         try:
             await self.client.delete_file_object(session_id, file_id)
         except LiveResponseError as error:
-            log.info("session %s: deleting file object %d: %s", session_id, file_id, error)
+            log.info("session %s: deleting file object %s: %s", session_id, file_id, error)
+
+    # ---- one chunk of a file, however the server allows it
+
+    async def fetch_chunk(self, remote_path: str, offset: int, count: int, sink: ByteSink) -> int:
+        """Deliver bytes [offset, offset + count) of a remote file to ``sink`` (fewer where the
+        file ends first); returns how many. No byte reaches the sink twice or beyond ``count``.
+
+        How is the server's business, learnt on the first chunk and remembered per server
+        (``client.partial_get``): "get file" with offset and count where the server honours
+        them (its reply echoes them and the object is no larger than asked); else one
+        whole-file object per path read by HTTP Range; else, where Range is refused too, one
+        whole-file stream per path that hands each chunk its bytes in order. The whole-file
+        object and stream are kept until ``release(remote_path)`` (or the session closes).
+        """
+        if offset < 0 or count <= 0:
+            raise ValueError(f"a chunk needs offset >= 0 and count > 0, got {offset}, {count}")
+        written = 0
+
+        async def counting_sink(piece: bytes) -> None:
+            nonlocal written
+            await sink(piece)
+            written += len(piece)
+
+        async def attempt(session_id: str) -> None:
+            while written < count:
+                start, remaining = offset + written, count - written
+                strategy = self.client.partial_get
+                if strategy in (None, "offset"):
+                    if await self._chunk_by_offset(
+                        session_id, remote_path, start, remaining, counting_sink
+                    ):
+                        return
+                elif strategy == "range":
+                    try:
+                        await self._chunk_by_range(
+                            session_id, remote_path, start, remaining, counting_sink
+                        )
+                        return
+                    except RangeRefusedError:
+                        log.info("the server refuses Range on file content: streaming files whole")
+                        self.client.partial_get = "whole"
+                else:
+                    stream = await self._whole_stream(session_id, remote_path)
+                    await stream.read(start, remaining, counting_sink)
+                    return
+
+        await self._with_recovery(attempt)
+        return written
+
+    async def _chunk_by_offset(
+        self, session_id: str, remote_path: str, start: int, count: int, sink: ByteSink
+    ) -> bool:
+        """The chunk by "get file" with offset and count; False (nothing delivered, and
+        ``partial_get`` is "range") when the server did not honour them."""
+        command, file = await self._get_file_command(session_id, remote_path, start, count)
+        try:
+            if not self._honoured(command, file, start, count):
+                log.info('the server ignores offset/count of "get file": reading chunks by Range')
+                self.client.partial_get = "range"
+                return False
+            if self.client.partial_get is None:
+                self.client.partial_get = "offset"
+            if file.size:
+                await self.client.download_content(
+                    session_id, file.id, sink, expected_size=file.size
+                )
+            return True
+        finally:
+            await self._delete_file_object_quietly(session_id, file.id)
+
+    def _honoured(self, command: CommandInfo, file: FileObject, start: int, count: int) -> bool:
+        """Whether a "get file" object holds the bytes asked for, and only them."""
+        if self.client.dialect.partial_get_echo is None:
+            # The dialect documents offset and count: more bytes than asked is a broken reply.
+            if file.size > count:
+                raise ProtocolError(
+                    f"the server sent more than the {count} bytes asked for ({file.size})"
+                )
+            return True
+        if file.size > count:
+            return False
+        echo = wire.partial_get_echo(self.client.dialect, command.raw)
+        if echo is None:
+            return start == 0  # unknown; from byte 0, a small enough whole file is the chunk
+        echoed_count = echo.get("count")
+        return echo.get("offset") == start and echoed_count in (count, file.size)
+
+    async def _chunk_by_range(
+        self, session_id: str, remote_path: str, start: int, count: int, sink: ByteSink
+    ) -> None:
+        whole = await self._whole_object(session_id, remote_path)
+        available = min(count, whole.size - start)
+        if available > 0:
+            await self.client.download_content(
+                session_id, whole.id, sink, expected_size=available, start=start, strict_range=True
+            )
+
+    async def _whole_object(self, session_id: str, remote_path: str) -> FileObject:
+        """The whole file's object in this session, made once per path ("get file" without
+        a count) and kept until released: the device uploads the file once, not per chunk."""
+        lock = self._whole_locks.setdefault(remote_path, asyncio.Lock())
+        async with lock:
+            kept = self._whole_objects.get(remote_path)
+            if kept is not None and kept.session_id == session_id:
+                return kept
+            if self.info is None or session_id != self.info.id:
+                # A task still on a replaced session: let it recover onto the current one
+                # rather than trade the current session's object for one in a dead session.
+                raise SessionLostError(f"session {session_id} was replaced", session_id=session_id)
+            if kept is not None:
+                await self._drop_whole(remote_path)  # made in a session since lost
+            _, whole = await self._get_file_command(session_id, remote_path, 0, None)
+            self._whole_objects[remote_path] = whole
+            return whole
+
+    async def _whole_stream(self, session_id: str, remote_path: str) -> WholeFileStream:
+        whole = await self._whole_object(session_id, remote_path)
+        stream = self._streams.get(remote_path)
+        if stream is None or stream.file is not whole:
+            if stream is not None:
+                await stream.stop()
+            stream = WholeFileStream(self.client, whole, grace=self.options.stream_grace)
+            self._streams[remote_path] = stream
+        return stream
+
+    async def release(self, remote_path: str) -> None:
+        """Free what ``fetch_chunk`` keeps for a file (its whole-file object and stream);
+        call it when the file's chunks are all fetched, or given up."""
+        file = await self._drop_whole(remote_path)
+        self._whole_locks.pop(remote_path, None)
+        if file is not None and file.session_id is not None:
+            await self._delete_file_object_quietly(file.session_id, file.id)
+
+    async def _drop_whole(self, remote_path: str) -> FileObject | None:
+        """Stop the path's stream and forget its whole-file object (returned, not deleted)."""
+        stream = self._streams.pop(remote_path, None)
+        if stream is not None:
+            await stream.stop()
+        return self._whole_objects.pop(remote_path, None)
+
+    async def _release_all(self) -> None:
+        for remote_path in list(self._whole_objects):
+            await self.release(remote_path)
+
+    # ---- the server's record of what was run
+
+    async def commands_run(self) -> list[CommandInfo]:
+        """The server's own list of the commands run in the current session."""
+        return await self.client.list_commands(self.session_id)
+
+    def _records_commands(self) -> bool:
+        if self.options.record_commands is not None:
+            return self.options.record_commands
+        return self.client.dialect.name != "v3"
+
+    async def _record_commands(self, session_id: str) -> None:
+        if not self._records_commands():
+            return
+        try:
+            commands = await self.client.list_commands(session_id)
+        except LiveResponseError as error:
+            log.info("session %s: reading its command list: %s", session_id, error)
+            return
+        self.command_records[session_id] = [c.raw for c in commands[:_MAX_COMMAND_RECORD]]
 
     async def memdump(
         self, remote_path: str, progress: MemdumpCallback | None = None

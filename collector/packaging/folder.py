@@ -149,7 +149,7 @@ def artifact_record(
         chunk_size=details.get("chunk_size") if chunks else None,
         chunk_sha256=[chunk.sha256 or "" for chunk in chunks],
         changed_during_acquisition=changed,
-        observations=[json.dumps(observations[k], sort_keys=True) for k in sorted(observations)],
+        observations={key: dict(value) for key, value in observations.items()},
         source_hash=artifact.source_hash or {},
         staged_path=staged_path if collected else "",
         outcome=outcomes.outcome_of(

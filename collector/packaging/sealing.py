@@ -13,7 +13,8 @@ from collector.acquisition.runner import RunSettings
 from collector.packaging.folder import build_evidence_folder
 from collector.transfer.journal import Journal
 from collector.transfer.workspace import Workspace
-from evidence import keys
+from evidence import custody, keys, timestamps
+from evidence.passphrase import weakness
 from evidence.safepaths import safe_component
 from evidence.seal import SealResult, StreamingSeal, seal_collection
 
@@ -27,9 +28,22 @@ class SealKeys:
     signing_key: Any
     recipient: Any | None = None
     passphrase: bytes | None = None
+    tsa_url: str = ""
+    """An RFC 3161 Time Stamping Authority (``--tsa``): timestamp the signatures made."""
 
     def __repr__(self) -> str:
         return "SealKeys(***)"
+
+    @property
+    def fingerprint(self) -> str:
+        return keys.fingerprint(self.signing_key.public_key())
+
+    @property
+    def signer_name(self) -> str:
+        return keys.signer_name(self.signing_key)
+
+    def timestamper(self) -> custody.Timestamper | None:
+        return timestamps.timestamper(self.tsa_url) if self.tsa_url else None
 
 
 @dataclass(frozen=True)
@@ -39,19 +53,27 @@ class SealedArchive:
     size: int
 
 
-def load_seal_keys(recipient: str, archive_key_env: str, signing_key: str) -> SealKeys:
-    """The keys to sign and seal with, checked up front (a missing key is exit 2, not 1)."""
+def load_seal_keys(
+    recipient: str, archive_key_env: str, signing_key: str, tsa_url: str = ""
+) -> SealKeys:
+    """The keys to sign and seal with, checked up front (a missing key, a passphrase too easy
+    to guess or an unusable TSA URL is exit 2, not 1)."""
     try:
         signer = keys.load_or_create_signing_key(signing_key or keys.default_signing_key_path())
+        if tsa_url:
+            timestamps.timestamper(tsa_url)
         if recipient:
-            return SealKeys(signer, recipient=keys.load_recipient(recipient))
-    except keys.KeyFileError as error:
+            return SealKeys(signer, recipient=keys.load_recipient(recipient), tsa_url=tsa_url)
+    except (keys.KeyFileError, timestamps.TimestampError) as error:
         raise SealKeyError(str(error)) from None
     if archive_key_env:
         value = os.environ.get(archive_key_env, "")
         if not value:
             raise SealKeyError(f"environment variable {archive_key_env} is not set or empty")
-        return SealKeys(signer, passphrase=value.encode())
+        problem = weakness(value)
+        if problem:
+            raise SealKeyError(f"{archive_key_env}: {problem}")
+        return SealKeys(signer, passphrase=value.encode(), tsa_url=tsa_url)
     raise SealKeyError(
         "no key to seal for: give --recipient (the lab's public key) or --password-env VAR, "
         "or --no-seal"
@@ -92,6 +114,7 @@ def open_seal(
         recipient=seal_keys.recipient,
         passphrase=seal_keys.passphrase,
         partial=partial,
+        timestamper=seal_keys.timestamper(),
     )
 
 
@@ -108,6 +131,7 @@ def seal_workspace(workspace: Workspace, out: Path, seal_keys: SealKeys) -> Seal
         recipient=seal_keys.recipient,
         passphrase=seal_keys.passphrase,
         partial=partial,
+        timestamper=seal_keys.timestamper(),
     )
     return record_sealed(workspace, result)
 

@@ -8,9 +8,11 @@ interrupted) file artifact to collected or failed:
    recorded in the journal with the observation, and a sparse staging file named by the
    artifact id is made.
 2. Up to ``parallel`` chunks are in flight (and no more than the process-wide limiter
-   allows). Each chunk: "get file" with offset and get_count, stream the content to the
-   staging file at its offset, hash it, fsync, mark it done in the journal, delete the
-   server's file object.
+   allows). Each chunk: ``LiveResponseSession.fetch_chunk`` streams its bytes to the staging
+   file at its offset (how the server serves part of a file, "get file" with offset and
+   count, HTTP Range, or one whole-file stream, is the session's business), then the chunk is
+   hashed, fsynced and marked done in the journal. ``release`` frees what the session kept
+   for the file once its chunks are fetched.
 3. The whole-file MD5, SHA-1 and SHA-256 follow the in-order prefix: the chunk at the front
    is hashed from the bytes as they arrive; a chunk that finished ahead of the front is read
    back once (from the page cache) when the front reaches it.
@@ -493,8 +495,10 @@ class TransferEngine:
             run = await self._prepare(current)
             run.ticket = ticket
             await self._transfer(run)
+            await self.session.release(run.path)
             return await self._finish(run)
         except _ArtifactFailed as failure:
+            await self.session.release(remote_path_of(current))
             failed = await asyncio.to_thread(
                 self.journal.mark_failed,
                 current.id,
@@ -638,8 +642,10 @@ class TransferEngine:
             done = await self._record_done(run, chunk, writer)
         finally:
             self._device_slots.release()
-        await run.hasher.finished(chunk.index, writer.received)
+        # Progress counts durable bytes: reported before the in-order hash catches up, which
+        # may wait behind an earlier chunk for most of a large file.
         self._report(run, done)
+        await run.hasher.finished(chunk.index, writer.received)
 
     async def _record_done(self, run: _Run, chunk: Chunk, writer: _ChunkWriter) -> Chunk:
         await run.syncer.sync()
@@ -722,21 +728,15 @@ class TransferEngine:
             file = await self.session.get_file(run.path, 0, None)
             await self._delete_object(file)
             return
-        wanted = chunk.length - received
-        file = await self.session.get_file(run.path, chunk.offset + received, wanted)
-        try:
-            if file.size > wanted:
-                raise _TooLong(chunk)
-            if file.size:
-                await self.session.download(file, sink)
-        finally:
-            await self._delete_object(file)
+        await self.session.fetch_chunk(
+            run.path, chunk.offset + received, chunk.length - received, sink
+        )
 
     async def _delete_object(self, file: FileObject) -> None:
         try:
             await self.session.delete_file_object(file)
         except LiveResponseError as error:
-            log.info("deleting file object %d: %s", file.id, error)
+            log.info("deleting file object %s: %s", file.id, error)
 
     def _report(self, run: _Run, chunk: Chunk) -> None:
         if self.progress is None:

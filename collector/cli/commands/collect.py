@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from collector.acquisition.runner import RunSettings
+from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list
 from collector.cli.exitcodes import (
     EXIT_CODES_HELP,
@@ -38,12 +39,7 @@ from collector.fleet.run import (
     settings_for,
 )
 from collector.fleet.runlog import close_run_log, open_run_log
-from collector.liveresponse.credentials import (
-    TOKEN_ON_COMMAND_LINE,
-    Credentials,
-    CredentialsError,
-    resolve_credentials,
-)
+from collector.liveresponse.credentials import CredentialsError
 from collector.liveresponse.sessions import SessionOptions
 from collector.packaging.sealing import SealKeyError, load_seal_keys
 from collector.transfer.engine import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
@@ -68,7 +64,7 @@ EXAMPLES = """examples:
       --examiner "Legal Ops" --out hold/ --password-env HOLD_PASS --credentials-profile prod
 
 Re-running the same command skips the devices already collected and resumes the others.
-The token comes from CBLR_TOKEN or ~/.carbonblack/credentials.defense, not from --token.
+The token comes from CBLR_TOKEN or a credentials file, not from --token.
 """
 
 RESUME_EXAMPLES = """examples:
@@ -81,6 +77,24 @@ class UsageError(Exception):
     """Bad usage, profile or configuration: exit 2 with one clear line."""
 
 
+MIN_CHUNK_SIZE = 64 * 1024
+"""Below this, the per-command cost of ``get file`` dominates and 250-command sessions run out."""
+MAX_CHUNK_SIZE = 256 * 1024**2
+"""Above this, a chunk in flight per ``--parallel`` slot holds too much memory."""
+
+
+def prepare_output_folder(out: Path) -> None:
+    """Make ``--out`` (and its parents) or say in one line why it cannot be used."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create it ({error.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: not writable by this user")
+
+
 def parse_size(text: str) -> int:
     units = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3}
     value = text.strip().lower()
@@ -89,14 +103,6 @@ def parse_size(text: str) -> int:
     if not number.isdigit() or unit not in units or int(number) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 8MiB or 1048576")
     return int(number) * units[unit]
-
-
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="server URL (or CBLR_URL, or the credentials file)")
-    parser.add_argument("--token", help="API key KEY/CONNECTOR_ID (prefer CBLR_TOKEN)")
-    parser.add_argument("--credentials-profile", metavar="NAME", help="section of the INI file")
-    parser.add_argument("--insecure", action="store_true", help="do not verify TLS (warns)")
-    parser.add_argument("--ca-bundle", metavar="PEM", help="trust this CA bundle for TLS")
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -137,16 +143,26 @@ def register(commands: Any) -> None:
         help="keep the staged plaintext copy after the archive is sealed and verified "
         "(by default only the journal and the run log stay)",
     )
-    _add_connection(collect)
+    add_connection(collect)
     sealing = collect.add_argument_group("sealing")
     key = sealing.add_mutually_exclusive_group()
     key.add_argument("--recipient", metavar="CERT_OR_PUBKEY.pem", help="the lab's public key")
     key.add_argument("--password-env", metavar="VAR", help="variable holding a passphrase")
     sealing.add_argument("--signing-key", metavar="KEY.pem", help="created if missing")
     sealing.add_argument("--no-seal", action="store_true", help="leave the workspace unsealed")
+    sealing.add_argument(
+        "--tsa", metavar="URL", help="RFC 3161 Time Stamping Authority for the signatures"
+    )
     tuning = collect.add_argument_group("transfer")
     tuning.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N")
-    tuning.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
+    tuning.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="SIZE",
+        help="bytes per get file command, 64KiB to 256MiB "
+        f"(default: {DEFAULT_CHUNK_SIZE // 1024**2}MiB)",
+    )
     tuning.add_argument("--verify-source", action="store_true", help="certutil hash on the host")
     tuning.add_argument("--max-sessions", type=int, default=10, metavar="N")
     _add_output(collect)
@@ -162,7 +178,7 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument("workspace", type=Path)
-    _add_connection(resume)
+    add_connection(resume)
     resume.add_argument("--password-env", metavar="VAR", help="passphrase variable, if sealing")
     _add_output(resume)
     resume.set_defaults(handler=run_resume)
@@ -174,21 +190,6 @@ def fail(command: str, message: str, code: int, args: argparse.Namespace | None 
     if args is not None and getattr(args, "json", False):
         print(json.dumps({"event": "error", "message": message, "exit_code": code}))
     return code
-
-
-def credentials_from(args: argparse.Namespace, recorded: RunSettings | None = None) -> Credentials:
-    if args.token:
-        print(TOKEN_ON_COMMAND_LINE, file=sys.stderr)
-    credentials = resolve_credentials(
-        url=args.url or (recorded.url if recorded else None),
-        token=args.token,
-        profile=args.credentials_profile or (recorded and recorded.credentials_profile) or None,
-        insecure=args.insecure or bool(recorded and recorded.insecure),
-        ca_bundle=args.ca_bundle or (recorded and recorded.ca_bundle) or None,
-    )
-    if not credentials.verify_tls:
-        print("warning: TLS certificates are not verified (--insecure)", file=sys.stderr)
-    return credentials
 
 
 def load_resolved(name_or_file: str) -> ResolvedProfile:
@@ -223,16 +224,25 @@ def run_collect(args: argparse.Namespace) -> int:
             raise UsageError("--max-sessions must be between 1 and 100")
         if args.checkin_timeout <= 0:
             raise UsageError("--checkin-timeout must be a positive number of seconds")
+        if not MIN_CHUNK_SIZE <= args.chunk_size <= MAX_CHUNK_SIZE:
+            raise UsageError(
+                f"--chunk-size must be between {MIN_CHUNK_SIZE // 1024} KiB and "
+                f"{MAX_CHUNK_SIZE // 1024**2} MiB"
+            )
+        prepare_output_folder(args.out)
         profile = load_resolved(args.profile)
         devices = device_list(args.device, args.devices)
         credentials = credentials_from(args)
         seal_keys = (
             None
             if args.no_seal
-            else load_seal_keys(args.recipient or "", args.password_env or "", args.signing_key)
+            else load_seal_keys(
+                args.recipient or "", args.password_env or "", args.signing_key, args.tsa or ""
+            )
         )
     except ProfileError as error:
-        message = f"profile {args.profile!r} is not valid: {_one_line(str(error))}"
+        # One problem a line, as 'profiles check' prints them (file:line: field: problem).
+        message = f"profile {args.profile!r} is not valid:\n{error}"
         return fail("collect", message, EXIT_USAGE, args)
     except (UsageError, DeviceListError, CredentialsError, SealKeyError) as error:
         return fail("collect", str(error), EXIT_USAGE, args)
@@ -256,6 +266,8 @@ def run_collect(args: argparse.Namespace) -> int:
         ca_bundle=args.ca_bundle or "",
         credentials_profile=args.credentials_profile or "",
         keep_workspace=args.keep_workspace,
+        api=credentials.api,
+        org_key=credentials.org_key,
     )
     try:
         jobs, finished = plan_devices(devices, template, profile, args)
@@ -410,6 +422,8 @@ def execute(
         workspace.create()
         handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
     settings = job.devices[0][2] if job.devices else None
+    if not (args.json or args.quiet):
+        print_signer(job.seal_keys, "signing with")
     started, began = utc_now(), time.monotonic()
     log.info(
         "%s: %d device(s) to run, %d finished earlier; server %s (%s); profile %s",
@@ -420,6 +434,8 @@ def execute(
         job.credentials.source,
         job.profile.name,
     )
+    if job.devices and not args.quiet:
+        print(job.credentials.describe(), file=sys.stderr)  # which file and section, no token
     reporter = make_reporter(json_lines=args.json, quiet=args.quiet)
     results: list[DeviceResult] = []
     try:
@@ -456,7 +472,26 @@ def execute(
             close_run_log(handler)
     position = {device: index for index, device in enumerate(order)}
     everything = sorted([*results, *finished], key=lambda r: position.get(r.device_id, 0))
-    return report(everything, args, command, started, time.monotonic() - began, settings)
+    signer = signer_of(job.seal_keys)
+    code = report(everything, args, command, started, time.monotonic() - began, settings, signer)
+    if not args.json and any(result.archive for result in everything):
+        print_signer(job.seal_keys, "signed by")
+    return code
+
+
+def signer_of(seal_keys: Any) -> dict[str, str] | None:
+    if seal_keys is None:
+        return None
+    return {"name": seal_keys.signer_name, "fingerprint": seal_keys.fingerprint}
+
+
+def print_signer(seal_keys: Any, what: str) -> None:
+    """The signing identity's name and fingerprint, so the examiner can tell the lab which
+    key to trust (``--json`` has it in the summary object instead)."""
+    if seal_keys is None:
+        return
+    name = f"{seal_keys.signer_name!r} " if seal_keys.signer_name else "(unnamed key) "
+    print(f"{what} {name}{seal_keys.fingerprint}")
 
 
 def report(
@@ -466,12 +501,15 @@ def report(
     started: str,
     seconds: float,
     settings: RunSettings | None,
+    signer: dict[str, str] | None = None,
 ) -> int:
     """The summary: a table (or one JSON object), ``case-summary.json``, and the exit code."""
     case_id = settings.case_id if settings else getattr(args, "case", "")
     summary = case_summary(
         results, case_id=case_id, started=started, finished=utc_now(), seconds=seconds
     )
+    if signer is not None:
+        summary["signer"] = signer
     out = Path(settings.out) if settings else getattr(args, "out", None)
     if out is not None:
         summary["summary_file"] = str(write_case_summary(Path(out), summary))

@@ -11,13 +11,19 @@ def register(commands: Any) -> None:
         "demo",
         help="run the emulator and a collection against it",
         description="Start the emulator on loopback, collect the triage profile from its "
-        "workstation, seal the archive for a demo lab key, verify it, and print the lab's "
-        "next commands.",
+        "workstation over the v6 API, seal the archive for a demo lab key, verify it, and "
+        "print the lab's next commands.",
         epilog="examples:\n  cblr-collect demo\n  cblr-collect demo --out /tmp/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--out", default="demo-out", help="folder for the results (default: demo-out)"
+    )
+    parser.add_argument(
+        "--api",
+        choices=("v3", "v6"),
+        default="v6",
+        help="the API dialect to speak to the emulator (default: v6, as Carbon Black Cloud)",
     )
     parser.set_defaults(handler=run)
 
@@ -25,4 +31,4 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from collector.cli.demo import run_demo
 
-    return run_demo(args.out)
+    return run_demo(args.out, args.api)

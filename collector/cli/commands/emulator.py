@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -31,27 +32,39 @@ def register(commands: Any) -> None:
         help="give every device this link model instead of the scenario's: loopback (no "
         "added latency), lan (100 ms a command), wan (1 s a command, 5 MB/s uploads a device)",
     )
+    parser.add_argument(
+        "--service",
+        default="",
+        metavar="KEY=VALUE,...",
+        help="service behaviours over the scenario's, e.g. partial_get=range,"
+        "content_url_ttl=5,status_case=upper (see emulator/service.py)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from emulator.faults import FaultPlan, FaultSpecError
-    from emulator.scenario import ScenarioError, link_preset
+    from emulator.scenario import ScenarioError, link_preset, load_scenario
     from emulator.server import EmulatorServer, serve
+    from emulator.service import ServiceSpecError
 
     try:
         faults = FaultPlan.parse(args.faults, args.fault_seed)
+        scenario = load_scenario(args.scenario)
         server = EmulatorServer(
-            args.scenario,
+            scenario,
             faults=faults,
             host=args.host,
             port=args.port,
             tls=args.tls,
             link=link_preset(args.link) if args.link else None,
+            service=scenario.service.overridden(args.service),
         )
-    except (FaultSpecError, ScenarioError) as exc:
+    except (FaultSpecError, ScenarioError, ServiceSpecError) as exc:
         print(f"cblr-collect emulator: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # Warnings (a client that went away mid-download) as one line each, nothing more.
+    logging.basicConfig(level=logging.WARNING, format="cblr-collect emulator: %(message)s")
     try:
         asyncio.run(serve(server))
     except OSError as exc:

@@ -7,6 +7,8 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,13 @@ from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 KEY_HELP = "the lab's private key (PEM) the archive was sealed for"
 PASSWORD_ENV_HELP = "environment variable holding the passphrase (never pass it as an argument)"
+TRUST_HELP = (
+    "a signing key you trust: its .pub file, a folder of them, or its fingerprint "
+    "(sha256:...); repeatable. Also trusted: every .pub in ~/.config/cblr-collect/trusted/ "
+    "and your own default signing key"
+)
+TSA_HELP = "RFC 3161 Time Stamping Authority URL: timestamp each signature made here"
+RECEIPT_HELP = "where to write this record's receipt (default: ARCHIVE.receipt-SEQ.json)"
 
 
 class UsageProblem(Exception):
@@ -32,6 +41,7 @@ def register(commands: Any) -> None:
     target.add_argument("--recipient", metavar="CERT_OR_PUBKEY.pem", help="the lab's public key")
     target.add_argument("--password-env", metavar="VAR", help=PASSWORD_ENV_HELP)
     seal.add_argument("--signing-key", metavar="KEY.pem", help="the key that signed the manifest")
+    seal.add_argument("--tsa", metavar="URL", help=TSA_HELP)
     seal.set_defaults(handler=run_seal)
 
     verify = commands.add_parser("verify", help="verify a sealed archive or unsealed folder")
@@ -46,6 +56,8 @@ def register(commands: Any) -> None:
     verify.add_argument(
         "--signing-key", metavar="KEY.pem", help="the verifier's key for --record (made if missing)"
     )
+    verify.add_argument("--tsa", metavar="URL", help=TSA_HELP + " (with --record)")
+    verify.add_argument("--receipt", metavar="FILE", help=RECEIPT_HELP + " (with --record)")
     verify.set_defaults(handler=run_verify)
 
     unseal = commands.add_parser("unseal", help="restore a sealed archive into a folder")
@@ -61,16 +73,42 @@ def register(commands: Any) -> None:
     handoff.add_argument("--received-by", required=True, metavar="NAME")
     handoff.add_argument("--purpose", required=True, metavar="TEXT")
     handoff.add_argument("--signing-key", metavar="KEY.pem", help="created if it does not exist")
+    handoff.add_argument("--tsa", metavar="URL", help=TSA_HELP)
+    handoff.add_argument("--receipt", metavar="FILE", help=RECEIPT_HELP)
     handoff.set_defaults(handler=run_custody)
 
     keygen = commands.add_parser("keygen", help="create signing and recipient key pairs")
     keygen.add_argument("--out", required=True, metavar="PREFIX")
     keygen.add_argument("--recipient-type", choices=("x25519", "rsa"), default="x25519")
     keygen.add_argument("--passphrase-env", metavar="VAR", help="encrypt the private keys")
+    keygen.add_argument(
+        "--name",
+        default="",
+        metavar="NAME",
+        help="whose signing identity this is (an examiner or a team); shown beside its "
+        "fingerprint wherever it signs",
+    )
     keygen.set_defaults(handler=run_keygen)
 
 
 def _add_identity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust", action="append", default=[], metavar="KEY.pub|FINGERPRINT", help=TRUST_HELP
+    )
+    parser.add_argument(
+        "--expect-receipt",
+        action="append",
+        default=[],
+        metavar="FILE|HEAD",
+        help="a custody receipt you kept (or its head hash): fail unless the custody sidecar "
+        "still reaches it; repeatable",
+    )
+    parser.add_argument(
+        "--tsa-chain",
+        metavar="PEM",
+        help="the TSA's certificate chain (root and intermediates): every RFC 3161 timestamp "
+        "must then be present and verify",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--identity", metavar="KEY.pem", help=KEY_HELP)
     group.add_argument("--password-env", metavar="VAR", help=PASSWORD_ENV_HELP)
@@ -107,6 +145,44 @@ def _secret_from_env(variable: str) -> bytes:
     if not value:
         raise UsageProblem(f"environment variable {variable} is not set or empty")
     return value.encode()
+
+
+def _strong(value: bytes, source: str) -> bytes:
+    """A passphrase to seal with, refused when too easy to guess (opening takes any)."""
+    from evidence.passphrase import weakness
+
+    problem = weakness(value.decode(errors="replace"))
+    if problem:
+        raise UsageProblem(f"{source}: {problem}")
+    return value
+
+
+def _assurance(args: argparse.Namespace) -> Any:
+    """What this verifier brings: trusted keys, expected receipts, the TSA chain."""
+    from evidence.assurance import Assurance
+    from evidence.receipts import ReceiptError, load_expectation
+    from evidence.timestamps import TimestampError, load_chain
+    from evidence.trust import TrustError, load_trust
+
+    try:
+        own = [Path(args.signing_key)] if getattr(args, "signing_key", None) else []
+        trust = load_trust(args.trust, own_keys=own)
+        expectations = [load_expectation(value) for value in args.expect_receipt]
+        chain = load_chain(args.tsa_chain) if args.tsa_chain else None
+    except (TrustError, ReceiptError, TimestampError) as exc:
+        raise UsageProblem(str(exc)) from None
+    return Assurance(trust, tuple(expectations), chain)
+
+
+def _timestamper(args: argparse.Namespace) -> Any:
+    from evidence.timestamps import TimestampError, timestamper
+
+    if not getattr(args, "tsa", None):
+        return None
+    try:
+        return timestamper(args.tsa)
+    except TimestampError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 def _prompt_passphrase(confirm: bool) -> bytes:
@@ -182,7 +258,9 @@ def _seal_workspaces(args: argparse.Namespace, workspaces: list[Any]) -> int:
                 run = RunSettings.from_settings(journal.settings())
             recipient = args.recipient or ("" if args.password_env else run.recipient)
             variable = args.password_env or ("" if args.recipient else run.archive_key_env)
-            keys = load_seal_keys(recipient, variable, args.signing_key or run.signing_key)
+            keys = load_seal_keys(
+                recipient, variable, args.signing_key or run.signing_key, args.tsa or ""
+            )
             out = Path(args.out) if args.out else Path(run.out)
             with workspace:
                 sealed = seal_workspace(workspace, out, keys)
@@ -195,7 +273,22 @@ def _seal_workspaces(args: argparse.Namespace, workspaces: list[Any]) -> int:
     return code
 
 
+@contextmanager
+def _owning_workspace_lock(folder: Path) -> Iterator[None]:
+    """A workspace's ``collection`` folder is sealed under that workspace's lock, the one
+    ``seal WORKSPACE`` and ``collect`` take: one collection, one archive at a time."""
+    from collector.transfer.workspace import Workspace
+
+    owner = Workspace(folder.resolve().parent)
+    if folder.resolve() != owner.collection or not owner.exists():
+        yield
+        return
+    with owner:
+        yield
+
+
 def run_seal(args: argparse.Namespace) -> int:
+    from collector.transfer.workspace import WorkspaceError
     from evidence import keys
     from evidence.seal import SealError, seal_collection
 
@@ -209,10 +302,11 @@ def run_seal(args: argparse.Namespace) -> int:
         passphrase = None
         if recipient is None:
             passphrase = (
-                _secret_from_env(args.password_env)
+                _strong(_secret_from_env(args.password_env), args.password_env)
                 if args.password_env
-                else _prompt_passphrase(confirm=True)
+                else _strong(_prompt_passphrase(confirm=True), "the passphrase typed")
             )
+        timestamper = _timestamper(args)
     except (UsageProblem, keys.KeyFileError) as exc:
         return _fail("seal", str(exc))
     code = EXIT_OK
@@ -220,18 +314,28 @@ def run_seal(args: argparse.Namespace) -> int:
         out_dir = Path(args.out) if args.out else folder.parent
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            result = seal_collection(
-                folder,
-                out_dir / _archive_name(folder),
-                signing_key,
-                recipient=recipient,
-                passphrase=passphrase,
-            )
-        except (SealError, ValueError, OSError) as exc:
+            with _owning_workspace_lock(folder):
+                result = seal_collection(
+                    folder,
+                    out_dir / _archive_name(folder),
+                    signing_key,
+                    recipient=recipient,
+                    passphrase=passphrase,
+                    timestamper=timestamper,
+                )
+        except (SealError, WorkspaceError, ValueError, OSError) as exc:
             code = _fail("seal", f"{folder}: {exc}", EXIT_PARTIAL)
             continue
         print(f"sealed {result.archive} sha256={result.sha256} size={result.size}")
     return code
+
+
+def _verdict(report: Any) -> str:
+    if not report.ok:
+        return f"FAILED: {', '.join(c.name for c in report.failures)}"
+    if report.unverified:
+        return "NOT VERIFIED: consistent, but the signer is unverified (no trusted keys given)"
+    return "VERIFIED"
 
 
 def _print_report(report: Any, as_json: bool) -> None:
@@ -245,18 +349,22 @@ def _print_report(report: Any, as_json: bool) -> None:
     for check in report.checks:
         status = "OK  " if check.ok else "FAIL"
         print(f"  {status}  {check.name.ljust(width)}  {check.detail}")
-    verdict = "VERIFIED" if report.ok else f"FAILED: {', '.join(c.name for c in report.failures)}"
-    print(verdict)
+    for warning in report.warnings:
+        print(f"  WARN  {warning}")
+    for line in report.unverified:
+        print(line)
+    print(_verdict(report))
 
 
 def _open_and_run(args: argparse.Namespace, command: str, action: Any) -> int:
     from evidence import archive, envelope, keys
 
     try:
+        checks = _assurance(args)
         identity, passphrase = (None, None)
         if Path(args.archive).is_file():
             identity, passphrase = _opening_secrets(args)
-        report = action(identity, passphrase)
+        report = action(identity, passphrase, checks)
     except (UsageProblem, keys.KeyFileError) as exc:
         return _fail(command, str(exc))
     except (archive.ArchiveError, envelope.EnvelopeError, ValueError, OSError) as exc:
@@ -272,13 +380,13 @@ def run_verify(args: argparse.Namespace) -> int:
     from evidence.verify import verify_archive, verify_folder
 
     if Path(args.archive).is_dir():
-        if args.record:
-            return _fail("verify", "--record needs a sealed archive, not a folder")
-        return _open_and_run(args, "verify", lambda _i, _p: verify_folder(args.archive))
+        if args.record or args.expect_receipt:
+            return _fail("verify", "--record and --expect-receipt need a sealed archive")
+        return _open_and_run(args, "verify", lambda _i, _p, c: verify_folder(args.archive, c))
     reports: list[Any] = []
 
-    def action(identity: Any, secret: bytes | None) -> Any:
-        reports.append(verify_archive(args.archive, identity, secret, _limits(args)))
+    def action(identity: Any, secret: bytes | None, checks: Any) -> Any:
+        reports.append(verify_archive(args.archive, identity, secret, _limits(args), checks))
         return reports[-1]
 
     code = _open_and_run(args, "verify", action)
@@ -288,29 +396,69 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _record_verification(args: argparse.Namespace, report: Any) -> int:
-    """Append the verdict to the sidecar, signed by the verifier; 0 when recorded."""
+    """Append the verdict to the sidecar, signed by the verifier, and write its receipt;
+    0 when recorded."""
     from evidence import custody, keys
 
     failed = [check.name for check in report.failures]
     try:
+        _refuse_existing_receipt(args)
         signing_key = keys.load_or_create_signing_key(
             args.signing_key or keys.default_signing_key_path()
         )
-        event = custody.record_verification(args.archive, report.ok, failed, signing_key)
-    except keys.KeyFileError as exc:
+        event = custody.record_verification(
+            args.archive,
+            report.ok,
+            failed,
+            signing_key,
+            timestamper=_timestamper(args),
+            signer_unverified=bool(report.unverified),
+        )
+        receipt = _write_receipt(args, event, signing_key)
+    except (keys.KeyFileError, UsageProblem) as exc:
         return _fail("verify", str(exc))
-    except (custody.CustodyChainError, OSError) as exc:
+    except (custody.CustodyChainError, ValueError, OSError) as exc:
         return _fail("verify", f"could not record the result: {exc}", EXIT_PARTIAL)
     print(f"recorded verification #{event['seq']} in {custody.sidecar_path(args.archive)}")
+    _print_receipt(receipt)
     return 0
+
+
+def _refuse_existing_receipt(args: argparse.Namespace) -> None:
+    """Before anything is appended: a receipt is never written over another one."""
+    if args.receipt and Path(args.receipt).exists():
+        raise UsageProblem(f"--receipt {args.receipt} exists; receipts are never overwritten")
+
+
+def _write_receipt(args: argparse.Namespace, event: dict[str, Any], signing_key: Any) -> Any:
+    from evidence import receipts
+
+    archive = Path(args.archive)
+    receipt = receipts.make_receipt(archive, event, signing_key)
+    target = (
+        Path(args.receipt)
+        if args.receipt
+        else receipts.default_receipt_path(archive, int(event["seq"]))
+    )
+    return receipts.write_receipt(target, receipt), receipt
+
+
+def _print_receipt(written: tuple[Path, dict[str, Any]]) -> None:
+    path, receipt = written
+    who = f"{receipt['signer_name']!r} " if receipt["signer_name"] else ""
+    print(f"receipt {path} (keep it apart from the archive; check later with --expect-receipt)")
+    print(f"  events        {receipt['events']}")
+    print(f"  head          {receipt['head']}")
+    print(f"  archive sha256 {receipt['archive_sha256']}")
+    print(f"  signed by     {who}{receipt['signer']}")
 
 
 def run_unseal(args: argparse.Namespace) -> int:
     from evidence.unseal import UnsealError, unseal_archive
 
-    def action(identity: Any, secret: bytes | None) -> Any:
+    def action(identity: Any, secret: bytes | None, checks: Any) -> Any:
         try:
-            return unseal_archive(args.archive, args.out, identity, secret, _limits(args))
+            return unseal_archive(args.archive, args.out, identity, secret, _limits(args), checks)
         except UnsealError as exc:
             raise ValueError(f"refused: {exc}") from None
 
@@ -321,16 +469,24 @@ def run_custody(args: argparse.Namespace) -> int:
     from evidence import custody, keys
 
     try:
+        _refuse_existing_receipt(args)
         key_path = args.signing_key or keys.default_signing_key_path()
         signing_key = keys.load_or_create_signing_key(key_path)
         event = custody.record_handoff(
-            args.archive, args.released_by, args.received_by, args.purpose, signing_key
+            args.archive,
+            args.released_by,
+            args.received_by,
+            args.purpose,
+            signing_key,
+            timestamper=_timestamper(args),
         )
-    except keys.KeyFileError as exc:
+        receipt = _write_receipt(args, event, signing_key)
+    except (keys.KeyFileError, UsageProblem) as exc:
         return _fail("custody", str(exc))
     except (custody.CustodyChainError, ValueError, OSError) as exc:
         return _fail("custody", str(exc), EXIT_PARTIAL)
     print(f"recorded handoff #{event['seq']} in {custody.sidecar_path(args.archive)}")
+    _print_receipt(receipt)
     return EXIT_OK
 
 
@@ -339,10 +495,12 @@ def run_keygen(args: argparse.Namespace) -> int:
 
     try:
         passphrase = _secret_from_env(args.passphrase_env) if args.passphrase_env else None
-        generated = keys.generate_keys(args.out, args.recipient_type, passphrase)
+        generated = keys.generate_keys(args.out, args.recipient_type, passphrase, args.name)
     except (UsageProblem, keys.KeyFileError, OSError) as exc:
         return _fail("keygen", str(exc))
+    name = keys.clean_name(args.name)
     print(f"signing key   {generated.signing_private} (public {generated.signing_public})")
+    print(f"  identity    {name!r}" if name else "  identity    (unnamed: give --name)")
     print(f"  fingerprint {generated.signing_fingerprint}")
     print(f"recipient key {generated.recipient_private} (public {generated.recipient_public})")
     print(f"  fingerprint {generated.recipient_fingerprint}")

@@ -43,6 +43,9 @@ def register(commands: Any) -> None:
     )
     importer.add_argument("files", nargs="+", metavar="FILE", help=".tkape or definitions .yaml")
     importer.add_argument("--out", metavar="FILE", help="write the profile here (default stdout)")
+    importer.add_argument(
+        "--force", action="store_true", help="overwrite --out if it exists (default: refuse)"
+    )
     importer.add_argument("--name", help="the new profile's name")
     importer.add_argument(
         "--only",
@@ -118,7 +121,7 @@ def _what(fields: dict[str, Any]) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from profiles import ProfileError, builtin_library, check_profile_file
+    from profiles import ProfileError, builtin_library, check_profile_file, variable_notes
 
     library = builtin_library()
     status = EXIT_OK
@@ -129,6 +132,8 @@ def run_check(args: argparse.Namespace) -> int:
             print(str(exc), file=sys.stderr)
             status = EXIT_USAGE
             continue
+        for note in variable_notes(resolved):
+            print(f"{file}: note: {note}", file=sys.stderr)
         print(f"{file}: ok, profile {resolved.name}, {len(resolved.artifacts)} artifacts")
     return status
 
@@ -137,6 +142,8 @@ def run_import(args: argparse.Namespace) -> int:
     from profiles import ProfileError, dump_profile, load_profile_text
     from profiles.importing import import_files
 
+    if args.out and Path(args.out).exists() and not args.force:
+        return _fail(f"{args.out} exists; give --force to overwrite it")
     try:
         result = import_files([Path(f) for f in args.files], args.only, args.name or "")
     except (OSError, ValueError) as exc:

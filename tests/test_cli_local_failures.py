@@ -1,0 +1,65 @@
+"""Local problems a user can fix: one line on stderr and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_harness import PASSPHRASE, PASSWORD_VAR, clean_env, run_cli
+
+BASE = ["collect", "--device", "7", "--case", "C-1", "--examiner", "E", "--password-env"]
+
+
+def collect(tmp_path: Path, *extra: str):
+    env = clean_env(tmp_path, CBLR_URL="https://127.0.0.1:9", **{PASSWORD_VAR: PASSPHRASE})
+    return run_cli(*BASE, PASSWORD_VAR, *extra, env=env, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("make", "out", "message"),
+    [
+        (lambda root: (root / "afile").write_text("x"), "afile", "exists and is not a folder"),
+        (
+            lambda root: (root / "afile").write_text("x"),
+            "afile/inside",
+            "cannot create it (Not a directory)",
+        ),
+    ],
+    ids=["out-is-a-file", "out-under-a-file"],
+)
+def test_an_unusable_out_folder_is_one_line_and_exit_2(
+    tmp_path: Path, make, out: str, message: str
+) -> None:
+    make(tmp_path)
+    result = collect(tmp_path, "--out", out)
+    assert result.returncode == 2
+    assert result.stderr == f"cblr-collect collect: --out {out}: {message}\n"
+
+
+@pytest.mark.parametrize("size", ["1K", "32KiB", "300MiB"])
+def test_a_chunk_size_outside_its_bounds_is_refused(tmp_path: Path, size: str) -> None:
+    result = collect(tmp_path, "--out", "out", "--chunk-size", size)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "cblr-collect collect: --chunk-size must be between 64 KiB and 256 MiB\n"
+    )
+
+
+def test_a_bad_profile_lists_its_problems_one_per_line_as_profiles_check_does(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "bad.yaml"
+    profile.write_text(
+        "name: bad\nartifacts:\n  - {name: a, kind: file}\n  - {name: b, kind: nope}\n",
+        encoding="utf-8",
+    )
+    checked = run_cli("profiles", "check", profile, env=clean_env(tmp_path), cwd=tmp_path)
+    result = collect(tmp_path, "--out", "out", "--profile", str(profile))
+
+    assert (checked.returncode, result.returncode) == (2, 2)
+    problems = checked.stderr.splitlines()
+    assert len(problems) == 2
+    assert result.stderr.splitlines() == [
+        f"cblr-collect collect: profile {str(profile)!r} is not valid:",
+        *problems,
+    ]

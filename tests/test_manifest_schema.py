@@ -1,0 +1,102 @@
+"""The manifest's schema versions: 2 holds observations as objects; archives of version 1 verify.
+
+``tests/data/manifest_v1`` is an archive sealed by the collector before the change (schema 1,
+observations as JSON strings), its custody sidecar and its signer's public key. Its passphrase
+is below: it protects nothing but this fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_harness import (
+    PASSPHRASE,
+    PASSWORD_VAR,
+    TOKEN,
+    Emulator,
+    clean_env,
+    device,
+    emulator_process,
+    run_cli,
+    write_scenario,
+)
+
+V1_FIXTURE = Path(__file__).parent / "data" / "manifest_v1"
+V1_ARCHIVE = "FIXTURE-V1-device-37191-20261204T151407Z.zip"
+V1_PASSPHRASE = "schema-v1 fixture passphrase, not a secret"
+DEVICE = 120
+NOTES = "observed before and after\n"
+PROFILE = """\
+name: one-file
+description: one small file
+artifacts:
+  - {name: notes, kind: file, path: 'C:\\data\\notes.txt'}
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    folder = tmp_path_factory.mktemp("schema")
+    scenario = write_scenario(
+        folder / "scenario.yaml", [device(DEVICE, [{"path": "C:\\data\\notes.txt", "text": NOTES}])]
+    )
+    with emulator_process(scenario, folder) as running:
+        yield running
+
+
+def manifest_of(unsealed: Path) -> dict:
+    return json.loads((unsealed / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_an_archive_sealed_with_schema_1_still_verifies_and_unseals(tmp_path: Path) -> None:
+    for item in V1_FIXTURE.iterdir():
+        shutil.copy(item, tmp_path / item.name)
+    env = clean_env(tmp_path, V1_PASS=V1_PASSPHRASE)
+
+    trust = ("--trust", "signer.pub.pem")
+    verified = run_cli(
+        "verify", V1_ARCHIVE, "--password-env", "V1_PASS", *trust, env=env, cwd=tmp_path
+    )
+    opened = run_cli(
+        "unseal", V1_ARCHIVE, "--out", "v1", "--password-env", "V1_PASS", *trust,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert "schema cblr-collector.manifest v1" in verified.stdout, verified.stdout
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    manifest = manifest_of(tmp_path / "v1")
+    assert manifest["schema_version"] == 1
+    hosts = next(a for a in manifest["artifacts"] if a["name"] == "Hosts file")
+    assert [json.loads(text)["size"] for text in hosts["observations"]] == [924, 924]
+
+
+def test_a_new_manifest_holds_observations_as_objects(emulator: Emulator, tmp_path: Path) -> None:
+    (tmp_path / "one-file.yaml").write_text(PROFILE, encoding="utf-8")
+    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
+    collected = run_cli(
+        "collect", "--device", str(DEVICE), "--profile", "one-file.yaml", "--case", "SCHEMA-2",
+        "--examiner", "Schema", "--out", "out", "--password-env", PASSWORD_VAR,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr
+    archive = next((tmp_path / "out").glob("*.zip"))
+    opened = run_cli(
+        "unseal", archive, "--out", "unsealed", "--password-env", PASSWORD_VAR,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    # The collecting user's own default signing key signed it: trusted on this machine.
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+
+    manifest = manifest_of(tmp_path / "unsealed")
+    assert manifest["schema_version"] == 2
+    (notes,) = manifest["artifacts"]
+    assert sorted(notes["observations"]) == ["after", "before"]
+    for observed in notes["observations"].values():
+        assert observed["exists"] is True
+        assert observed["size"] == len(NOTES)
+        assert observed["observed_utc"].endswith("Z")

@@ -1,0 +1,110 @@
+"""What a person sees while a memory image is dumped and fetched, and what --json emits.
+
+The device dumps 16 MiB at 4 MiB/s and uploads it at 4 MiB/s, so each phase lasts seconds:
+the dump shows a percent, the transfer a bytes total with the image's real size, and the JSON
+stream carries byte counts all along (not one burst at the end). The terminal is a real one:
+tmux at 80x24, captured while the command runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli_harness import (
+    CLI,
+    PASSPHRASE,
+    TOKEN,
+    Emulator,
+    clean_env,
+    device,
+    emulator_process,
+    json_lines,
+    run_cli,
+    write_scenario,
+)
+
+DEVICE = 150
+MEMORY = 16 * 1024 * 1024
+SLOW = {"checkin_delay": 0.05, "command_latency": 0.0, "upload_bandwidth": "4MiB"}
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    folder = tmp_path_factory.mktemp("progress")
+    spec = device(DEVICE, link={**SLOW, "memdump_rate": "4MiB"})
+    spec["memory"] = {"size": "16MiB", "seed": 9}
+    with emulator_process(write_scenario(folder / "scenario.yaml", [spec]), folder) as running:
+        yield running
+
+
+def collect_args(out: str) -> list[str]:
+    return [
+        "collect", "--device", str(DEVICE), "--profile", "memory", "--case", "MEM-1",
+        "--examiner", "Progress", "--out", out, "--no-seal", "--chunk-size", "256KiB",
+    ]  # fmt: skip
+
+
+def test_json_reports_the_image_size_and_bytes_all_along(emulator: Emulator, tmp_path: Path):
+    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN)
+    result = run_cli(*collect_args("out"), "--json", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    (image,) = [e for e in events if e["event"] == "artifact_started" and e["kind"] == "memdump"]
+    percents = [e["percent"] for e in events if e["event"] == "memdump_progress"]
+    (sized,) = [e for e in events if e["event"] == "transfer_started"]
+    counted = [
+        e["bytes"]
+        for e in events
+        if e["event"] == "bytes" and e["artifact_id"] == image["artifact_id"]
+    ]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert (sized["artifact_id"], sized["size"]) == (image["artifact_id"], MEMORY)
+    assert sum(counted) == MEMORY
+    # Four seconds of upload, a byte count at least once a second: several, not one burst.
+    assert len(counted) >= 3, counted
+
+
+@pytest.mark.skipif(
+    shutil.which("tmux") is None and not __import__("os").environ.get("CI"),
+    reason="tmux (Debian package) is not installed; .ci/run installs it",
+)
+def test_the_terminal_shows_a_percent_then_a_bytes_bar_at_80_columns(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, PASS=PASSPHRASE)
+    env.pop("COLUMNS"), env.pop("NO_COLOR"), env.update(TERM="xterm-256color")
+    session = f"cblr-progress-{DEVICE}"
+    command = " ".join([CLI, *collect_args(str(tmp_path / "out"))]) + "; sleep 60"
+    tmux = ["tmux", "-L", session]
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command],
+        env=env, cwd=tmp_path, check=True, timeout=30,
+    )  # fmt: skip
+    screens: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            screen = subprocess.run(
+                [*tmux, "capture-pane", "-p", "-t", session],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout  # fmt: skip
+            screens.append(screen)
+            if "collection summary" in screen:
+                break
+            time.sleep(0.2)
+    finally:
+        subprocess.run([*tmux, "kill-server"], timeout=30, check=False)
+    lines = [line for screen in screens for line in screen.splitlines()]
+    dumping = [line for line in lines if "writing the memory dump on device" in line]
+    # 16 MiB is below the size that gets a bar of its own: the total bar learns its size.
+    fetching = [line for line in lines if line.startswith("total")]
+    assert "collection summary" in screens[-1]
+    assert any(line.rstrip().endswith("%") or "% " in line for line in dumping), dumping
+    assert any("/16.8 MB" in line for line in fetching), fetching
+    assert all(len(line) <= 80 for line in lines)
+    assert not any("/0 " in line or "/0.0 " in line for line in lines if "total" in line)
