@@ -532,6 +532,7 @@ def test_help_documents_every_exit_code(command: str, tmp_path: Path) -> None:
         "2",
         "3",
         "130",
+        "141",
         "143",
     ]
     assert "130  interrupted (Ctrl-C); resumable with: cblr-collect resume WORKSPACE" in (
