@@ -459,6 +459,27 @@ def test_the_workspace_keeps_only_the_journal_and_the_log(shadow_run: Run) -> No
     assert entry["plaintext_removed"] is True
 
 
+def test_an_archive_sealed_for_a_recipient_also_leaves_no_plaintext(lab: Lab) -> None:
+    """The collector cannot open it; the sidecar's signed hash of the archive is the proof."""
+    keys = run_cli("keygen", "--out", lab.home / "lab" / "lab", env=lab.env(), cwd=lab.home)
+    assert keys.returncode == 0, keys.stderr
+    out = lab.home / "for-recipient"
+    result = run_cli(
+        *("collect", "--device", str(WITH_VSS), "--profile", lab.profile, "--case", CASE),
+        *("--examiner", "E", "--out", out, "--json"),
+        *("--recipient", lab.home / "lab" / "lab.recipient.pub"),
+        env=lab.env(),
+        cwd=lab.home,
+    )
+    assert result.returncode == 0, result.stderr
+    (entry,) = json_lines(result.stdout)[-1]["devices"]
+    assert entry["plaintext_removed"] is True
+    workspace = out / "workspaces" / f"device-{WITH_VSS}"
+    assert not (workspace / "staging").exists()
+    assert not (workspace / "collection").exists()
+    assert (workspace / "journal.sqlite").is_file()
+
+
 def test_sealing_again_after_the_plaintext_went_says_why_it_cannot(
     lab: Lab, shadow_run: Run
 ) -> None:
