@@ -210,8 +210,9 @@ class Acquirer:
         """Decide how the bytes will be read: the file itself, or a copy made on the host.
 
         A hive or a file the profile expects to be locked is probed with a one-byte read
-        first; if the OS holds it without sharing, a hive is written out with ``reg save``
-        and any other file is copied through a volume shadow copy with ``esentutl /vss``.
+        first; if the OS holds it without sharing, it is copied through a volume shadow copy
+        with ``esentutl /vss`` (a hive with ``reg save`` when that fails). The source is
+        listed before and after the copy: its own times, and whether it moved meanwhile.
         """
         if artifact.kind == "memdump":
             await self._dump_memory(artifact)
@@ -222,6 +223,13 @@ class Acquirer:
         if not await self._is_locked(artifact.source):
             return
         before = await self._source_before(artifact)
+        await self._copy_locked(artifact, save_key)
+        after = await self._observe_source(artifact.source)
+        await self._note(artifact.id, {"source_observations": {"before": before, "after": after}})
+
+    async def _copy_locked(self, artifact: Artifact, save_key: str | None) -> None:
+        """The raw file through a shadow copy; a hive whose shadow copy fails (VSS disabled)
+        is saved with ``reg save`` instead, and the shadow copy's failure is recorded."""
         try:
             await self._copy_on_host(
                 artifact,
@@ -245,8 +253,6 @@ class Acquirer:
                 REG_SAVE,
                 lambda temp: f"reg.exe save {quote_argument(save_key)} {quote_argument(temp)} /y",
             )
-        after = await self._observe_source(artifact.source)
-        await self._note(artifact.id, {"source_observations": {"before": before, "after": after}})
 
     async def _delete_if_made(self, path: str) -> None:
         """Remove what a failed copy may have left: usually nothing, which is not news."""
