@@ -46,13 +46,23 @@ MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 CASE_FILE = "case.jsonld"
 ARTIFACTS_DIR = "artifacts"
-DOCUMENT_FILES = (
-    custody.CUSTODY_FILE,
-    CASE_FILE,
-    *SUMS_FILES.values(),
-    *copylog.DOCUMENTS,
-)
-"""Files whose SHA-256 the manifest records (everything but the manifest and signature)."""
+REQUIRED_DOCUMENT_FILES = (custody.CUSTODY_FILE, CASE_FILE, *SUMS_FILES.values())
+"""Documents every collection holds, whatever its age."""
+DOCUMENT_FILES = (*REQUIRED_DOCUMENT_FILES, *copylog.DOCUMENTS)
+"""Files whose SHA-256 the manifest records (everything but the manifest and signature), as
+``build_collection`` writes them today."""
+
+
+def document_files(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The documents a collection must hold: the required ones, and the others its (signed)
+    manifest records; a collection sealed before the copy log, bodyfile and run log were
+    sealed records none of them."""
+    recorded = manifest.get("documents")
+    if not isinstance(recorded, dict):
+        recorded = {}
+    return tuple(
+        name for name in DOCUMENT_FILES if name in REQUIRED_DOCUMENT_FILES or name in recorded
+    )
 
 
 class CollectionError(ValueError):

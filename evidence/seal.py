@@ -17,7 +17,7 @@ from evidence import archive as archive_format
 from evidence import custody, envelope, keys
 from evidence.canonical import parse_canonical
 from evidence.filetimes import EntryTimes
-from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
+from evidence.manifest import MANIFEST_FILE, SIGNATURE_FILE, document_files
 from evidence.verify import FolderContents, Report, check_collection
 
 
@@ -147,7 +147,7 @@ class StreamingSeal:
         try:
             manifest, manifest_bytes = checked or checked_collection(root, self._signing_key)
             self._require_listed(manifest)
-            for name in (MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES):
+            for name in (MANIFEST_FILE, SIGNATURE_FILE, *document_files(manifest)):
                 self.add_file(archive_format.MemberSource(name, root / name))
             written = self._writer.close()
             with open(self._partial, "rb") as handle:

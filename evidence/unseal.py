@@ -19,7 +19,7 @@ from evidence import assurance, innerzip, keys
 from evidence.archive import BLOCK, ArchiveError
 from evidence.canonical import CanonicalFormError, parse_pretty
 from evidence.filetimes import apply_source_times
-from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
+from evidence.manifest import MANIFEST_FILE, SIGNATURE_FILE, document_files
 from evidence.verify import (
     MAX_DOCUMENT_BYTES,
     FolderContents,
@@ -70,7 +70,7 @@ def _listed_sizes(inner: zipfile.ZipFile, payload: Path) -> dict[str, int | None
     except (ArchiveError, CanonicalFormError, KeyError, TypeError, ValueError) as exc:
         detail = str(exc) if isinstance(exc, ArchiveError | CanonicalFormError) else "malformed"
         raise UnsealError(f"{MANIFEST_FILE} is unreadable ({detail})") from None
-    for document in (MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES):
+    for document in (MANIFEST_FILE, SIGNATURE_FILE, *document_files(manifest)):
         listed[document] = None
     return listed
 

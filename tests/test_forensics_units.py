@@ -20,6 +20,7 @@ from emulator.registry import RegKey, to_hive_tree
 from evidence.copylog import render_bodyfile, render_copy_log
 from evidence.filetimes import EntryTimes, apply_source_times, read_ntfs_extra
 from evidence.hashes import Digests
+from evidence.manifest import document_files
 from evidence.outcomes import summary_problems, tally
 from evidence.records import ArtifactRecord
 
@@ -221,3 +222,11 @@ def test_every_counted_recovery_is_a_message_its_module_still_logs() -> None:
         module = importlib.import_module(logger)
         assert f'"{template}"' in inspect.getsource(module), (logger, template, kind)
     assert set(RECOVERIES.values()) == {"retries", "session_reopens", "faults"}
+
+
+def test_a_collection_must_hold_the_documents_its_manifest_records() -> None:
+    required = ["custody.jsonl", "case.jsonld", "SHA256SUMS", "SHA1SUMS", "MD5SUMS"]
+    assert list(document_files({"documents": {}})) == required  # sealed before the copy log
+    assert list(document_files({"documents": "copy-log.csv"})) == required
+    recorded = {"documents": {"copy-log.csv": "0" * 64, "run.log": "1" * 64}}
+    assert list(document_files(recorded)) == [*required, "copy-log.csv", "run.log"]
