@@ -131,29 +131,40 @@ def write_case_summary(out: Path, summary: dict[str, Any]) -> Path:
     return target
 
 
-def survived(result: DeviceResult) -> str:
-    """What the run got through and what is left on disk, in one line."""
+def counts_line(result: DeviceResult) -> str:
+    """How the plan ended, adding up: ``6 planned: 4 collected, 0 failed, 2 not present``."""
     outcome = result.outcome
     assert outcome is not None
-    line = (
-        f"survived {outcome.retries} retries, {outcome.session_reopens} session reopens, "
-        f"{outcome.faults} faults"
+    return (
+        f"{outcome.planned} planned: {outcome.collected} collected, {outcome.failed} failed, "
+        f"{outcome.not_present} not present"
     )
-    if result.cleanup is not None:
-        line += (
-            "; staged plaintext removed, journal and run log kept"
-            if result.cleanup.removed
-            else f"; {result.cleanup.reason}"
+
+
+def aftermath_lines(result: DeviceResult) -> list[str]:
+    """What the run got through (when it met trouble) and what stays on disk (when sealed)."""
+    outcome = result.outcome
+    assert outcome is not None
+    lines = []
+    if outcome.retries or outcome.session_reopens or outcome.faults:
+        lines.append(
+            f"survived {outcome.retries} retries, {outcome.session_reopens} session reopens, "
+            f"{outcome.faults} faults"
         )
-    return line
+    if result.cleanup is not None:
+        lines.append(
+            "staged copy removed; the journal and run log stay"
+            if result.cleanup.removed
+            else result.cleanup.reason
+        )
+    return lines
 
 
 def print_summary(results: Sequence[DeviceResult], console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title="collection summary")
-    for column in ("device", "status", "planned", "collected", "failed", "absent", "bytes"):
+    for column in ("device", "status", "collected", "failed", "bytes", "seconds"):
         table.add_column(column, overflow="fold")
-    table.add_column("seconds", overflow="fold")
     table.add_column("archive / problem", overflow="fold")
     for result in results:
         outcome = result.outcome
@@ -165,10 +176,8 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
         table.add_row(
             str(result.device_id),
             str(result.status) + (" (earlier run)" if result.skipped else ""),
-            str(outcome.planned if outcome else "-"),
             str(outcome.collected if outcome else 0),
             str(outcome.failed if outcome else "-"),
-            str(outcome.not_present if outcome else "-"),
             human_bytes(outcome.bytes if outcome else 0),
             f"{result.seconds:.1f}",
             Text(printable(where)),
@@ -183,8 +192,13 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
                 highlight=False,
                 soft_wrap=True,
             )
-        if result.outcome is not None and not result.skipped:
-            console.print(f"  {survived(result)}", markup=False, highlight=False)
+        if result.outcome is not None:
+            lines = [counts_line(result), *([] if result.skipped else aftermath_lines(result))]
+            console.print(
+                "\n".join(f"device {result.device_id}: {line}" for line in lines),
+                markup=False,
+                highlight=False,
+            )
     if len(results) > 1:
         statuses = Counter(str(result.status) for result in results)
         console.print(
