@@ -277,6 +277,7 @@ async def test_the_fault_free_run_matches_ground_truth(tmp_path: Path, dialect: 
     run, truth = await collect(tmp_path / "clean", FaultPlan(), dialect)
     endings = check_run(run, run, truth)
     assert endings == Counter(collected=len(run.artifacts))
+    assert resilience_of(run.workspace) == {"retries": 0, "session_reopens": 0, "faults": 0}
     kinds = Counter(a.kind for a in run.artifacts)
     assert kinds == Counter(
         {"file": 5, "hive": 1, "registry": 1, "registry.reg": 1, "processes": 1, "memdump": 1}
@@ -300,11 +301,14 @@ async def test_faults_lose_and_corrupt_nothing(
         f"MATRIX {dialect} {spec} seed={seed} injected={dict(run.injected)} "
         f"endings={dict(endings)} survived={survived}"
     )
-    # What the summary and the manifest will say the run survived.
-    if run.injected["expire"] or run.injected["offline"]:
-        assert survived["session_reopens"] > 0
-    if any(run.injected[kind] for kind in ("http500", "http502", "http503", "http429")):
-        assert survived["retries"] > 0
+    # What the summary and the manifest will say the run survived. One kind alone strikes
+    # often enough that some of it lands inside the device's run (a mix at low rates may
+    # strike only the requests after it, such as the final session close).
+    kind = spec.split("=")[0]
+    if "," not in spec and kind in ("expire", "offline"):
+        assert survived["session_reopens"] > 0, survived
+    if "," not in spec and kind in ("http500", "http502", "http503", "http429"):
+        assert survived["retries"] > 0, survived
     if "change" not in spec:
         # Retries absorb every transient fault at these rates: nothing may fail.
         assert endings == Counter(collected=len(base.artifacts)), [
