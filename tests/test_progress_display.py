@@ -103,7 +103,7 @@ def test_the_terminal_shows_a_percent_then_a_bytes_bar_at_80_columns(
     dumping = [line for line in lines if "writing the memory dump on device" in line]
     # 16 MiB is below the size that gets a bar of its own: the total bar learns its size.
     fetching = [line for line in lines if line.startswith("total")]
-    assert "collection summary" in screens[-1], screens[-1]
+    assert "collection summary" in screens[-1]
     assert any(line.rstrip().endswith("%") or "% " in line for line in dumping), dumping
     assert any("/16.8 MB" in line for line in fetching), fetching
     assert all(len(line) <= 80 for line in lines)
