@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .content import BytesContent, Content, LazyContent, MountedContent, RandomContent
-from .hive import build_hive
+from .hive import build_hive, deleted_key_remnant
 from .protocol import HRESULT_TEXT
 from .registry import Registry, RegKey, RegValue, to_hive_tree
 from .scenario import BASE_TIME, DeviceSpec, FileSpec, ScenarioError, UserSpec
-from .vfs import SensorError, VirtualFileSystem
+from .vfs import Node, SensorError, VirtualFileSystem
 from .winpath import name_key
 
 BASE = BASE_TIME.timestamp()
@@ -264,14 +264,15 @@ def _add_skeleton(endpoint: Endpoint) -> None:
         sz(f"{PROFILE_LIST}\\{sid}", "Flags", 12, "REG_DWORD")
         registry.create(f"HKU\\{sid}", BASE)
     registry.create("HKU\\.DEFAULT", BASE)
-    for hive, key in SYSTEM_HIVES.items():
+    for index, (hive, key) in enumerate(SYSTEM_HIVES.items()):
         registry.create(key, BASE)
-        fs.add_file(
+        node = fs.add_file(
             f"C:\\Windows\\System32\\config\\{hive}",
             LazyContent(lambda key=key, hive=hive: endpoint_hive_bytes(endpoint, key, hive)),
             attributes=("ARCHIVE",),
             locked=True,
         )
+        _age_hive(node, index)
     for user in spec.users:
         _add_user(endpoint, user)
 
@@ -295,13 +296,14 @@ def _add_user(endpoint: Endpoint, user: UserSpec) -> None:
             "UsrClass.dat",
         ),
     }
-    for path, (key, name) in hives.items():
-        fs.add_file(
+    for index, (path, (key, name)) in enumerate(hives.items()):
+        node = fs.add_file(
             path,
             LazyContent(lambda key=key, name=name: endpoint_hive_bytes(endpoint, key, name)),
             attributes=("HIDDEN", "SYSTEM", "ARCHIVE"),
             locked=user.logged_on,
         )
+        _age_hive(node, len(SYSTEM_HIVES) + index)
 
 
 def _add_user_hives(endpoint: Endpoint) -> None:
@@ -315,9 +317,31 @@ def _add_user_hives(endpoint: Endpoint) -> None:
                 endpoint.offline_hives[name_key(sid)] = key
 
 
+HIVE_INSTALLED = BASE - 400 * 86400
+"""When the skeleton's hives were created (Windows was installed)."""
+HIVE_LAST_WRITTEN = BASE - 3 * 86400
+"""About when the skeleton's hives were last written: days before any collection, so a
+collector that records its temporary copy's times instead of the file's is caught."""
+
+
+def _age_hive(node: Node, index: int) -> None:
+    """Give a hive file its own times, distinct from its neighbours' and from BASE."""
+    node.created = HIVE_INSTALLED + 60 * index
+    node.modified = HIVE_LAST_WRITTEN + 3607 * index
+    node.accessed = HIVE_LAST_WRITTEN + 3607 * index + 1800
+
+
 def endpoint_hive_bytes(endpoint: Endpoint, key_path: str, file_name: str) -> bytes:
-    """The bytes of the hive file on disk that holds ``key_path``."""
-    return hive_bytes(endpoint.hive_on_disk(key_path), file_name)
+    """The bytes of the hive file on disk that holds ``key_path``: what ``reg save`` would
+    write, plus the slack of a deleted key that only a raw copy (a shadow copy) carries."""
+    key = endpoint.hive_on_disk(key_path)
+    remnant = deleted_key_remnant(f"Deleted-{file_name}", datetime.fromtimestamp(BASE, UTC))
+    return build_hive(
+        to_hive_tree(key),
+        file_name=file_name,
+        when=datetime.fromtimestamp(BASE, UTC),
+        slack=(remnant,),
+    )
 
 
 def hive_bytes(key: RegKey, file_name: str) -> bytes:

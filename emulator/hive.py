@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["HiveKey", "HiveValue", "build_hive"]
+__all__ = ["HiveKey", "HiveValue", "build_hive", "deleted_key_remnant"]
 
 
 @dataclass(frozen=True)
@@ -316,11 +316,28 @@ def _base_block(root_offset: int, bins_size: int, when: int, file_name: str) -> 
     return bytes(block)
 
 
-def build_hive(root: HiveKey, *, file_name: str, when: datetime) -> bytes:
+def deleted_key_remnant(name: str, when: datetime) -> bytes:
+    """The nk record of a key deleted from a live hive, as it lingers in a free cell.
+
+    Deleting a key frees its cells without wiping them: a raw copy of the hive file keeps
+    the record (and examiners recover it), while ``reg save`` writes only live cells.
+    """
+    encoded, compressed = encode_name(name)
+    flags = KEY_COMP_NAME if compressed else 0
+    counts_and_lists = (0, NIL, 0, 0, NIL, NIL, 0, NIL, NIL, NIL, 0, 0, 0, 0, 0)
+    header = _NK.pack(b"nk", flags, filetime(when), *counts_and_lists, len(encoded), 0)
+    return header + encoded
+
+
+def build_hive(
+    root: HiveKey, *, file_name: str, when: datetime, slack: tuple[bytes, ...] = ()
+) -> bytes:
     """Serialize the tree as a REGF hive file.
 
     The root nk is the first cell of the first bin (as in hives Windows saves); one sk
-    cell holds the security descriptor shared by every key. Pure and deterministic.
+    cell holds the security descriptor shared by every key. ``slack`` is what free cells
+    still hold (``deleted_key_remnant``): a hive file on disk has it, a saved one does not.
+    Pure and deterministic.
     """
     stamp = filetime(when)
     cells = _Cells(stamp)
@@ -333,5 +350,9 @@ def build_hive(root: HiveKey, *, file_name: str, when: datetime) -> bytes:
     # The only sk links to itself both ways; every nk holds one reference to it.
     sk = struct.pack("<2sHIIII", b"sk", 0, sk_offset, sk_offset, writer.key_count, len(descriptor))
     cells.put(sk_offset, sk + descriptor)
+    for remnant in slack:
+        freed = cells.add(remnant)
+        (size,) = struct.unpack_from("<i", cells.data, freed)
+        struct.pack_into("<i", cells.data, freed, -size)  # a free cell: positive size
     bins = cells.finish()
     return _base_block(root_offset, len(bins), stamp, file_name) + bins

@@ -126,6 +126,12 @@ def _esentutl_copy(endpoint: Endpoint, args: list[str], cwd: str) -> tuple[int, 
     if not args or "/d" not in lowered or lowered.index("/d") + 1 >= len(args):
         return 1, banner + b"Usage: esentutl /y <source> [/vss] /d <destination>\r\n"
     source, target = args[0], args[lowered.index("/d") + 1]
+    if "/vss" in lowered and not endpoint.spec.shadow_copies:
+        # What esentutl prints when the Volume Shadow Copy service cannot be started.
+        return (
+            1,
+            banner + b"Operation terminated with error -2403 (JET_errOSSnapshotNotAllowed)\r\n",
+        )
     try:
         source_path, target_path = _resolve(source, cwd), _resolve(target, cwd)
         node = (

@@ -33,6 +33,7 @@ A scenario is YAML, a built-in name (``emulator/scenarios/NAME.yaml``) or a path
           # (ISO 8601 UTC), locked: true, and
           # mutate: {after_reads: 2, action: grow|change|shrink|vanish, bytes: 4096}
         locked: ['C:\\pagefile.sys']
+        shadow_copies: true               # false: VSS is disabled, esentutl /vss fails
         registry:
           'HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run':
             Updater: {type: REG_SZ, data: 'C:\\Users\\alice\\AppData\\Roaming\\upd.exe'}
@@ -198,6 +199,8 @@ class DeviceSpec:
     processes: tuple[ProcessSpec, ...] = ()
     link: LinkModel = field(default_factory=LinkModel)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    shadow_copies: bool = True
+    """False: the Volume Shadow Copy service is disabled, so ``esentutl /vss`` fails."""
 
 
 @dataclass(frozen=True)
@@ -478,6 +481,7 @@ class _Reader:
                 "processes",
                 "link",
                 "timeouts",
+                "shadow_copies",
             },
         )
         memory = self.mapping(item.get("memory"), f"{where}.memory", {"size", "seed"})
@@ -513,6 +517,7 @@ class _Reader:
             ),
             link=self.link(item.get("link"), f"{where}.link", link),
             timeouts=self.timeouts(item.get("timeouts"), f"{where}.timeouts", timeouts),
+            shadow_copies=self.flag(item.get("shadow_copies", True), f"{where}.shadow_copies"),
         )
 
     def drive(self, value: Any, where: str) -> str:

@@ -39,6 +39,7 @@ from typing import BinaryIO
 import pyzipper
 from pyzipper.zipfile_aes import AESZipInfo
 
+from evidence.filetimes import EntryTimes
 from evidence.pipe import ThreadedWriter
 from evidence.wzaes import FastAESZipFile
 
@@ -71,6 +72,8 @@ class MemberSource:
     name: str
     path: Path
     expected_sha256: str | None = None
+    times: EntryTimes | None = None
+    """The source's times, for the entry's date and NTFS extra field (``evidence.filetimes``)."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ class ArchiveWriter:
         size = source.path.stat().st_size
         ratio = measure_compressibility(source.path, size)
         return self.add_blocks(
-            source.name, size, _blocks_of(source.path), ratio, source.expected_sha256
+            source.name, size, _blocks_of(source.path), ratio, source.expected_sha256, source.times
         )
 
     def add_blocks(
@@ -231,10 +234,14 @@ class ArchiveWriter:
         blocks: Iterable[bytes],
         sample_ratio: float,
         expected_sha256: str | None = None,
+        times: EntryTimes | None = None,
     ) -> MemberDecision:
-        """Add ``size`` bytes arriving as ``blocks``; fewer or more is an ArchiveError."""
+        """Add ``size`` bytes arriving as ``blocks``; fewer or more is an ArchiveError.
+        ``times`` (the source's) date the entry; without them it has the archive's date."""
         method = zipfile.ZIP_DEFLATED if sample_ratio < DEFLATE_THRESHOLD else zipfile.ZIP_STORED
-        info = _zipinfo(name, size, self._date_time, method)
+        info = _zipinfo(name, size, times.date_time() if times else self._date_time, method)
+        if times is not None:
+            info.extra = times.ntfs_extra()
         digest = hashlib.sha256()
         copied = 0
         with self._inner.open(info, "w") as member:

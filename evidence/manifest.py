@@ -22,7 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from evidence import custody, keys
+from evidence import copylog, custody, keys, outcomes
 from evidence.canonical import canonical_bytes, pretty_bytes, utc_now
 from evidence.caseuco import build_case_document
 from evidence.hashes import hash_stream
@@ -46,8 +46,23 @@ MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 CASE_FILE = "case.jsonld"
 ARTIFACTS_DIR = "artifacts"
-DOCUMENT_FILES = (custody.CUSTODY_FILE, CASE_FILE, *SUMS_FILES.values())
-"""Files whose SHA-256 the manifest records (everything but the manifest and signature)."""
+REQUIRED_DOCUMENT_FILES = (custody.CUSTODY_FILE, CASE_FILE, *SUMS_FILES.values())
+"""Documents every collection holds, whatever its age."""
+DOCUMENT_FILES = (*REQUIRED_DOCUMENT_FILES, *copylog.DOCUMENTS)
+"""Files whose SHA-256 the manifest records (everything but the manifest and signature), as
+``build_collection`` writes them today."""
+
+
+def document_files(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The documents a collection must hold: the required ones, and the others its (signed)
+    manifest records; a collection sealed before the copy log, bodyfile and run log were
+    sealed records none of them."""
+    recorded = manifest.get("documents")
+    if not isinstance(recorded, dict):
+        recorded = {}
+    return tuple(
+        name for name in DOCUMENT_FILES if name in REQUIRED_DOCUMENT_FILES or name in recorded
+    )
 
 
 class CollectionError(ValueError):
@@ -131,8 +146,8 @@ def build_manifest(
     documents: dict[str, bytes],
     signing_key: ed25519.Ed25519PrivateKey,
     created: str,
+    events: Sequence[CustodyEvent] = (),
 ) -> dict[str, Any]:
-    collected = [artifact for artifact in artifacts if artifact.status == "collected"]
     public_key = signing_key.public_key()
     return {
         "schema": SCHEMA,
@@ -144,12 +159,10 @@ def build_manifest(
         "profile": asdict(profile),
         "plan": [asdict(item) for item in plan],
         "artifacts": [artifact.as_dict() for artifact in artifacts],
-        "summary": {
-            "planned": len(plan),
-            "collected": len(collected),
-            "failed": len(artifacts) - len(collected),
-            "bytes": sum(artifact.size or 0 for artifact in collected),
-        },
+        "summary": outcomes.tally(
+            outcomes.manifest_records(artifact.as_dict() for artifact in artifacts),
+            [(event.kind, event.payload) for event in events],
+        ).as_dict(),
         "custody": {
             "file": custody.CUSTODY_FILE,
             "events": custody_summary.events,
@@ -178,6 +191,7 @@ def build_collection(
     events: Sequence[CustodyEvent],
     signing_key: ed25519.Ed25519PrivateKey,
     created: str | None = None,
+    run_log: bytes = b"",
 ) -> Path:
     """Write the evidence documents into ``folder`` (which holds the staged artifacts).
 
@@ -199,9 +213,20 @@ def build_collection(
         custody.CUSTODY_FILE: custody_bytes,
         CASE_FILE: pretty_bytes(case_document),
         **_sums_documents(artifacts),
+        **copylog.documents(artifacts, run_log),
     }
     manifest = build_manifest(
-        case, tool, device, profile, plan, artifacts, summary, documents, signing_key, created
+        case,
+        tool,
+        device,
+        profile,
+        plan,
+        artifacts,
+        summary,
+        documents,
+        signing_key,
+        created,
+        events,
     )
     manifest_bytes = pretty_bytes(manifest)
     for name, content in documents.items():

@@ -87,6 +87,17 @@ class ArtifactRecord:
     staged_path: str = ""
     """Path of the staged file relative to the collection folder (see ``safepaths``)."""
     command_ids: list[str] = field(default_factory=list)
+    outcome: str = ""
+    """``collected``, ``failed`` or ``not_present`` (see ``evidence.outcomes``)."""
+    derived_from: str = ""
+    """The artifact id this document was made from (a ``.reg`` export); counted with it."""
+    acquisition_method: str = ""
+    """``get_file``, ``shadow_copy``, ``reg_save``, ``memdump``, ``registry_enum``, ..."""
+    temporary_copy_times: dict[str, str] = field(default_factory=dict)
+    """Times of the temporary file actually read (shadow copy, reg save, memory dump);
+    ``remote_times`` are always the source's own."""
+    source_observations: dict[str, Any] = field(default_factory=dict)
+    """Listings of the source itself before and after a temporary copy was made of it."""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from evidence import archive as archive_format
 from evidence import custody, envelope, keys
 from evidence.canonical import parse_canonical
-from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
+from evidence.filetimes import EntryTimes
+from evidence.manifest import MANIFEST_FILE, SIGNATURE_FILE, document_files
 from evidence.verify import FolderContents, Report, check_collection
 
 
@@ -40,6 +41,7 @@ def artifact_members(folder: Path, manifest: dict) -> list[archive_format.Member
             artifact["staged_path"],
             folder / artifact["staged_path"],
             expected_sha256=artifact["hashes"]["sha256"],
+            times=EntryTimes.from_remote_times(artifact.get("remote_times")),
         )
         for artifact in manifest["artifacts"]
         if artifact["status"] == "collected"
@@ -116,9 +118,10 @@ class StreamingSeal:
         blocks: Iterable[bytes],
         sample_ratio: float,
         expected_sha256: str | None = None,
+        times: EntryTimes | None = None,
     ) -> archive_format.MemberDecision:
         with self._aborting():
-            return self._writer.add_blocks(name, size, blocks, sample_ratio, expected_sha256)
+            return self._writer.add_blocks(name, size, blocks, sample_ratio, expected_sha256, times)
 
     def add_file(self, source: archive_format.MemberSource) -> archive_format.MemberDecision:
         with self._aborting():
@@ -144,7 +147,7 @@ class StreamingSeal:
         try:
             manifest, manifest_bytes = checked or checked_collection(root, self._signing_key)
             self._require_listed(manifest)
-            for name in (MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES):
+            for name in (MANIFEST_FILE, SIGNATURE_FILE, *document_files(manifest)):
                 self.add_file(archive_format.MemberSource(name, root / name))
             written = self._writer.close()
             with open(self._partial, "rb") as handle:

@@ -18,7 +18,8 @@ from pathlib import Path
 from evidence import assurance, innerzip, keys
 from evidence.archive import BLOCK, ArchiveError
 from evidence.canonical import CanonicalFormError, parse_pretty
-from evidence.manifest import DOCUMENT_FILES, MANIFEST_FILE, SIGNATURE_FILE
+from evidence.filetimes import apply_source_times
+from evidence.manifest import MANIFEST_FILE, SIGNATURE_FILE, document_files
 from evidence.verify import (
     MAX_DOCUMENT_BYTES,
     FolderContents,
@@ -69,7 +70,7 @@ def _listed_sizes(inner: zipfile.ZipFile, payload: Path) -> dict[str, int | None
     except (ArchiveError, CanonicalFormError, KeyError, TypeError, ValueError) as exc:
         detail = str(exc) if isinstance(exc, ArchiveError | CanonicalFormError) else "malformed"
         raise UnsealError(f"{MANIFEST_FILE} is unreadable ({detail})") from None
-    for document in (MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES):
+    for document in (MANIFEST_FILE, SIGNATURE_FILE, *document_files(manifest)):
         listed[document] = None
     return listed
 
@@ -220,6 +221,8 @@ def unseal_archive(
     loaded = check_collection(report, FolderContents(root), trust=checks.trust)
     if loaded and sidecar:
         tie_sidecar(report, path, sidecar, loaded, checks)
+    if loaded:
+        apply_source_times(root, loaded[0])  # after the hashing reads, which touch atimes
     if not report.ok:
         set_aside_failed(report, root)
     return report

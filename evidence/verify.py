@@ -18,22 +18,22 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from evidence import archive as archive_format
-from evidence import assurance, custody, envelope, innerzip, keys
+from evidence import assurance, custody, envelope, innerzip, keys, outcomes
 from evidence.canonical import CanonicalFormError, parse_canonical, parse_pretty
 from evidence.hashes import hash_stream
 from evidence.manifest import (
-    DOCUMENT_FILES,
     MANIFEST_FILE,
     READABLE_SCHEMA_VERSIONS,
     SCHEMA,
     SIGNATURE_FILE,
+    document_files,
 )
 from evidence.safepaths import collision_key
 from evidence.sums import SUMS_FILES, SumsError, parse_sums
@@ -256,7 +256,7 @@ def _check_documents(
 ) -> dict[str, bytes]:
     documents: dict[str, bytes] = {}
     recorded = manifest.get("documents", {})
-    for name in DOCUMENT_FILES:
+    for name in document_files(manifest):
         data = _read_document(report, contents, name)
         if data is None:
             continue
@@ -321,17 +321,19 @@ def _check_plan(report: Report, manifest: dict[str, Any]) -> list[dict[str, Any]
         or (artifact.get("status") == "failed" and not artifact.get("reason"))
         or (artifact.get("status") == "collected" and not artifact.get("hashes"))
     ]
-    failed = sum(1 for artifact in artifacts if artifact.get("status") == "failed")
     problems = [f"not accounted for: {', '.join(map(str, missing))}"] if missing else []
     if bad:
         problems.append(f"incomplete records: {', '.join(bad)}")
-    detail = "; ".join(problems) or f"{len(planned)} planned, {failed} recorded as failed"
+    problems += outcomes.summary_problems(manifest)
+    detail = "; ".join(problems) or outcomes.describe(manifest.get("summary") or {})
     report.add("plan accounted for", not problems, detail)
     return artifacts
 
 
-def _check_members(report: Report, contents: Contents, artifacts: list[dict[str, Any]]) -> None:
-    expected = {MANIFEST_FILE, SIGNATURE_FILE, *DOCUMENT_FILES}
+def _check_members(
+    report: Report, contents: Contents, artifacts: list[dict[str, Any]], documents: Sequence[str]
+) -> None:
+    expected = {MANIFEST_FILE, SIGNATURE_FILE, *documents}
     expected |= {a["staged_path"] for a in artifacts if a.get("status") == "collected"}
     names = contents.names()
     keys_seen: set[str] = set()
@@ -396,7 +398,7 @@ def check_collection(
     _check_custody(report, documents, manifest)
     artifacts = _check_plan(report, manifest)
     _check_sums(report, documents, artifacts)
-    _check_members(report, contents, artifacts)
+    _check_members(report, contents, artifacts, document_files(manifest))
     if hash_artifacts:
         for artifact in artifacts:
             if artifact.get("status") == "collected":

@@ -169,10 +169,11 @@ class Emulator:
 
 
 @contextmanager
-def emulator_process(scenario: Path, home: Path) -> Iterator[Emulator]:
+def emulator_process(scenario: Path, home: Path, *extra: str) -> Iterator[Emulator]:
+    """``cblr-collect emulator`` on a free port; ``extra`` arguments such as ``--faults``."""
     log = open(home / "emulator.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [CLI, "emulator", "--scenario", str(scenario), "--port", "0"],
+        [CLI, "emulator", "--scenario", str(scenario), "--port", "0", *extra],
         env=clean_env(home),
         cwd=home,
         stdout=subprocess.PIPE,

@@ -148,10 +148,14 @@ def expected_files(
     return wanted
 
 
+REG_SAVE = "reg save, then get file"
+
+
 def expected_sha256(endpoint: Endpoint, expected: ExpectedFile, artifact: Artifact) -> str:
-    """What the collected bytes must hash to: the file's content, or, for a locked hive, what
-    the emulator's ``reg save`` writes to the temporary file the run used."""
-    if expected.node.locked and expected.save_key:
+    """What the collected bytes must hash to: the file's raw content (read directly or through
+    a shadow copy), or, for a locked hive saved with ``reg save`` (when its shadow copy
+    failed), what the emulator's ``reg save`` writes to the temporary file the run used."""
+    if expected.node.locked and expected.save_key and artifact.method == REG_SAVE:
         temp = artifact.details["remote_temp"]
         key = endpoint.registry.find(expected.save_key)
         return hashlib.sha256(hive_bytes(key, temp)).hexdigest()

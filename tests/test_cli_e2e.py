@@ -298,8 +298,10 @@ def test_json_events_one_object_a_line_with_each_artifact_and_a_summary(
         "partial": 0,
         "offline": 0,
         "failed": 0,
+        "artifacts_planned": 2,
         "artifacts_collected": 2,
         "artifacts_failed": 0,
+        "artifacts_not_present": 0,
         "bytes": len(lab.big) + len(NOTES),
     }
     (entry,) = summary["devices"]

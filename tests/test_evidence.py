@@ -118,6 +118,11 @@ def make_collection(
                 method="get_file",
                 status="collected",
                 size=len(data),
+                remote_times={
+                    "create_time": "2026-11-01T08:00:00Z",
+                    "last_write_time": f"2026-11-28T10:15:{index:02d}Z",
+                    "last_access_time": "2026-11-29T06:00:00Z",
+                },
                 started="2026-11-29T07:00:02Z",
                 finished="2026-11-29T07:00:03Z",
                 digests=hash_file(folder / staged),
@@ -158,6 +163,7 @@ def make_collection(
         events,
         signing,
         created="2026-11-29T07:00:04Z",
+        run_log=b"2026-11-29T07:00:00.000Z INFO collector.cli: collecting CASE-7\n",
     )
 
 

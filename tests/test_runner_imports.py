@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(not FORMATS.is_dir(), reason="../shared/formats 
 CONFIG = "C:\\Windows\\System32\\config\\"
 SYSTEM_HIVES = {name: f"HKLM\\{name}" for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY")}
 MCHEN = "S-1-5-21-2739081742-1953457893-3284117516-1001"
-REG_SAVE = "reg save, then get file"
+SHADOW_COPY = "esentutl /vss shadow copy, then get file"
 
 
 def imported(files: list[Path], only: list[str] = ()) -> ResolvedProfile:
@@ -67,11 +67,12 @@ def check_files_against_scenario(
         assert artifact.sha256 == expected_sha256(endpoint, expected[key], artifact)
 
 
-def check_system_hives_saved(collection: Collection) -> None:
+def check_system_hives_copied_raw(collection: Collection) -> None:
+    """Locked hives come through a shadow copy (the raw file); reg save is the fallback."""
     files = collection.by_source("file")
     for name, key in SYSTEM_HIVES.items():
         hive = files[name_key(CONFIG + name)]
-        assert (hive.method, hive.details["save_key"]) == (REG_SAVE, key)
+        assert (hive.method, hive.details["save_key"]) == (SHADOW_COPY, key)
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +92,14 @@ def test_kape_triage_collects_every_matching_file(kape_triage: tuple) -> None:
 
 def test_kape_triage_fetches_locked_files_another_way(kape_triage: tuple) -> None:
     _, _, collection = kape_triage
-    check_system_hives_saved(collection)
+    check_system_hives_copied_raw(collection)
     files = collection.by_source("file")
     ntuser = files[name_key("C:\\Users\\mchen\\NTUSER.DAT")]
-    assert (ntuser.method, ntuser.details["save_key"]) == (REG_SAVE, f"HKU\\{MCHEN}")
+    assert (ntuser.method, ntuser.details["save_key"]) == (SHADOW_COPY, f"HKU\\{MCHEN}")
     assert files[name_key("C:\\Users\\rjohnson\\NTUSER.DAT")].method == "get file, chunked"
     for path in ("Windows\\AppCompat\\Programs\\Amcache.hve", "Windows\\System32\\sru\\SRUDB.dat"):
         vss = files[name_key("C:\\" + path)]
-        assert vss.method == "esentutl /vss shadow copy, then get file"
+        assert vss.method == SHADOW_COPY
 
 
 def test_kape_triage_plan_lists_each_folder_once(kape_triage: tuple) -> None:
@@ -115,7 +116,7 @@ def test_kape_registry_hives(tmp_path: Path) -> None:
     server, collection = run(profile, tmp_path)
     assert (collection.outcome.failed, collection.outcome.failures) == (0, [])
     check_files_against_scenario(server, profile, collection)
-    check_system_hives_saved(collection)
+    check_system_hives_copied_raw(collection)
     sources = {a.source for a in collection.artifacts}
     assert {f"C:\\Users\\{u}\\NTUSER.DAT" for u in ("mchen", "rjohnson", "itadmin", "tnguyen")} <= (
         sources
@@ -129,7 +130,7 @@ def test_forensic_artifacts_registry_files_and_persistence_keys(tmp_path: Path) 
     server, collection = run(profile, tmp_path)
     assert (collection.outcome.failed, collection.outcome.failures) == (0, [])
     check_files_against_scenario(server, profile, collection)
-    check_system_hives_saved(collection)
+    check_system_hives_copied_raw(collection)
     keys = collection.by_source("registry")
     run_key = keys[name_key(f"HKU\\{MCHEN}\\Software\\Microsoft\\Windows\\CurrentVersion\\Run")]
     document = json.loads(collection.staged(run_key))

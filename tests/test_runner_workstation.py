@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from runner_support import (
     WORKSTATION_ID,
     Collection,
@@ -23,10 +26,14 @@ from runner_support import (
     scenario_facts,
 )
 
+from collector.packaging.folder import build_evidence_folder
 from collector.transfer.journal import ArtifactState
-from emulator.endpoint import Endpoint
+from collector.transfer.workspace import Workspace
+from emulator.content import iter_blocks
+from emulator.endpoint import Endpoint, hive_bytes
 from emulator.programs import run_program
 from emulator.registry import RegKey
+from emulator.scenario import load_scenario
 from emulator.server import EmulatorServer
 from emulator.vfs import SensorError
 from evidence.hashes import MultiHasher
@@ -35,7 +42,7 @@ from profiles.paths import HostFacts, match_segment, name_key
 from profiles.plan import expand_profile
 
 MCHEN = "S-1-5-21-2739081742-1953457893-3284117516-1001"
-REG_SAVE = "reg save, then get file"
+SHADOW_COPY = "esentutl /vss shadow copy, then get file"
 GET_FILE = "get file, chunked"
 
 
@@ -97,16 +104,27 @@ def test_users_come_from_profile_list(triage: Run) -> None:
     assert len(facts["users"]) == len(triage.spec.users) == 4
 
 
-def test_locked_hives_come_through_reg_save_and_unlocked_ones_directly(triage: Run) -> None:
+def test_locked_hives_come_raw_through_a_shadow_copy_and_unlocked_ones_directly(
+    triage: Run,
+) -> None:
     hives = {a.source: a for a in triage.collection.of_kind("hive")}
     config = "C:\\Windows\\System32\\config\\"
     for name in ("SYSTEM", "SOFTWARE", "SAM", "SECURITY", "DEFAULT"):
-        assert hives[config + name].method == REG_SAVE
+        hive = hives[config + name]
+        assert hive.method == SHADOW_COPY
+        raw = triage.endpoint.fs.lookup(config + name).content
+        assert raw is not None
+        staged = triage.collection.staged(hive)
+        # The raw file, slack and all: the deleted key's record that reg save would drop.
+        assert staged == b"".join(iter_blocks(raw))
+        assert f"Deleted-{name}".encode() in staged
+        saved = hive_bytes(triage.endpoint.registry.find(hive.details["save_key"]), name)
+        assert f"Deleted-{name}".encode() not in saved
     for user in triage.spec.users:
         home = f"C:\\Users\\{user.name}"
         ntuser = hives[f"{home}\\NTUSER.DAT"]
         usrclass = hives[f"{home}\\AppData\\Local\\Microsoft\\Windows\\UsrClass.dat"]
-        want = REG_SAVE if user.logged_on else GET_FILE
+        want = SHADOW_COPY if user.logged_on else GET_FILE
         assert (user.name, ntuser.method, usrclass.method) == (user.name, want, want)
         if user.logged_on:
             assert ntuser.details["save_key"] == f"HKU\\{user.sid}"
@@ -122,7 +140,7 @@ def test_locked_files_that_are_not_hives_come_through_a_shadow_copy(triage: Run)
         "C:\\Windows\\AppCompat\\Programs\\Amcache.hve.LOG1",
         "C:\\Windows\\System32\\sru\\SRUDB.dat",
     ):
-        assert files[name_key(path)].method == "esentutl /vss shadow copy, then get file"
+        assert files[name_key(path)].method == SHADOW_COPY
 
 
 def test_no_temporary_file_is_left_on_the_endpoint(triage: Run) -> None:
@@ -307,3 +325,114 @@ def test_the_workspace_holds_only_what_the_journal_names(triage: Run, tmp_path: 
         if p.is_file()
     }
     assert on_disk == staged
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture(scope="module")
+def manifest(triage: Run) -> dict[str, Any]:
+    """The manifest the run's evidence folder gets (as sealing builds it)."""
+    folder = build_evidence_folder(
+        Workspace(triage.collection.root), ed25519.Ed25519PrivateKey.generate()
+    )
+    return json.loads((folder / "manifest.json").read_bytes())
+
+
+def test_hives_record_their_own_times_not_their_temporary_copys(
+    triage: Run, manifest: dict[str, Any]
+) -> None:
+    records = {name_key(a["source"]): a for a in manifest["artifacts"] if a["kind"] == "hive"}
+    assert len(records) == 5 + 2 * len(triage.spec.users)
+    copied = 0
+    for key, record in records.items():
+        node = triage.endpoint.fs.lookup(record["source"])
+        assert record["remote_times"] == {
+            "create_time": _iso(node.created),
+            "last_write_time": _iso(node.modified),
+            "last_access_time": _iso(node.accessed),
+        }, key
+        if node.locked:
+            copied += 1
+            assert record["acquisition_method"] == "shadow_copy"
+            copy_written = record["temporary_copy_times"]["last_write_time"]
+            assert copy_written > record["remote_times"]["last_write_time"]
+            before = record["source_observations"]["before"]
+            after = record["source_observations"]["after"]
+            assert before["last_write_time"] == after["last_write_time"]
+            assert record["changed_during_acquisition"] is False
+        else:
+            assert record["acquisition_method"] == "get_file"
+            assert record["temporary_copy_times"] == {}
+    assert copied == 5 + 2
+
+
+def test_counts_add_up_with_reg_exports_counted_with_their_keys(
+    triage: Run, manifest: dict[str, Any]
+) -> None:
+    summary = manifest["summary"]
+    records = manifest["artifacts"]
+    exports = [r for r in records if r["kind"] == "registry.reg"]
+    absent = [r for r in records if r["outcome"] == "not_present"]
+    by_id = {r["artifact_id"]: r for r in records}
+    assert exports and absent
+    assert all(by_id[r["derived_from"]]["kind"] == "registry" for r in exports)
+    assert all(r["method"] == "reg enum key (key absent)" for r in absent)
+    unmatched = sum(len(e["patterns"]) for e in triage.collection.events_of("plan.no_match"))
+    assert summary["unmatched_patterns"] == unmatched > 0
+    assert summary["not_present"] == len(absent) + unmatched
+    assert summary["failed"] == 0
+    assert summary["collected"] == len(records) - len(exports) - len(absent)
+    assert summary["planned"] == summary["collected"] + summary["failed"] + summary["not_present"]
+    assert len(manifest["plan"]) == len(records) - len(exports)
+    outcome = triage.collection.outcome
+    assert (outcome.planned, outcome.collected, outcome.failed, outcome.not_present) == (
+        summary["planned"],
+        summary["collected"],
+        summary["failed"],
+        summary["not_present"],
+    )
+
+
+def test_without_shadow_copies_locked_hives_fall_back_to_reg_save(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """VSS disabled: each locked hive is saved with reg save (the method says so) and is
+    byte-exact to what reg save wrote; locked files that are not hives fail with the reason;
+    no temporary file of either attempt is left on the endpoint."""
+    base = load_scenario("workstation")
+    scenario = replace(
+        base,
+        devices=tuple(
+            replace(d, shadow_copies=False) if d.id == WORKSTATION_ID else d for d in base.devices
+        ),
+    )
+    profile = resolve(load_profile("triage"))
+    folder = tmp_path_factory.mktemp("no-vss")
+
+    async def run() -> Run:
+        async with EmulatorServer(scenario) as server:
+            collection = await collect(server, profile, folder, WORKSTATION_ID)
+        return Run(server, profile, collection)
+
+    no_vss = asyncio.run(run())
+    hives = [a for a in no_vss.collection.artifacts if a.details.get("save_key")]
+    locked = [h for h in hives if no_vss.endpoint.fs.lookup(h.source).locked]
+    assert len(locked) == 5 + 2
+    expected = expected_files(no_vss.endpoint, no_vss.profile, no_vss.facts)
+    for hive in locked:
+        assert hive.state is ArtifactState.COLLECTED, hive.reason
+        assert hive.method == "reg save, then get file"
+        assert hive.details["shadow_copy_error"] == (
+            "the file is locked, and esentutl.exe exited with 1"
+        )
+        want = expected_sha256(no_vss.endpoint, expected[name_key(hive.source)], hive)
+        assert hive.sha256 == want
+    others = no_vss.collection.by_source("file")
+    srum = others[name_key("C:\\Windows\\System32\\sru\\SRUDB.dat")]
+    assert srum.state is ArtifactState.FAILED
+    assert srum.reason == "the file is locked, and esentutl.exe exited with 1"
+    temp = no_vss.live_endpoint.fs.lookup("C:\\Windows\\Temp")
+    before = no_vss.endpoint.fs.lookup("C:\\Windows\\Temp")
+    assert sorted(temp.children) == sorted(before.children)

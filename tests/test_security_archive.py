@@ -403,7 +403,7 @@ ATTACKS = [
     ),
     Attack(
         "flood", flood,
-        ("payload", f"{FLOOD + 10} members, more than the 100000 allowed"),
+        ("payload", f"{FLOOD + 13} members, more than the 100000 allowed"),
         ("payload", "more than the 100000 allowed"),
     ),
     Attack(

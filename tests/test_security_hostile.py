@@ -94,6 +94,7 @@ async def test_hostile_names_stay_inside_their_folders_and_map_back(tmp_path: Pa
             url=server.url,
             chunk_size=4096,
             parallel=4,
+            keep_workspace=True,  # the staged files are inspected below
         )
         workspace = device_workspace(out, DEVICE_ID)
         job = FleetJob(

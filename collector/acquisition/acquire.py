@@ -1,11 +1,17 @@
 """Acquiring one planned artifact of any kind, on one device's session.
 
-Files go through the transfer engine. A locked registry hive (``get file`` answers
-SHARING_VIOLATION) is saved with ``reg.exe save`` to a temporary file that the engine then
-fetches; memory is dumped to a temporary file the same way. Temporary files are deleted from
-the endpoint afterwards. Registry keys, the process list, directory listings and command
-output are written to the workspace as documents and hashed. Every artifact ends collected
-or failed, with the method that acquired it or the reason it could not be.
+Files go through the transfer engine. A locked file (``get file`` answers
+SHARING_VIOLATION) is copied through a volume shadow copy (``esentutl /y /vss``) to a
+temporary file that the engine then fetches: the raw bytes, slack and free cells included. A
+locked registry hive whose shadow copy fails is saved with ``reg.exe save`` instead (a new,
+logically equal hive). Memory is dumped to a temporary file the same way. The source's own
+listing (size, MACB times) is recorded before the copy and again after it, apart from the
+temporary copy's. Temporary files are deleted from the endpoint afterwards.
+
+Registry keys, the process list, directory listings and command output are written to the
+workspace as documents and hashed. Every artifact ends collected, failed (with the reason) or
+not present (a key the host does not have, recorded as the device's answer), with the
+method that acquired it.
 """
 
 from __future__ import annotations
@@ -40,8 +46,14 @@ from collector.liveresponse.remote_command import (
 from collector.liveresponse.sessions import LiveResponseSession
 from collector.transfer.engine import FETCHED_KINDS, TransferEngine
 from collector.transfer.journal import Artifact, ArtifactState, Collected, Journal
+from collector.transfer.observe import (
+    missing_observation,
+    observation_of,
+    planned_observation,
+)
 from collector.transfer.staging import resolve_staging, staging_relpath, sync_directory
 from evidence.hashes import MultiHasher
+from evidence.outcomes import NOT_PRESENT
 from profiles.paths import split_pattern
 
 log = logging.getLogger(__name__)
@@ -50,6 +62,30 @@ SESSION_LOSS_ATTEMPTS = 3
 """Tries of one artifact whose session is lost more often than the session layer reopens."""
 HOST_COPY_ATTEMPTS = 3
 """Tries of a reg save or shadow copy whose session was lost while it ran."""
+SHADOW_COPY = "esentutl /vss shadow copy, then get file"
+REG_SAVE = "reg save, then get file"
+MEMDUMP = "memdump, then get file"
+
+
+ACQUISITION_METHODS = {SHADOW_COPY: "shadow_copy", REG_SAVE: "reg_save", MEMDUMP: "memdump"}
+KIND_METHODS = {
+    "file": "get_file",
+    "hive": "get_file",
+    "memdump": "memdump",
+    "registry": "registry_enum",
+    "processes": "process_list",
+    "listing": "directory_list",
+    "command": "command",
+}
+
+
+def acquisition_method(artifact: Artifact) -> str:
+    """How the bytes were read, as one word: ``get_file`` (the file itself),
+    ``shadow_copy`` (a raw copy through a volume shadow copy), ``reg_save`` (a new hive
+    written by ``reg save``), ``memdump``, ``registry_enum``, ``process_list``, ``command``,
+    ``directory_list``."""
+    method = ACQUISITION_METHODS.get(str(artifact.details.get("method") or artifact.method or ""))
+    return method or KIND_METHODS.get(artifact.kind.split(".")[0], artifact.kind)
 
 
 class AcquisitionError(Exception):
@@ -67,7 +103,10 @@ class Document:
     suffix: str
     method: str
     companion: Document | None = None
-    """A second form of the same data, recorded as an artifact of its own (``.reg``)."""
+    """A second form of the same data (``.reg``): a record of its own in the journal, derived
+    from the artifact and counted with it."""
+    present: bool = True
+    """False when the document records that the host does not have the thing (a key)."""
 
 
 class Acquirer:
@@ -129,7 +168,8 @@ class Acquirer:
             source=final.source,
             kind=final.kind,
             method=final.method or "",
-            status=str(final.state),
+            acquisition_method=acquisition_method(final),
+            status=event_status(final),
             reason=final.reason or "",
             size=final.size or 0,
             sha256=final.sha256 or "",
@@ -170,8 +210,9 @@ class Acquirer:
         """Decide how the bytes will be read: the file itself, or a copy made on the host.
 
         A hive or a file the profile expects to be locked is probed with a one-byte read
-        first; if the OS holds it without sharing, a hive is written out with ``reg save``
-        and any other file is copied through a volume shadow copy with ``esentutl /vss``.
+        first; if the OS holds it without sharing, it is copied through a volume shadow copy
+        with ``esentutl /vss`` (a hive with ``reg save`` when that fails). The source is
+        listed before and after the copy: its own times, and whether it moved meanwhile.
         """
         if artifact.kind == "memdump":
             await self._dump_memory(artifact)
@@ -181,23 +222,67 @@ class Acquirer:
             return
         if not await self._is_locked(artifact.source):
             return
-        if save_key:
-            await self._copy_on_host(
-                artifact,
-                ".hiv",
-                "reg save, then get file",
-                lambda temp: f"reg.exe save {quote_argument(save_key)} {quote_argument(temp)} /y",
-            )
-        else:
+        before = await self._source_before(artifact)
+        await self._copy_locked(artifact, save_key)
+        after = await self._observe_source(artifact.source)
+        await self._note(artifact.id, {"source_observations": {"before": before, "after": after}})
+
+    async def _copy_locked(self, artifact: Artifact, save_key: str | None) -> None:
+        """The raw file through a shadow copy; a hive whose shadow copy fails (VSS disabled)
+        is saved with ``reg save`` instead, and the shadow copy's failure is recorded."""
+        try:
             await self._copy_on_host(
                 artifact,
                 ".vss",
-                "esentutl /vss shadow copy, then get file",
+                SHADOW_COPY,
                 lambda temp: (
                     f"esentutl.exe /y {quote_argument(artifact.source)} /vss /d "
                     f"{quote_argument(temp)}"
                 ),
             )
+        except AcquisitionError as error:
+            if not save_key:
+                raise
+            log.info("artifact %d: %s; saving the hive with reg save", artifact.id, error)
+            if failed_copy := self.journal.artifact(artifact.id).details.get("remote_temp"):
+                await self._delete_if_made(failed_copy)
+            await self._note(artifact.id, {"shadow_copy_error": error.reason})
+            await self._copy_on_host(
+                artifact,
+                ".hiv",
+                REG_SAVE,
+                lambda temp: f"reg.exe save {quote_argument(save_key)} {quote_argument(temp)} /y",
+            )
+
+    async def _delete_if_made(self, path: str) -> None:
+        """Remove what a failed copy may have left: usually nothing, which is not news."""
+        try:
+            await self.session.delete_file(path)
+        except CommandError as error:
+            if error.result_code not in (hresult.FILE_NOT_FOUND, hresult.PATH_NOT_FOUND):
+                log.warning("could not delete %s from the endpoint: %s", path, error)
+        except LiveResponseError as error:
+            log.warning("could not delete %s from the endpoint: %s", path, error)
+
+    async def _source_before(self, artifact: Artifact) -> dict[str, Any]:
+        """The source's listing before it is copied: the plan's own while it is fresh (as
+        for a file read directly), else a new one."""
+        planned = planned_observation(artifact.details, self.engine.options.observation_max_age)
+        return planned or await self._observe_source(artifact.source)
+
+    async def _observe_source(self, path: str) -> dict[str, Any]:
+        """A listing of the file itself (not of the temporary copy made of it)."""
+        try:
+            entries = await self.session.list_directory(path)
+        except CommandError as error:
+            return missing_observation(error)
+        files = [entry for entry in entries if not entry.is_directory]
+        if len(files) != 1:
+            return {"observed_utc": "", "exists": None, "error": f"{len(files)} entries listed"}
+        return observation_of(files[0])
+
+    async def _note(self, artifact_id: int, details: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.journal.update_details, artifact_id, details)
 
     async def _is_locked(self, path: str) -> bool:
         try:
@@ -250,7 +335,7 @@ class Acquirer:
 
     async def _dump_memory(self, artifact: Artifact) -> None:
         temp = remote_temp_path(".dmp")
-        await self._use_temp(artifact, temp, "memdump, then get file")
+        await self._use_temp(artifact, temp, MEMDUMP)
 
         def report(progress: MemdumpProgress) -> None:
             self.reporter.event(
@@ -272,6 +357,8 @@ class Acquirer:
         if maker is None:
             raise AcquisitionError(f"no way to acquire an artifact of kind {artifact.kind!r}")
         document: Document = await maker(artifact)
+        if not document.present:
+            await self._note(artifact.id, {"not_present": True})
         await self._store(artifact.id, document)
         if document.companion is not None:
             companion = await asyncio.to_thread(
@@ -319,7 +406,7 @@ class Acquirer:
                 "result_code": f"0x{error.result_code:08X}",
                 "keys": [],
             }
-            return Document(to_json(absent), "json", "reg enum key (key absent)")
+            return Document(to_json(absent), "json", "reg enum key (key absent)", present=False)
         export = Document(capture.to_reg(), "reg", "reg enum key, exported as .reg")
         return Document(to_json(capture.to_json()), "json", "reg enum key", export)
 
@@ -356,6 +443,13 @@ class Acquirer:
             "truncated": result.truncated,
         }
         return Document(to_json(document), "json", "directory list (recursive)")
+
+
+def event_status(artifact: Artifact) -> str:
+    """``collected``, ``failed`` or ``not_present`` (a finished artifact), else its state."""
+    if artifact.state is ArtifactState.COLLECTED and artifact.details.get("not_present"):
+        return NOT_PRESENT
+    return str(artifact.state)
 
 
 def to_json(document: Any) -> bytes:

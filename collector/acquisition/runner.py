@@ -18,6 +18,7 @@ from collector.acquisition.acquire import Acquirer
 from collector.acquisition.hostfacts import gather_host_facts
 from collector.acquisition.planner import PLAN_COMPLETE, Planner
 from collector.acquisition.reporter import Reporter
+from collector.acquisition.resilience import counting_recoveries
 from collector.liveresponse.sessions import LiveResponseSession, SessionManager
 from collector.transfer.engine import (
     DEFAULT_CHUNK_SIZE,
@@ -30,6 +31,7 @@ from collector.transfer.engine import (
 )
 from collector.transfer.journal import ArtifactState, Journal
 from collector.transfer.workspace import Workspace
+from evidence.outcomes import RESILIENCE_EVENT, RESILIENCE_KEYS, tally, unmatched_patterns
 from profiles import ResolvedProfile
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class RunSettings:
     ca_bundle: str = ""
     credentials_profile: str = ""
     """The section of the credentials file the token came from (its name, not the token)."""
+    keep_workspace: bool = False
+    """Keep the staged plaintext after the archive is sealed and verified (``--keep-workspace``)."""
     api: str = "v3"
     """The Live Response API dialect the run speaks (``v3`` or ``v6``)."""
     org_key: str = ""
@@ -77,24 +81,59 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class DeviceOutcome:
+    """How a device's plan ended: planned = collected + failed + not_present."""
+
     device_id: int
     collected: int
     failed: int
     bytes: int
     failures: list[tuple[str, str]]
     """(source, reason) of each failed artifact."""
+    planned: int = 0
+    not_present: int = 0
+    """Keys the host does not have, and patterns that matched nothing."""
+    retries: int = 0
+    session_reopens: int = 0
+    faults: int = 0
 
 
 def outcome_of(journal: Journal, device_id: int) -> DeviceOutcome:
+    """The device's counts, as its manifest will state them (``evidence.outcomes``)."""
     artifacts = journal.artifacts(device_id=device_id)
-    collected = [a for a in artifacts if a.state is ArtifactState.COLLECTED]
-    failed = [a for a in artifacts if a.state is not ArtifactState.COLLECTED]
+    device = str(device_id)
+    events = [
+        (event.kind, event.payload)
+        for event in journal.events()
+        if str(event.payload.get("device_id", device)) == device
+    ]
+    counts = tally(
+        [
+            (
+                "collected" if a.state is ArtifactState.COLLECTED else "failed",
+                bool(a.details.get("not_present")),
+                "derived_from" in a.details,
+                a.size or 0,
+            )
+            for a in artifacts
+        ],
+        events,
+    )
+    failed = [
+        a
+        for a in artifacts
+        if a.state is not ArtifactState.COLLECTED and "derived_from" not in a.details
+    ]
     return DeviceOutcome(
         device_id=device_id,
-        collected=len(collected),
-        failed=len(failed),
-        bytes=sum(a.size or 0 for a in collected),
+        collected=counts.collected,
+        failed=counts.failed,
+        bytes=counts.bytes,
         failures=[(a.source, a.reason or str(a.state)) for a in failed],
+        planned=counts.planned,
+        not_present=counts.not_present,
+        retries=counts.retries,
+        session_reopens=counts.session_reopens,
+        faults=counts.faults,
     )
 
 
@@ -134,29 +173,49 @@ async def collect_device(
             journal.add_event("collection.opened", opened_event(settings, profile))
         else:
             journal.add_event("collection.resumed", {"device_id": str(device_id)})
-        reporter.event("session_waiting", device_id=device_id)
-        async with manager.session(device_id) as live:
-            info = live.info
-            journal.add_event(
-                "session.established",
-                {
-                    "device_id": str(device_id),
-                    "session_id": info.id if info else "",
-                    "hostname": (info.hostname if info else "") or "",
-                    "os": (info.os_version if info else "") or "",
-                },
-            )
-            reporter.event(
-                "session_established",
-                device_id=device_id,
-                hostname=(info.hostname if info else "") or "",
-                session_id=info.id if info else "",
-            )
-            await _plan_if_needed(journal, live, settings, profile, reporter)
-            await _acquire_all(journal, live, workspace, settings, reporter, global_limiter)
-        record_server_commands(journal, device_id, live.command_records)
-        journal.add_event("session.closed", {"device_id": str(device_id)})
+        with counting_recoveries() as recoveries:
+            try:
+                await _collect_in_session(
+                    journal, workspace, settings, profile, manager, reporter, global_limiter
+                )
+            finally:
+                counts = {key: recoveries[key] for key in RESILIENCE_KEYS}
+                journal.add_event(RESILIENCE_EVENT, {"device_id": str(device_id), **counts})
         return outcome_of(journal, device_id)
+
+
+async def _collect_in_session(
+    journal: Journal,
+    workspace: Workspace,
+    settings: RunSettings,
+    profile: ResolvedProfile,
+    manager: SessionManager,
+    reporter: Reporter,
+    global_limiter: asyncio.Semaphore | None,
+) -> None:
+    device_id = settings.device_id
+    reporter.event("session_waiting", device_id=device_id)
+    async with manager.session(device_id) as live:
+        info = live.info
+        journal.add_event(
+            "session.established",
+            {
+                "device_id": str(device_id),
+                "session_id": info.id if info else "",
+                "hostname": (info.hostname if info else "") or "",
+                "os": (info.os_version if info else "") or "",
+            },
+        )
+        reporter.event(
+            "session_established",
+            device_id=device_id,
+            hostname=(info.hostname if info else "") or "",
+            session_id=info.id if info else "",
+        )
+        await _plan_if_needed(journal, live, settings, profile, reporter)
+        await _acquire_all(journal, live, workspace, settings, reporter, global_limiter)
+    record_server_commands(journal, device_id, live.command_records)
+    journal.add_event("session.closed", {"device_id": str(device_id)})
 
 
 SERVER_COMMAND_FIELDS = (
@@ -218,10 +277,12 @@ async def _plan_if_needed(
     pending = journal.artifacts(
         states=(ArtifactState.PLANNED, ArtifactState.RUNNING), device_id=device_id
     )
+    planned = [a for a in journal.artifacts(device_id=device_id) if "derived_from" not in a.details]
+    no_match = unmatched_patterns((e.kind, e.payload) for e in journal.events())
     reporter.event(
         "plan_ready",
         device_id=device_id,
-        artifacts=len(journal.artifacts(device_id=device_id)),
+        artifacts=len(planned) + no_match,
         pending=len(pending),
         bytes=sum(a.size or a.details.get("expected_size") or 0 for a in pending),
     )

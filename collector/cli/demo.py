@@ -40,6 +40,13 @@ DEMO_PROFILE = "triage"
 DEMO_CASE = "DEMO-0001"
 
 
+def workspace_holds(result: DeviceResult) -> str:
+    """What the device's workspace still holds once the run is over."""
+    if result.cleanup is not None and result.cleanup.removed:
+        return "journal and run log; the staged copy went once the archive verified"
+    return "journal, staged bytes, run log"
+
+
 def run_demo(out: str, api: str = "v6") -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(out).resolve() / f"run-{stamp}"
@@ -133,7 +140,7 @@ async def _verify_and_explain(
                 f"archive        {archive}",
                 f"  sha256       {result.archive.sha256}",
                 f"custody file   {archive}.custody.jsonl",
-                f"workspace      {result.workspace}  (journal, staged bytes, run log)",
+                f"workspace      {result.workspace}  ({workspace_holds(result)})",
                 f"lab keys       {lab.recipient_private} (private), {lab.recipient_public}",
                 f"collector key  {collector_public} (the key the lab trusts)",
                 "",

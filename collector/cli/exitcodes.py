@@ -19,3 +19,18 @@ matches its sealed record): try the right one (``evidence.verify.EXIT_WRONG_KEY`
 EXIT_PIPE_CLOSED = 141
 """The reader of the output closed it (``... | head``); 128 + SIGPIPE, as a shell reports a
 command that SIGPIPE ended. The work itself was done; only its output was cut."""
+EXIT_INTERRUPTED = 130
+"""Interrupted by Ctrl-C (SIGINT; 128 + 2, as shells report it): what was collected is kept,
+the sessions are closed, and ``cblr-collect resume WORKSPACE`` finishes the run."""
+EXIT_TERMINATED = 143
+"""Stopped by SIGTERM (128 + 15; a service manager, ``kill``): resumable, as for 130."""
+
+EXIT_CODES_HELP = """exit codes:
+  0    everything asked for was collected (or verified)
+  1    finished, but some artifacts or devices failed (recorded as failed)
+  2    bad usage, profile or configuration
+  3    the server could not be reached or refused the token, or no session started
+  130  interrupted (Ctrl-C); resumable with: cblr-collect resume WORKSPACE
+  141  the reader of the output closed the pipe (... | head)
+  143  terminated (SIGTERM); resumable the same way
+"""

@@ -173,7 +173,7 @@ class RichReporter(Reporter):
         task = self._artifact_tasks.pop((device_id, artifact_id), None)
         if task is not None:
             self._progress.remove_task(task)
-        if status != "collected":
+        if status == "failed":
             reason = printable(fields.get("reason", ""))
             self._say(f"device {device_id}: {printable(name)} failed: {reason}")
 

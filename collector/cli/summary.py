@@ -54,9 +54,15 @@ def device_summary(result: DeviceResult) -> dict[str, Any]:
         "device_id": result.device_id,
         "status": str(result.status),
         "error": result.error or result.seal_error,
+        "planned": outcome.planned if outcome else 0,
         "collected": outcome.collected if outcome else 0,
         "failed": outcome.failed if outcome else 0,
+        "not_present": outcome.not_present if outcome else 0,
         "bytes": outcome.bytes if outcome else 0,
+        "retries": outcome.retries if outcome else 0,
+        "session_reopens": outcome.session_reopens if outcome else 0,
+        "faults": outcome.faults if outcome else 0,
+        "plaintext_removed": bool(result.cleanup and result.cleanup.removed),
         "failures": [{"source": s, "reason": r} for s, r in outcome.failures] if outcome else [],
         "archive": str(archive.path) if archive else None,
         "archive_sha256": archive.sha256 if archive else None,
@@ -89,8 +95,10 @@ def case_summary(
         "totals": {
             "devices": len(results),
             **{str(status): statuses.get(str(status), 0) for status in DeviceStatus},
+            "artifacts_planned": sum(d["planned"] for d in devices),
             "artifacts_collected": sum(d["collected"] for d in devices),
             "artifacts_failed": sum(d["failed"] for d in devices),
+            "artifacts_not_present": sum(d["not_present"] for d in devices),
             "bytes": sum(d["bytes"] for d in devices),
         },
         "devices": devices,
@@ -121,6 +129,35 @@ def write_case_summary(out: Path, summary: dict[str, Any]) -> Path:
     partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(partial, target)
     return target
+
+
+def counts_line(result: DeviceResult) -> str:
+    """How the plan ended, adding up: ``6 planned: 4 collected, 0 failed, 2 not present``."""
+    outcome = result.outcome
+    assert outcome is not None
+    return (
+        f"{outcome.planned} planned: {outcome.collected} collected, {outcome.failed} failed, "
+        f"{outcome.not_present} not present"
+    )
+
+
+def aftermath_lines(result: DeviceResult) -> list[str]:
+    """What the run got through (when it met trouble) and what stays on disk (when sealed)."""
+    outcome = result.outcome
+    assert outcome is not None
+    lines = []
+    if outcome.retries or outcome.session_reopens or outcome.faults:
+        lines.append(
+            f"survived {outcome.retries} retries, {outcome.session_reopens} session reopens, "
+            f"{outcome.faults} faults"
+        )
+    if result.cleanup is not None:
+        lines.append(
+            "staged copy removed; the journal and run log stay"
+            if result.cleanup.removed
+            else result.cleanup.reason
+        )
+    return lines
 
 
 def print_summary(results: Sequence[DeviceResult], console: Console | None = None) -> None:
@@ -154,6 +191,13 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
+            )
+        if result.outcome is not None:
+            lines = [counts_line(result), *([] if result.skipped else aftermath_lines(result))]
+            console.print(
+                "\n".join(f"device {result.device_id}: {line}" for line in lines),
+                markup=False,
+                highlight=False,
             )
     if len(results) > 1:
         statuses = Counter(str(result.status) for result in results)

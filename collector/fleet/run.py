@@ -29,6 +29,7 @@ from collector.liveresponse.errors import (
     SessionStartError,
 )
 from collector.liveresponse.sessions import SessionManager, SessionOptions
+from collector.packaging.cleanup import Cleanup, remove_plaintext
 from collector.packaging.sealing import SealedArchive, SealKeys, seal_workspace
 from collector.packaging.streamseal import SealFollower
 from collector.transfer.gil import short_switch_interval
@@ -71,6 +72,8 @@ class DeviceResult:
     offline: bool = False
     skipped: bool = False
     """Finished by an earlier run of the same command; nothing was done this time."""
+    cleanup: Cleanup | None = None
+    """Whether the staged plaintext was removed after sealing (None: kept as asked, or no seal)."""
     workspace_unusable: bool = False
     """The workspace is another run's (locked) or not a workspace: a usage problem."""
 
@@ -290,11 +293,14 @@ async def _seal(
         result.seal_error = f"sealing failed: {error}"
         reporter.event("device_failed", device_id=settings.device_id, reason=result.seal_error)
         return
+    if not settings.keep_workspace:
+        result.cleanup = await asyncio.to_thread(remove_plaintext, workspace, archive, keys)
     reporter.event(
         "sealed",
         device_id=settings.device_id,
         archive=str(result.archive.path),
         sha256=result.archive.sha256,
+        plaintext_removed=bool(result.cleanup and result.cleanup.removed),
     )
 
 

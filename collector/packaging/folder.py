@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from collector import __version__
+from collector.acquisition.acquire import acquisition_method
 from collector.acquisition.runner import TOOL_NAME, RunSettings
 from collector.transfer.journal import Artifact, ArtifactState, Event, Journal
+from collector.transfer.observe import changed_between
 from collector.transfer.staging import resolve_staging
 from collector.transfer.workspace import Workspace
+from evidence import outcomes
 from evidence.hashes import Digests
 from evidence.manifest import build_collection
 from evidence.records import (
@@ -71,6 +74,35 @@ def _iso(value: Any) -> str:
     return str(value) if value else ""
 
 
+TIME_KEYS = ("create_time", "last_write_time", "last_access_time")
+COPIED_METHODS = frozenset({"shadow_copy", "reg_save", "memdump"})
+"""Methods whose bytes come from a temporary file made on the host, not the source itself."""
+
+
+def read_times(artifact: Artifact) -> dict[str, str]:
+    """Times of the file the transfer read: the source, or the temporary copy made of it."""
+    return {k: _iso(v) for k, v in (artifact.remote_times or {}).items() if v}
+
+
+def source_times(artifact: Artifact) -> dict[str, str]:
+    """The source's own MACB times (UTC ISO 8601), never a temporary copy's.
+
+    A file read directly has the times its transfer listed; one copied on the host (shadow
+    copy, reg save) has those of the source's listing before the copy; memory has none.
+    """
+    if acquisition_method(artifact) not in COPIED_METHODS:
+        return read_times(artifact)
+    before = (artifact.details.get("source_observations") or {}).get("before") or {}
+    return {key: str(before[key]) for key in TIME_KEYS if before.get(key)}
+
+
+def source_changed(artifact: Artifact) -> bool:
+    """Did the source's size or last write time move between its listing and its copy?"""
+    observed = artifact.details.get("source_observations") or {}
+    before, after = observed.get("before"), observed.get("after")
+    return isinstance(before, dict) and isinstance(after, dict) and changed_between(before, after)
+
+
 def artifact_record(
     journal: Journal, artifact: Artifact, staged_path: str, events: Sequence[Event]
 ) -> ArtifactRecord:
@@ -94,6 +126,11 @@ def artifact_record(
     finished = next(
         (e.utc for e in events if e.kind in ("artifact.collected", "artifact.failed")), ""
     )
+    method = acquisition_method(artifact)
+    changed = artifact.changed_during_acquisition or source_changed(artifact)
+    reason = artifact.reason or ("" if collected else f"not finished ({artifact.state})")
+    if source_changed(artifact):
+        reason = "; ".join(filter(None, [reason, "the source changed while it was copied"]))
     return ArtifactRecord(
         artifact_id=str(artifact.id),
         name=str(details.get("name", artifact.source)),
@@ -102,19 +139,26 @@ def artifact_record(
         method=str(artifact.method or METHOD_NAMES.get(artifact.kind, artifact.kind)),
         status="collected" if collected else "failed",
         category=str(details.get("category", "")),
-        reason=artifact.reason or ("" if collected else f"not finished ({artifact.state})"),
+        reason=reason,
         result_code=f"0x{artifact.result_code:08X}" if artifact.result_code is not None else "",
         size=artifact.size if collected else None,
-        remote_times={k: _iso(v) for k, v in (artifact.remote_times or {}).items() if v},
+        remote_times=source_times(artifact),
         started=started,
         finished=finished,
         digests=digests,
         chunk_size=details.get("chunk_size") if chunks else None,
         chunk_sha256=[chunk.sha256 or "" for chunk in chunks],
-        changed_during_acquisition=artifact.changed_during_acquisition,
+        changed_during_acquisition=changed,
         observations={key: dict(value) for key, value in observations.items()},
         source_hash=artifact.source_hash or {},
         staged_path=staged_path if collected else "",
+        outcome=outcomes.outcome_of(
+            "collected" if collected else "failed", bool(details.get("not_present"))
+        ),
+        derived_from=str(details.get("derived_from", "")),
+        acquisition_method=method,
+        temporary_copy_times=read_times(artifact) if method in COPIED_METHODS else {},
+        source_observations=dict(details.get("source_observations") or {}),
     )
 
 
@@ -126,8 +170,23 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+PLAINTEXT_REMOVED_EVENT = "workspace.plaintext_removed"
+"""The journal's record that the staged copy was removed once its archive verified."""
+
+
+class StagedCopyRemoved(ValueError):
+    """The workspace's staged copy is gone (its archive was sealed and verified)."""
+
+
 def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
     """(Re)build ``workspace.collection`` from the journal and staged files; blocking."""
+    with Journal.open(workspace.root, readonly=True) as journal:
+        removed = [e.payload for e in journal.events() if e.kind == PLAINTEXT_REMOVED_EVENT]
+    if removed:
+        raise StagedCopyRemoved(
+            f"the staged copy was removed after {removed[-1].get('archive')} was sealed and "
+            "verified; collect with --keep-workspace to be able to seal again"
+        )
     folder = workspace.collection
     if folder.exists():
         shutil.rmtree(folder)
@@ -172,6 +231,7 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
             source=record.source,
         )
         for record in records
+        if not record.derived_from
     ]
     build_collection(
         folder,
@@ -191,8 +251,17 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
         records,
         events,
         signing_key,
+        run_log=run_log_snapshot(workspace),
     )
     return folder
+
+
+def run_log_snapshot(workspace: Workspace) -> bytes:
+    """The run log as it stands (its secrets were redacted as it was written)."""
+    try:
+        return workspace.log_path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def device_info(run: RunSettings, events: Sequence[Event]) -> DeviceInfo:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from collector.acquisition.runner import RunSettings
-from collector.packaging.folder import member_source
+from collector.packaging.folder import member_source, source_times
 from collector.packaging.sealing import (
     SealedArchive,
     SealKeys,
@@ -43,6 +43,7 @@ from collector.transfer.journal import Artifact, ArtifactState, Chunk, Journal
 from collector.transfer.staging import resolve_staging
 from collector.transfer.workspace import Workspace
 from evidence.archive import BLOCK, measure_compressibility
+from evidence.filetimes import EntryTimes
 from evidence.safepaths import MemberNamer
 from evidence.seal import StreamingSeal
 
@@ -108,6 +109,11 @@ class _SerialThread:
                     future.set_result(job())
                 except BaseException as error:  # handed to whoever waits for the job
                     future.set_exception(error)
+
+
+def _times(artifact: Artifact) -> EntryTimes | None:
+    """The source's times for the archive entry, as the manifest will record them."""
+    return EntryTimes.from_remote_times(source_times(artifact))
 
 
 async def _outcome(future: Future[T]) -> T:
@@ -242,7 +248,7 @@ class SealFollower:
         size = path.stat().st_size
         ratio = measure_compressibility(path, size)
         blocks = self._read(path, size, lambda copied: size, artifact.id)
-        self._seal().add_artifact(name, size, blocks, ratio, artifact.sha256)
+        self._seal().add_artifact(name, size, blocks, ratio, artifact.sha256, _times(artifact))
 
     def _add_arriving(self, journal: Journal, artifact: Artifact, available: int) -> None:
         name = self._namer.place(member_source(artifact))
@@ -259,7 +265,8 @@ class SealFollower:
             return end
 
         size = int(artifact.size or 0)
-        self._seal().add_artifact(name, size, self._read(path, size, durable, artifact.id), ratio)
+        blocks = self._read(path, size, durable, artifact.id)
+        self._seal().add_artifact(name, size, blocks, ratio, times=_times(artifact))
 
     def _read(
         self, path: Path, size: int, readable: Callable[[int], int], artifact_id: int

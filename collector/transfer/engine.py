@@ -49,7 +49,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from collector.liveresponse import hresult
-from collector.liveresponse.errors import CommandError, LiveResponseError, SessionStartError
+from collector.liveresponse.errors import (
+    CommandError,
+    LiveResponseError,
+    SessionLostError,
+    SessionStartError,
+)
 from collector.liveresponse.models import FileObject
 from collector.liveresponse.sessions import LiveResponseSession
 from collector.transfer.journal import (
@@ -574,6 +579,10 @@ class TransferEngine:
             return missing_observation(error)
         except SessionStartError:
             raise
+        except SessionLostError as error:
+            if not deferred:
+                raise  # before any byte: the artifact starts again (Acquirer.acquire)
+            raise _ArtifactFailed(f"listing the file failed: {error}") from None
         except LiveResponseError as error:
             raise _ArtifactFailed(f"listing the file failed: {error}") from None
         files = [entry for entry in entries if not entry.is_directory]

@@ -20,7 +20,14 @@ import yaml
 from collector.acquisition.runner import RunSettings
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list, resolve_device_names
-from collector.cli.exitcodes import EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+from collector.cli.exitcodes import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    EXIT_PARTIAL,
+    EXIT_TERMINATED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
 from collector.cli.progress import make_reporter, utc_now
 from collector.cli.summary import case_summary, exit_code_of, print_summary, write_case_summary
 from collector.fleet.run import (
@@ -50,10 +57,6 @@ log = logging.getLogger(__name__)
 
 DEBUG_ENV = "CBLR_DEBUG"
 """Set to 1 to see the traceback of an unexpected error instead of one line."""
-EXIT_INTERRUPTED = 130
-"""Ctrl-C (SIGINT): 128 + the signal number, as shells report it."""
-EXIT_TERMINATED = 143
-"""SIGTERM."""
 
 EXAMPLES = """examples:
   cblr-collect collect --device 37191 --profile triage --case IR-2026-114 \\
@@ -122,7 +125,7 @@ def register(commands: Any) -> None:
         help="collect a profile from one or more devices",
         description="Collect a profile from one or more devices, seal each device's evidence "
         "into an encrypted archive in --out, and print a summary.",
-        epilog=EXAMPLES,
+        epilog=EXAMPLES + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     target = collect.add_argument_group("what and where")
@@ -141,6 +144,12 @@ def register(commands: Any) -> None:
     target.add_argument("--purpose", default="", help="why this collection is made")
     target.add_argument("--out", required=True, type=Path, metavar="DIR")
     target.add_argument("--workspace", type=Path, metavar="DIR")
+    target.add_argument(
+        "--keep-workspace",
+        action="store_true",
+        help="keep the staged plaintext copy after the archive is sealed and verified "
+        "(by default only the journal and the run log stay)",
+    )
     add_connection(collect)
     sealing = collect.add_argument_group("sealing")
     key = sealing.add_mutually_exclusive_group()
@@ -172,7 +181,7 @@ def register(commands: Any) -> None:
         description="Open a new session and fetch only what the workspace does not hold yet; "
         "every setting comes from the workspace, the token from the environment or the "
         "credentials file.",
-        epilog=RESUME_EXAMPLES,
+        epilog=RESUME_EXAMPLES + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument("workspace", type=Path)
@@ -266,6 +275,7 @@ def run_collect(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         ca_bundle=args.ca_bundle or "",
         credentials_profile=args.credentials_profile or "",
+        keep_workspace=args.keep_workspace,
         api=credentials.api,
         org_key=credentials.org_key,
     )
