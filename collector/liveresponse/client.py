@@ -40,6 +40,7 @@ from collector.liveresponse.dialect import V3, Dialect, DialectError, dialect_fo
 from collector.liveresponse.errors import (
     V6_PERMISSIONS,
     AuthenticationError,
+    CommandLimitError,
     ConnectionFailedError,
     LiveResponseError,
     NotFoundError,
@@ -50,6 +51,7 @@ from collector.liveresponse.errors import (
     RequestRejectedError,
     RequestTimeoutError,
     ServerError,
+    SessionLimitError,
     SessionLostError,
 )
 from collector.liveresponse.models import (
@@ -727,6 +729,12 @@ class LiveResponseClient:
             )
         if status >= 500:
             raise _Retryable(ServerError(status, what), ambiguous=True)
+        if status == 403:
+            limit = _limit_reached(body)
+            if limit == "session":
+                raise SessionLimitError(status, what, url=path)
+            if limit == "command":
+                raise CommandLimitError(status, what, url=path)
         if status == 403 and self.dialect.name != "v3" and _is_permission_refusal(body):
             what += f" (the API key's access level must grant {V6_PERMISSIONS})"
         raise RequestRejectedError(status, what, url=path)
@@ -931,6 +939,33 @@ def _is_permission_refusal(body: bytes) -> bool:
         return True
     code = decoded.get("error_code") if isinstance(decoded, dict) else None
     return code is None or code in ("FORBIDDEN", "ACCESS_DENIED", "UNAUTHORIZED")
+
+
+_LIMIT_CODES = {"SESSION_LIMIT_REACHED": "session", "COMMAND_LIMIT_REACHED": "command"}
+
+
+def _limit_reached(body: bytes) -> Literal["session", "command"] | None:
+    """Which of the service's limits a 403 reports: the organisation's session pool
+    ("session limit reached") or one session's command cap ("command limit reached")."""
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    for key in ("error_code", "status"):
+        kind = _LIMIT_CODES.get(str(decoded.get(key) or "").upper())
+        if kind is not None:
+            return kind  # type: ignore[return-value]
+    for key in ("message", "error", "reason"):
+        text = decoded.get(key)
+        if isinstance(text, str):
+            lowered = text.strip().lower()
+            if lowered.startswith("session limit reached"):
+                return "session"
+            if lowered.startswith("command limit reached"):
+                return "command"
+    return None
 
 
 def _command_list(reply: object) -> list[Any]:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from collector.liveresponse.errors import (
     LiveResponseError,
     ProtocolError,
     RangeRefusedError,
+    SessionLimitError,
     SessionLostError,
     SessionStartError,
 )
@@ -131,6 +133,12 @@ class SessionOptions:
     """Seconds a whole-file stream waits for the reader of its position before it skips to
     the next reader waiting (see ``collector.liveresponse.wholestream``)."""
     poll: PollPolicy = field(default_factory=PollPolicy)
+    pool_wait: float = 1800.0
+    """Seconds a session may wait for a place in the organisation's pool of live response
+    sessions (shared with every analyst; the service answers 403 "session limit reached"
+    while it is full) before the device is given up; asked again after ``pool_retry``'s
+    intervals, each with jitter (half to all of it), so waiting collectors do not ask in step."""
+    pool_retry: PollPolicy = field(default_factory=lambda: PollPolicy(2.0, 1.5, 30.0))
     deadlines: Mapping[str, Deadline] = field(default_factory=lambda: DEFAULT_DEADLINES)
 
     def deadline(self, command: str, size: int | None = None) -> float:
@@ -145,6 +153,21 @@ class FetchResult:
     file_name: str | None
 
 
+@dataclass(frozen=True)
+class PoolWait:
+    """The organisation's session pool was full when a session was asked for: the device
+    waits ``delay`` seconds (``waited`` so far) and asks again."""
+
+    device_id: int | str
+    refusals: int
+    waited: float
+    delay: float
+    reason: str
+
+
+PoolWaitCallback = Callable[[PoolWait], object]
+
+
 class LiveResponseSession:
     """One device's Live Response session; reopened transparently when the server loses it."""
 
@@ -153,10 +176,16 @@ class LiveResponseSession:
         client: LiveResponseClient,
         device_id: int | str,
         options: SessionOptions | None = None,
+        *,
+        on_pool_full: PoolWaitCallback | None = None,
     ) -> None:
         self.client = client
         self.device_id = device_id
         self.options = options or SessionOptions()
+        self.pool_waits = 0
+        """How many times the organisation's full session pool made this session wait."""
+        self._on_pool_full = on_pool_full
+        self._jitter = random.Random()
         self.info: SessionInfo | None = None
         self.reopen_count = 0
         self._generation = 0
@@ -251,13 +280,7 @@ class LiveResponseSession:
             log.info("session %s: listing leftover file objects: %s", session_id, error)
 
     async def _establish(self) -> None:
-        options = self.options
-        info = await self.client.start_session(
-            self.device_id,
-            checkin_timeout=max(1, math.ceil(options.checkin_timeout)),
-            session_timeout=options.session_timeout,
-            default_command_timeout=options.default_command_timeout,
-        )
+        info = await self._start_within_pool()
         try:
             self.info = await self._wait_active(info)
         except BaseException:
@@ -265,6 +288,53 @@ class LiveResponseSession:
             raise
         self._touch()
         log.info("device %s: session %s is active", self.device_id, self.info.id)
+
+    async def _start_within_pool(self) -> SessionInfo:
+        """Ask for a session; while the organisation's pool is full (403 "session limit
+        reached", back-pressure and not a refused key), wait with jitter and ask again,
+        for at most ``pool_wait`` seconds."""
+        options = self.options
+        started = time.monotonic()
+        intervals = options.pool_retry.intervals()
+        refusals = 0
+        while True:
+            try:
+                return await self.client.start_session(
+                    self.device_id,
+                    checkin_timeout=max(1, math.ceil(options.checkin_timeout)),
+                    session_timeout=options.session_timeout,
+                    default_command_timeout=options.default_command_timeout,
+                )
+            except SessionLimitError as full:
+                refusals += 1
+                waited = time.monotonic() - started
+                delay = next(intervals) * self._jitter.uniform(0.5, 1.0)
+                if self._closed or waited + delay > options.pool_wait:
+                    raise SessionLimitError(
+                        full.status,
+                        f"{full}; the organisation's session pool stayed full for "
+                        f"{waited:.0f} s ({refusals} tries), more than this run waits "
+                        f"({options.pool_wait:g} s)",
+                        url=full.url,
+                    ) from None
+                self._report_pool_full(PoolWait(self.device_id, refusals, waited, delay, str(full)))
+                await asyncio.sleep(delay)
+
+    def _report_pool_full(self, wait: PoolWait) -> None:
+        self.pool_waits += 1
+        level = logging.WARNING if wait.refusals == 1 else logging.INFO
+        log.log(
+            level,
+            "device %s: the organisation's live response session pool is full (%s): "
+            "waiting %.2f s before asking again (try %d, waited %.0f s so far)",
+            self.device_id,
+            wait.reason,
+            wait.delay,
+            wait.refusals,
+            wait.waited,
+        )
+        if self._on_pool_full is not None:
+            self._on_pool_full(wait)
 
     async def _wait_active(self, info: SessionInfo) -> SessionInfo:
         timeout = self.options.checkin_timeout
@@ -892,10 +962,14 @@ class SessionManager:
         *,
         max_sessions: int = 10,
         options: SessionOptions | None = None,
+        on_pool_full: PoolWaitCallback | None = None,
     ) -> None:
         self.client = client
         self.options = options or SessionOptions()
         self.max_sessions = max_sessions
+        """At most this many sessions of this collector are open (or being asked for) at
+        once, whatever room the organisation's shared pool has."""
+        self.on_pool_full = on_pool_full
         self._slots = asyncio.Semaphore(max_sessions)
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._open: set[LiveResponseSession] = set()
@@ -911,7 +985,9 @@ class SessionManager:
         """``async with manager.session(device_id) as lr:`` — closed on every way out."""
         lock = self._device_locks.setdefault(str(device_id), asyncio.Lock())
         async with lock, self._slots:
-            live = LiveResponseSession(self.client, device_id, options or self.options)
+            live = LiveResponseSession(
+                self.client, device_id, options or self.options, on_pool_full=self.on_pool_full
+            )
             self._open.add(live)
             try:
                 await live.open()
