@@ -26,6 +26,7 @@ from collector.liveresponse.client import ByteSink, FileId, LiveResponseClient
 from collector.liveresponse.errors import (
     CommandCancelledError,
     CommandError,
+    CommandLimitError,
     CommandOutcomeUnknownError,
     CommandTimeoutError,
     LiveResponseError,
@@ -58,6 +59,7 @@ _ACTIVE = "ACTIVE"
 _ENDED = ("TIMEOUT", "INACTIVE", "CLOSE")
 _MIB = 1024 * 1024
 _MAX_COMMAND_RECORD = 10_000
+_MAX_CAP_REFUSALS = 2
 _TO_THE_END = 2**62  # a count no file reaches: "the rest of the file"
 
 # Commands that may safely run again after the session was lost while they ran: they only
@@ -139,6 +141,13 @@ class SessionOptions:
     while it is full) before the device is given up; asked again after ``pool_retry``'s
     intervals, each with jitter (half to all of it), so waiting collectors do not ask in step."""
     pool_retry: PollPolicy = field(default_factory=lambda: PollPolicy(2.0, 1.5, 30.0))
+    max_commands: int | None = 250
+    """Commands the service accepts in one session (250, documented); None: no cap. The
+    session is closed and a new one opened, between commands, ``command_margin`` before it."""
+    command_margin: int = 10
+    idle_timeout: float = 900.0
+    """Seconds of idleness after which the service closes a session (15 minutes, documented),
+    whatever timeout the session reports: keepalives go at a third of the shorter."""
     deadlines: Mapping[str, Deadline] = field(default_factory=lambda: DEFAULT_DEADLINES)
 
     def deadline(self, command: str, size: int | None = None) -> float:
@@ -183,6 +192,15 @@ class LiveResponseSession:
         self.device_id = device_id
         self.options = options or SessionOptions()
         self.pool_waits = 0
+        self.rotations = 0
+        """Sessions closed and replaced before the per-session command cap."""
+        self._commands_here = 0
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._admitting = asyncio.Event()
+        self._admitting.set()
+        self._rotation_lock = asyncio.Lock()
         """How many times the organisation's full session pool made this session wait."""
         self._on_pool_full = on_pool_full
         self._jitter = random.Random()
@@ -286,6 +304,7 @@ class LiveResponseSession:
         except BaseException:
             await self._close_remote(info.id)
             raise
+        self._commands_here = 0
         self._touch()
         log.info("device %s: session %s is active", self.device_id, self.info.id)
 
@@ -416,15 +435,30 @@ class LiveResponseSession:
         (the sensor dropped off again while checking in) counts as one of them.
         """
         reopens = 0
+        refused_for_cap = 0
         while True:
             self._raise_if_closed()
-            generation = self._generation
             try:
-                return await operation(self.session_id)
+                await self._admit()
+                generation = self._generation
+                async with self._in_operation():
+                    return await operation(self.session_id)
             except CommandOutcomeUnknownError:
                 raise
+            except SessionStartError as start_failure:
+                # A rotation's new session did not start: as after a loss, try again.
+                failure: LiveResponseError = start_failure
+                generation = self._generation
+            except CommandLimitError:
+                # The server counted more than this session did (a re-posted command): the
+                # command was not run; it runs in a new session.
+                refused_for_cap += 1
+                if refused_for_cap > _MAX_CAP_REFUSALS:
+                    raise
+                self._cap_reached(generation)
+                continue
             except SessionLostError as lost:
-                failure: LiveResponseError = lost
+                failure = lost
             while True:
                 if reopens >= self.options.max_reopens:
                     raise failure
@@ -435,6 +469,83 @@ class LiveResponseSession:
                 except SessionStartError as start_failure:
                     failure = start_failure
 
+    # ---- rotation before the per-session command cap
+
+    def _rotation_due(self) -> bool:
+        """Whether the session is near the command cap, counting one more command for each
+        operation under way (each posts at most one, bar a rare second; the margin covers)."""
+        cap = self.options.max_commands
+        if cap is None or self.info is None:
+            return False
+        threshold = max(1, cap - self.options.command_margin)
+        return self._commands_here + self._in_flight >= threshold
+
+    def _cap_reached(self, generation: int) -> None:
+        if generation == self._generation and self.options.max_commands is not None:
+            self._commands_here = self.options.max_commands
+
+    async def _admit(self) -> None:
+        """Wait until an operation may start: no rotation under way, and the session not
+        due for one (else rotate it first)."""
+        while True:
+            await self._admitting.wait()
+            if not self._rotation_due():
+                return
+            await self._rotate()
+
+    @contextlib.asynccontextmanager
+    async def _in_operation(self) -> AsyncIterator[None]:
+        self._in_flight += 1
+        self._drained.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._drained.set()
+
+    async def _rotate(self) -> None:
+        """Close the session and open a new one, between commands: new operations wait,
+        those under way finish on the old session first (its file objects then released)."""
+        async with self._rotation_lock:
+            if not self._rotation_due():
+                return  # another task rotated it meanwhile
+            self._admitting.clear()
+            try:
+                await self._drained.wait()
+                async with self._reopen_lock:
+                    self._raise_if_closed()
+                    await self._replace_session()
+            finally:
+                self._admitting.set()
+
+    async def _replace_session(self) -> None:
+        old = self.info.id if self.info else None
+        log.info(
+            "device %s: session %s ran %d commands (the cap is %s): opening a new one",
+            self.device_id,
+            old,
+            self._commands_here,
+            self.options.max_commands,
+        )
+        if old is not None:
+            await self._release_all()
+            if self._made_file_objects:
+                await self._sweep_file_objects(old)
+            await self._record_commands(old)
+            await self._close_remote(old)
+            self.info = None
+        self._generation += 1
+        await self._establish()
+        self.rotations += 1
+
+    async def _post(self, session_id: str, name: str, obj: object, **fields: Any) -> CommandInfo:
+        command = await self.client.post_command(session_id, name, obj, **fields)
+        if self.info is not None and session_id == self.info.id:
+            self._commands_here += 1
+        self._touch()
+        return command
+
     # ---- keepalive
 
     def _touch(self) -> None:
@@ -443,8 +554,8 @@ class LiveResponseSession:
     def _keepalive_interval(self) -> float:
         if self.options.keepalive_interval is not None:
             return self.options.keepalive_interval
-        timeout = (self.info.session_timeout if self.info else None) or 900
-        return max(0.05, timeout / 3)
+        reported = (self.info.session_timeout if self.info else None) or self.options.idle_timeout
+        return max(0.05, min(reported, self.options.idle_timeout) / 3)
 
     async def _keepalive_loop(self) -> None:
         while True:
@@ -492,8 +603,7 @@ class LiveResponseSession:
         deadline: float,
         on_poll: Callable[[CommandInfo], object] | None,
     ) -> CommandInfo:
-        command = await self.client.post_command(session_id, name, obj, **fields)
-        self._touch()
+        command = await self._post(session_id, name, obj, **fields)
         try:
             return await self._wait(session_id, command, obj, deadline, on_poll)
         except SessionLostError:
@@ -598,8 +708,7 @@ class LiveResponseSession:
             fields[self.client.dialect.count_field] = count
         deadline = self.options.deadline("get file", count)
         self._made_file_objects = True
-        command = await self.client.post_command(session_id, "get file", remote_path, **fields)
-        self._touch()
+        command = await self._post(session_id, "get file", remote_path, **fields)
         posted_file_id = wire.file_id_of(self.client.dialect, command.raw)
         try:
             done = await self._wait(session_id, command, remote_path, deadline, None)
