@@ -48,6 +48,7 @@ from collector.liveresponse.errors import (
     RangeRefusedError,
     RateLimitedError,
     RedirectRefusedError,
+    ReplyTooLargeError,
     RequestRejectedError,
     RequestTimeoutError,
     ServerError,
@@ -74,6 +75,8 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _MAX_TARGET_RENEWALS = 5
 _MAX_ERROR_BODY = 64 * 1024
+DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
+"""The largest JSON reply read: a listing of 100,000 entries is about 30 MB."""
 _CLOCK_SLACK_SECONDS = 5.0
 _ACTIVE = "ACTIVE"
 
@@ -198,6 +201,7 @@ class LiveResponseClient:
         pool_limit: int = 20,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         if "{org_key}" in dialect.session_start and dialect.org_key is None:
@@ -209,6 +213,9 @@ class LiveResponseClient:
         self._ssl = _ssl_setting(ca_bundle, insecure)
         self._ssl_elsewhere = _ssl_elsewhere(ca_bundle, self._ssl)
         self._pool_limit = pool_limit
+        self.max_reply_bytes = max_reply_bytes
+        """A JSON reply longer than this is refused (ReplyTooLargeError) as it arrives, never
+        held whole: a hostile or broken server cannot exhaust the examiner's memory."""
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._http: aiohttp.ClientSession | None = None
@@ -607,7 +614,7 @@ class LiveResponseClient:
             async with self._session().request(
                 method, url, json=payload, params=params, data=data, allow_redirects=False
             ) as response:
-                body = await response.read()
+                body = await self._read_bounded(method, path, response)
                 self._raise_for_status(method, path, response, body)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             error = RequestTimeoutError(f"{method} {path}: no reply in time")
@@ -628,6 +635,28 @@ class LiveResponseClient:
         if not expect_json and not body.strip():
             return None
         return self._decode(method, path, body, expect_json)
+
+    async def _read_bounded(
+        self, method: str, path: str, response: aiohttp.ClientResponse
+    ) -> bytes:
+        """The reply's body, refused (the connection dropped) once past ``max_reply_bytes``."""
+        limit = self.max_reply_bytes
+        announced = response.content_length
+        if announced is not None and announced > limit:
+            response.close()
+            raise ReplyTooLargeError(
+                f"{method} {path}: the reply announces {announced} bytes, more than the "
+                f"{limit} accepted; refused unread"
+            )
+        body = bytearray()
+        async for piece in response.content.iter_chunked(_CHUNK_SIZE):
+            body += piece
+            if len(body) > limit:
+                response.close()
+                raise ReplyTooLargeError(
+                    f"{method} {path}: the reply is longer than the {limit} bytes accepted; refused"
+                )
+        return bytes(body)
 
     def _decode(self, method: str, path: str, body: bytes, required: bool) -> Any:
         try:

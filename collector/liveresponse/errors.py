@@ -152,7 +152,7 @@ class ProtocolError(LiveResponseError):
 
 
 class ReplyTooLargeError(ProtocolError):
-    """A JSON reply larger than the client accepts (``Timeouts.max_reply_bytes``): refused
+    """A JSON reply larger than the client accepts (``LiveResponseClient.max_reply_bytes``): refused
     beyond the bound, for that request only, never held whole in memory."""
 
 

@@ -1,0 +1,149 @@
+"""Hostile or broken replies hurt one command, never the examiner's machine.
+
+A JSON reply is read with a bound: a 300 MiB reply (which the emulator cannot produce, so a
+small aiohttp server here on 127.0.0.1 streams it) is refused with an error naming the
+request, while the collector's process stays under 200 MiB of RSS (measured in a child
+process that runs only the client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+MIB = 1024 * 1024
+SESSION = "1:37191"
+HUGE = 300 * MIB
+ASKED = web.AppKey("asked", list)
+
+
+def huge_command_reply(size: int) -> tuple[bytes, bytes, int]:
+    """A "directory list" command reply of ``size`` bytes: head, one filler MiB, tail."""
+    head = b'{"id": 3, "name": "directory list", "status": "complete", "files": [{"filename": "'
+    tail = b'", "attributes": [], "size": 1}]}'
+    fill = size - len(head) - len(tail)
+    return head, tail, fill
+
+
+async def stream_huge(request: web.Request) -> web.StreamResponse:
+    """The reply, generated as it is sent (the server holds one MiB at a time)."""
+    announce = request.path.endswith("/command/5")
+    head, tail, fill = huge_command_reply(HUGE)
+    reply = web.StreamResponse(headers={"Content-Type": "application/json"})
+    if announce:
+        reply.content_length = HUGE
+    request.app[ASKED].append(request.path)
+    await reply.prepare(request)
+    try:
+        await reply.write(head)
+        block = b"A" * MIB
+        while fill > 0:
+            await reply.write(block[: min(fill, MIB)])
+            fill -= MIB
+        await reply.write(tail)
+    except ConnectionError:
+        pass  # the client refused the rest, as it should
+    return reply
+
+
+async def small_reply(request: web.Request) -> web.Response:
+    return web.json_response({"id": 4, "name": "directory list", "status": "complete", "files": []})
+
+
+@pytest.fixture
+async def hostile_server() -> AsyncIterator[tuple[str, web.Application]]:
+    app = web.Application()
+    app[ASKED] = []
+    app.router.add_get(f"/integrationServices/v3/cblr/session/{SESSION}/command/3", stream_huge)
+    app.router.add_get(f"/integrationServices/v3/cblr/session/{SESSION}/command/5", stream_huge)
+    app.router.add_get(f"/integrationServices/v3/cblr/session/{SESSION}/command/4", small_reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+CLIENT = textwrap.dedent(
+    """
+    import asyncio, json, resource, sys
+    from collector.liveresponse.client import LiveResponseClient, RetryPolicy
+    from collector.liveresponse.errors import ReplyTooLargeError
+
+    async def main(url, command):
+        retry = RetryPolicy(max_attempts=1)
+        async with LiveResponseClient(url, "HOSTILETEST/TOKEN", retry=retry) as client:
+            outcome = {}
+            try:
+                await client._json("GET", "/integrationServices/v3/cblr/session/1:37191/command/" + command)
+                outcome["error"] = None
+            except ReplyTooLargeError as error:
+                outcome["error"] = str(error)
+            small = await client.get_command("1:37191", 4)
+            outcome["small"] = small.name
+        outcome["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps(outcome))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def run_client(url: str, command: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLIENT, url, command,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), 120)
+    assert child.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("announced", [False, True], ids=["chunked", "content-length"])
+async def test_a_300_mib_json_reply_is_refused_for_that_request_with_rss_under_200_mib(
+    hostile_server: tuple[str, web.Application], announced: bool
+) -> None:
+    url, app = hostile_server
+    command = "5" if announced else "3"
+    outcome = await run_client(url, command)
+
+    path = f"GET /integrationServices/v3/cblr/session/{SESSION}/command/{command}"
+    if announced:
+        assert outcome["error"] == (
+            f"{path}: the reply announces {HUGE} bytes, more than the {64 * MIB} accepted; "
+            "refused unread"
+        )
+    else:
+        assert outcome["error"] == (
+            f"{path}: the reply is longer than the {64 * MIB} bytes accepted; refused"
+        )
+    assert outcome["small"] == "directory list"  # the client carries on with the next request
+    assert outcome["max_rss_kib"] < 200 * 1024, f"peak RSS {outcome['max_rss_kib'] // 1024} MiB"
+    assert len(app[ASKED]) == 1  # refused, not retried
+
+
+async def test_the_bound_is_configurable_and_a_reply_within_it_is_read(
+    hostile_server: tuple[str, web.Application],
+) -> None:
+    from collector.liveresponse.client import LiveResponseClient
+    from collector.liveresponse.errors import ReplyTooLargeError
+
+    url, _ = hostile_server
+    async with LiveResponseClient(url, "HOSTILETEST/TOKEN", max_reply_bytes=64) as client:
+        with pytest.raises(ReplyTooLargeError, match="more than the 64 accepted"):
+            await client.get_command(SESSION, 4)
+    async with LiveResponseClient(url, "HOSTILETEST/TOKEN", max_reply_bytes=200) as client:
+        assert (await client.get_command(SESSION, 4)).id == 4
