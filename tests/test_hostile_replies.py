@@ -15,9 +15,15 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
+from conftest import DEVICE_ID
+from runner_support import collect
+
+from emulator.server import EmulatorServer
+from profiles import load_profile_text, resolve
 
 MIB = 1024 * 1024
 SESSION = "1:37191"
@@ -147,3 +153,90 @@ async def test_the_bound_is_configurable_and_a_reply_within_it_is_read(
             await client.get_command(SESSION, 4)
     async with LiveResponseClient(url, "HOSTILETEST/TOKEN", max_reply_bytes=200) as client:
         assert (await client.get_command(SESSION, 4)).id == 4
+
+
+# ---- one malformed entry in a listing
+
+BAD_ENTRY = "blob.bin"
+DATA_PROFILE = """
+name: data
+description: the Data folder
+artifacts:
+  - {name: Data, category: user, kind: file, path: 'C:\\\\Data\\\\*'}
+"""
+FORWARDED = ("x-auth-token", "content-type", "range")
+RETURNED = ("content-type", "content-range", "retry-after", "location")
+
+
+def break_one_entry(payload: bytes) -> bytes:
+    """A "directory list" reply with the size of one entry a string: a wrong type."""
+    document = json.loads(payload)
+    if document.get("name") != "directory list" or not isinstance(document.get("files"), list):
+        return payload
+    for entry in document["files"]:
+        if entry.get("filename", entry.get("name")) == BAD_ENTRY:
+            entry["size"] = "a great many"
+    return json.dumps(document).encode()
+
+
+@pytest.fixture
+async def breaking_proxy(emulator: EmulatorServer) -> AsyncIterator[str]:
+    """A loopback server in front of the emulator that breaks one listing entry."""
+    upstream = ClientSession()
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED}
+        async with upstream.request(
+            request.method,
+            emulator.url + request.path_qs,
+            data=await request.read() or None,
+            headers=headers,
+            allow_redirects=False,
+        ) as reply:
+            payload = await reply.read()
+            if request.method == "GET" and "/command/" in request.path and reply.status == 200:
+                payload = break_one_entry(payload)
+            kept = {k: v for k, v in reply.headers.items() if k.lower() in RETURNED}
+            return web.Response(status=reply.status, body=payload, headers=kept)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await upstream.close()
+
+
+@pytest.fixture
+def scenario_doc(scenario_doc: dict) -> dict:
+    scenario_doc["devices"][0]["files"] = [
+        {"path": "C:\\Data\\a.txt", "text": "first\n"},
+        {"path": f"C:\\Data\\{BAD_ENTRY}", "random": {"size": 5000, "seed": 3}},
+        {"path": "C:\\Data\\c.txt", "text": "third\n"},
+    ]
+    return scenario_doc
+
+
+async def test_one_malformed_listing_entry_fails_that_entry_and_the_rest_is_collected(
+    emulator: EmulatorServer, breaking_proxy: str, tmp_path: Path
+) -> None:
+    through_proxy = SimpleNamespace(url=breaking_proxy, token=emulator.token, org_key="")
+    profile = resolve(load_profile_text(DATA_PROFILE, "data.yaml"))
+    run = await collect(through_proxy, profile, tmp_path, DEVICE_ID)  # type: ignore[arg-type]
+
+    collected = {a.source: run.staged(a) for a in run.of_kind("file")}
+    assert collected == {"C:\\Data\\a.txt": b"first\n", "C:\\Data\\c.txt": b"third\n"}
+    assert run.outcome.failed == 0
+    rejected = run.events_of("plan.rejected_name")
+    assert [(e["folder"], e["name"]) for e in rejected] == [
+        (
+            "C:\\Data",
+            "entry 'blob.bin' unreadable: directory entry: field 'size' should be int, got str",
+        )
+    ]

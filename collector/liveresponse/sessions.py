@@ -38,7 +38,7 @@ from collector.liveresponse.errors import (
 )
 from collector.liveresponse.models import (
     CommandInfo,
-    DirectoryEntry,
+    DirectoryListing,
     FileObject,
     MemdumpProgress,
     ProcessInfo,
@@ -988,14 +988,24 @@ class LiveResponseSession:
     async def delete_file(self, remote_path: str) -> None:
         await self._run("delete file", remote_path)
 
-    async def list_directory(self, path_or_filter: str) -> list[DirectoryEntry]:
+    async def list_directory(self, path_or_filter: str) -> DirectoryListing:
+        """The entries listed; an entry that cannot be read is left out and recorded in the
+        listing's ``malformed`` (and logged), the rest used."""
         command = await self._run("directory list", path_or_filter)
         files = command.raw.get("files")
         if files is None:
-            return []
+            return DirectoryListing()
         if not isinstance(files, list):
             raise ProtocolError("directory list: field 'files' should be a list")
-        return [DirectoryEntry.from_wire(item) for item in files]
+        listing = DirectoryListing.from_wire(files)
+        for bad in listing.malformed:
+            log.warning(
+                "device %s: directory list of %r: %s",
+                self.device_id,
+                path_or_filter,
+                bad.describe(),
+            )
+        return listing
 
     async def reg_enum_key(self, key_path: str) -> RegistryKeyListing:
         command = await self._run("reg enum key", key_path)
