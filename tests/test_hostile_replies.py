@@ -22,6 +22,8 @@ from aiohttp import ClientSession, web
 from conftest import DEVICE_ID
 from runner_support import collect
 
+from collector.liveresponse.client import LiveResponseClient, RetryPolicy, Timeouts
+from collector.liveresponse.errors import ContentTooSlowError
 from emulator.server import EmulatorServer
 from profiles import load_profile_text, resolve
 
@@ -144,7 +146,6 @@ async def test_a_300_mib_json_reply_is_refused_for_that_request_with_rss_under_2
 async def test_the_bound_is_configurable_and_a_reply_within_it_is_read(
     hostile_server: tuple[str, web.Application],
 ) -> None:
-    from collector.liveresponse.client import LiveResponseClient
     from collector.liveresponse.errors import ReplyTooLargeError
 
     url, _ = hostile_server
@@ -240,3 +241,110 @@ async def test_one_malformed_listing_entry_fails_that_entry_and_the_rest_is_coll
             "entry 'blob.bin' unreadable: directory entry: field 'size' should be int, got str",
         )
     ]
+
+
+# ---- content slower than a floor rate, or past its deadline
+
+DRIP_PATH = f"/integrationServices/v3/cblr/session/{SESSION}/file/7/content"
+DRIP_BYTES = bytes(range(256)) * 16  # 4096 bytes
+DRIP = web.AppKey("drip", dict)
+
+
+async def drip_content(request: web.Request) -> web.StreamResponse:
+    """The content, ``piece`` bytes every ``every`` seconds; honours ``Range: bytes=N-``."""
+    drip = request.app[DRIP]
+    drip["ranges"].append(request.headers.get("Range"))
+    first = 0
+    if (wanted := request.headers.get("Range", "")).startswith("bytes="):
+        first = int(wanted[len("bytes=") :].split("-")[0])
+    body = DRIP_BYTES[first:]
+    reply = web.StreamResponse(status=206 if first else 200)
+    reply.content_length = len(body)
+    if first:
+        reply.headers["Content-Range"] = f"bytes {first}-{len(DRIP_BYTES) - 1}/{len(DRIP_BYTES)}"
+    await reply.prepare(request)
+    try:
+        for at in range(0, len(body), drip["piece"]):
+            await reply.write(body[at : at + drip["piece"]])
+            await asyncio.sleep(drip["every"])
+        await reply.write_eof()
+    except ConnectionError:
+        pass  # the client gave up on this attempt
+    return reply
+
+
+@pytest.fixture
+async def drip_server() -> AsyncIterator[tuple[str, dict]]:
+    app = web.Application()
+    app[DRIP] = {"piece": 64, "every": 0.05, "ranges": []}
+    app.router.add_get(DRIP_PATH, drip_content)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", app[DRIP]
+    finally:
+        await runner.cleanup()
+
+
+async def download(url: str, timeouts: Timeouts) -> tuple[bytearray, Exception | None]:
+    received = bytearray()
+
+    async def sink(piece: bytes) -> None:
+        received.extend(piece)
+
+    retry = RetryPolicy(max_attempts=3, max_elapsed=30.0, base_delay=0.01, max_delay=0.02)
+    async with LiveResponseClient(url, "DRIPTEST/TOKEN", timeouts=timeouts, retry=retry) as client:
+        try:
+            await client.download_content(SESSION, 7, sink, expected_size=len(DRIP_BYTES))
+        except ContentTooSlowError as error:
+            return received, error
+    return received, None
+
+
+async def test_content_below_the_floor_rate_is_retried_then_failed(
+    drip_server: tuple[str, dict],
+) -> None:
+    """About 1.3 KB/s against a floor of 8 KB/s over 0.3 s: three attempts, then an error."""
+    url, drip = drip_server
+    timeouts = Timeouts(min_content_rate=8192, rate_window=0.3)
+    received, error = await download(url, timeouts)
+
+    assert isinstance(error, ContentTooSlowError)
+    assert str(error).startswith(f"GET {DRIP_PATH}: content arrived at ")
+    assert "below the floor of 8192 bytes/s" in str(error)
+    assert len(drip["ranges"]) == 3
+    assert drip["ranges"][0] is None
+    resumed_at = [int(r[len("bytes=") :].split("-")[0]) for r in drip["ranges"][1:]]
+    assert 0 < resumed_at[0] < resumed_at[1] < len(DRIP_BYTES)  # each retry resumes
+    assert bytes(received) == DRIP_BYTES[: len(received)]  # a prefix, no byte twice
+
+
+async def test_a_chunk_past_its_deadline_is_retried_then_failed(
+    drip_server: tuple[str, dict],
+) -> None:
+    """Fast enough for the floor, too slow for a deadline of 0.4 s per attempt."""
+    url, drip = drip_server
+    timeouts = Timeouts(min_content_rate=1, rate_window=0.2, content_base=0.4, content_per_mib=0)
+    received, error = await download(url, timeouts)
+
+    assert isinstance(error, ContentTooSlowError)
+    assert str(error).startswith(f"GET {DRIP_PATH}: not done within its deadline of 0.4 s (")
+    assert len(drip["ranges"]) == 3
+    assert 0 < len(received) < len(DRIP_BYTES)
+    assert bytes(received) == DRIP_BYTES[: len(received)]
+
+
+async def test_content_above_the_floor_and_within_its_deadline_arrives_whole(
+    drip_server: tuple[str, dict],
+) -> None:
+    url, drip = drip_server
+    drip.update(piece=512, every=0.02)
+    timeouts = Timeouts(min_content_rate=1024, rate_window=0.2, content_base=30)
+    received, error = await download(url, timeouts)
+
+    assert error is None
+    assert bytes(received) == DRIP_BYTES
+    assert drip["ranges"] == [None]

@@ -42,6 +42,7 @@ from collector.liveresponse.errors import (
     AuthenticationError,
     CommandLimitError,
     ConnectionFailedError,
+    ContentTooSlowError,
     LiveResponseError,
     NotFoundError,
     ProtocolError,
@@ -107,11 +108,23 @@ class Secret:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds allowed to connect, between two reads, and for a whole JSON request."""
+    """Seconds allowed to connect, between two reads, and for a whole JSON request; and how
+    slowly file content may arrive before an attempt to read it is given up (and retried)."""
 
     connect: float = 10.0
     sock_read: float = 60.0
     total: float = 120.0
+    min_content_rate: float = 1024.0
+    """Bytes per second file content must average over each ``rate_window``: a trickle
+    that keeps the connection alive below it (a drip) is cut and retried from where it was."""
+    rate_window: float = 60.0
+    content_base: float = 300.0
+    content_per_mib: float = 60.0
+    """One attempt to read file content may last ``content_base`` plus ``content_per_mib``
+    for each MiB it reads (a chunk past this deadline is cut and retried)."""
+
+    def content_deadline(self, size: int | None) -> float:
+        return self.content_base + self.content_per_mib * (size or 0) / (1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -675,6 +688,34 @@ class LiveResponseClient:
             total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.sock_read
         )
         shown = self._shown(url)
+        remaining = None
+        if request.expected_size is not None:
+            remaining = request.expected_size - progress.received
+        pace = _Pace(
+            self.timeouts.min_content_rate,
+            self.timeouts.rate_window,
+            self.timeouts.content_deadline(remaining),
+        )
+        try:
+            await self._follow_and_pump(request, url, sink, progress, timeout, pace)
+        except TimeoutError as exc:
+            error = RequestTimeoutError(f"GET {shown}: the content stopped arriving")
+            raise _Retryable(error, ambiguous=False) from exc
+        expected = request.expected_size
+        if expected is not None and progress.received < expected:
+            error = ProtocolError(f"GET {shown}: got {progress.received} of {expected} bytes")
+            raise _Retryable(error, ambiguous=False)
+
+    async def _follow_and_pump(
+        self,
+        request: _ContentRequest,
+        url: URL,
+        sink: ByteSink,
+        progress: _Progress,
+        timeout: aiohttp.ClientTimeout,
+        pace: _Pace,
+    ) -> None:
+        shown = self._shown(url)
         try:
             for _ in range(_MAX_REDIRECTS + 1):
                 shown = self._shown(url)
@@ -687,11 +728,11 @@ class LiveResponseClient:
                         continue
                     self._check_content_status(request, url, response, await _peek_error(response))
                     skip = self._body_offset(shown, response, request, progress.received)
-                    await _pump(shown, response, sink, progress, skip, request.expected_size)
+                    await _pump(shown, response, sink, progress, skip, request.expected_size, pace)
                     break
             else:
                 raise RedirectRefusedError(f"GET {shown}: more than {_MAX_REDIRECTS} redirects")
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except aiohttp.ServerTimeoutError as exc:
             error = RequestTimeoutError(f"GET {shown}: the content stopped arriving")
             raise _Retryable(error, ambiguous=False) from exc
         except aiohttp.ClientError as exc:
@@ -700,10 +741,6 @@ class LiveResponseClient:
                 f"{self._scrub(str(exc)) or type(exc).__name__}"
             )
             raise _Retryable(error, ambiguous=False) from exc
-        expected = request.expected_size
-        if expected is not None and progress.received < expected:
-            error = ProtocolError(f"GET {shown}: got {progress.received} of {expected} bytes")
-            raise _Retryable(error, ambiguous=False)
 
     def _check_content_status(
         self, request: _ContentRequest, url: URL, response: aiohttp.ClientResponse, body: bytes
@@ -837,8 +874,11 @@ async def _pump(
     progress: _Progress,
     skip: int,
     expected_size: int | None,
+    pace: _Pace,
 ) -> None:
-    """Copy the body to the sink, dropping ``skip`` leading bytes and refusing extra bytes."""
+    """Copy the body to the sink, dropping ``skip`` leading bytes and refusing extra bytes;
+    a body arriving slower than the floor rate, or past the attempt's deadline, is cut
+    (retryable) between two pieces, never while the sink takes one."""
     announced = response.content_length
     remaining = None if expected_size is None else expected_size - progress.received
     if remaining is not None and announced is not None and announced - skip > remaining:
@@ -849,6 +889,7 @@ async def _pump(
     body_bytes = 0
     async for chunk in response.content.iter_chunked(_CHUNK_SIZE):
         body_bytes += len(chunk)
+        pace.arrived(path, len(chunk))
         if skip:
             dropped = min(skip, len(chunk))
             chunk = chunk[dropped:]
@@ -867,6 +908,42 @@ async def _pump(
     if skip:
         error = ConnectionFailedError(f"GET {path}: the full re-read ended before the resume point")
         raise _Retryable(error, ambiguous=False)
+
+
+class _Pace:
+    """One attempt at file content: bytes must arrive at ``rate`` per second on average over
+    each ``window``, and all of them within ``deadline`` seconds. Checked as each piece
+    arrives; a silent connection is cut by the socket's read timeout."""
+
+    def __init__(self, rate: float, window: float, deadline: float) -> None:
+        self.rate = rate
+        self.window = window
+        self.deadline = deadline
+        self._began = self._since = time.monotonic()
+        self._bytes = self._total = 0
+
+    def arrived(self, path: str, count: int) -> None:
+        self._bytes += count
+        self._total += count
+        now = time.monotonic()
+        if now - self._began > self.deadline:
+            raise _Retryable(
+                ContentTooSlowError(
+                    f"GET {path}: not done within its deadline of {self.deadline:g} s "
+                    f"({self._total} bytes in this attempt)"
+                ),
+                ambiguous=False,
+            )
+        elapsed = now - self._since
+        if elapsed < self.window or self.rate <= 0:
+            return
+        if self._bytes / elapsed < self.rate:
+            error = ContentTooSlowError(
+                f"GET {path}: content arrived at {self._bytes / elapsed:.0f} bytes/s over "
+                f"{elapsed:.1f} s, below the floor of {self.rate:g} bytes/s"
+            )
+            raise _Retryable(error, ambiguous=False)
+        self._since, self._bytes = now, 0
 
 
 def _ssl_elsewhere(
