@@ -2,8 +2,8 @@
 
 A JSON reply is read with a bound: a 300 MiB reply (which the emulator cannot produce, so a
 small aiohttp server here on 127.0.0.1 streams it) is refused with an error naming the
-request, while the collector's process stays under 200 MiB of RSS (measured in a child
-process that runs only the client).
+request, while the collector's process stays under 200 MiB of RSS (its peak, VmHWM, measured
+in a child process that runs only the client).
 """
 
 from __future__ import annotations
@@ -86,9 +86,18 @@ async def hostile_server() -> AsyncIterator[tuple[str, web.Application]]:
 
 CLIENT = textwrap.dedent(
     """
-    import asyncio, json, resource, sys
+    import asyncio, json, sys
     from collector.liveresponse.client import LiveResponseClient, RetryPolicy
     from collector.liveresponse.errors import ReplyTooLargeError
+
+    def peak_rss_kib():
+        # VmHWM: this process's own peak since exec (getrusage's ru_maxrss would also count
+        # the pytest worker it was forked from)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmHWM in /proc/self/status")
 
     async def main(url, command):
         retry = RetryPolicy(max_attempts=1)
@@ -101,7 +110,7 @@ CLIENT = textwrap.dedent(
                 outcome["error"] = str(error)
             small = await client.get_command("1:37191", 4)
             outcome["small"] = small.name
-        outcome["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        outcome["max_rss_kib"] = peak_rss_kib()
         print(json.dumps(outcome))
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
