@@ -12,6 +12,7 @@ from collector.cli.connection import credentials_from
 from collector.liveresponse.credentials import (
     CredentialsError,
     credentials_files,
+    plain_http_warning,
     resolve_credentials,
 )
 from emulator.server import self_signed_context
@@ -251,3 +252,46 @@ def test_resume_refuses_credentials_for_another_server_and_keeps_the_recorded_di
     monkeypatch.setenv("CBLR_URL", "https://elsewhere")
     with pytest.raises(CredentialsError, match="collected from https://recorded"):
         credentials_from(flags, recorded)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.20.30.40", "http://tenant.example.com:8080", "http://[2001:db8::1]"]
+)
+def test_plain_http_to_another_machine_needs_insecure(url: str, tmp_path: Path) -> None:
+    ini = write_ini(tmp_path / "c.cbc", f"[default]\nurl = {url}\ntoken = {TOKEN}\n")
+    with pytest.raises(CredentialsError) as refused:
+        resolve_credentials(files=[ini], environ={})
+    assert str(refused.value) == (
+        f"{url} is plain http: the API token and the evidence would cross the network "
+        f"unencrypted; use https://, or give --insecure to accept that risk ({ini} [default])"
+    )
+    accepted = resolve_credentials(files=[ini], environ={}, insecure=True)
+    assert plain_http_warning(accepted) == (
+        f"warning: {url} is plain http (--insecure): the API token and every collected byte "
+        "cross the network unencrypted, readable and alterable on the way"
+    )
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://127.9.9.9", "http://[::1]:80",
+                                 "http://localhost:5000"])  # fmt: skip
+def test_plain_http_on_this_machine_is_accepted_without_a_warning(url: str) -> None:
+    credentials = resolve_credentials(environ={"CBLR_URL": url, "CBLR_TOKEN": TOKEN}, files=[])
+    assert (credentials.url, plain_http_warning(credentials)) == (url, None)
+
+
+def test_collect_refuses_plain_http_in_one_line_before_any_connection(tmp_path: Path) -> None:
+    from cli_harness import PASSPHRASE, PASSWORD_VAR, clean_env, run_cli
+
+    env = clean_env(
+        tmp_path, CBLR_URL="http://10.20.30.40", CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE}
+    )
+    result = run_cli(
+        "collect", "--device", "1", "--case", "C", "--examiner", "E", "--out", "out",
+        "--password-env", PASSWORD_VAR, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "cblr-collect collect: http://10.20.30.40 is plain http: the API token and the evidence "
+        "would cross the network unencrypted; use https://, or give --insecure to accept that "
+        "risk (CBLR_URL and CBLR_TOKEN)"
+    )

@@ -13,6 +13,7 @@ from collector.liveresponse.credentials import (
     TOKEN_ON_COMMAND_LINE,
     Credentials,
     CredentialsError,
+    plain_http_warning,
     resolve_credentials,
 )
 
@@ -27,7 +28,11 @@ def add_connection(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--credentials-profile", metavar="NAME", help="section of the credentials files"
     )
-    group.add_argument("--insecure", action="store_true", help="do not verify TLS (warns)")
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify TLS, and allow a plain http:// server other than this machine (warns)",
+    )
     group.add_argument("--ca-bundle", metavar="PEM", help="trust this CA bundle for TLS")
 
 
@@ -57,6 +62,8 @@ def credentials_from(args: argparse.Namespace, recorded: RunSettings | None = No
         )
     for label in credentials.skipped:
         print(f"warning: {label} lacks url or token; not used", file=sys.stderr)
-    if not credentials.verify_tls:
+    if (warning := plain_http_warning(credentials)) is not None:
+        print(warning, file=sys.stderr)
+    elif not credentials.verify_tls:
         print("warning: TLS certificates are not verified (--insecure)", file=sys.stderr)
     return credentials

@@ -15,11 +15,13 @@ without both is skipped, and the last complete one found is used.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from collector.liveresponse.client import Secret
 
@@ -203,6 +205,7 @@ def resolve_credentials(
         source = f"{given_url.origin} and {given_token.origin}"
         return _checked(
             url=given_url.value,
+            insecure=insecure,
             token=given_token.value,
             org_key=given_org.value if given_org else "",
             api=api,
@@ -262,6 +265,7 @@ def _from_section(
         verify = parse_bool(settings["ssl_verify"], f"{section.label}: ssl_verify")
     return _checked(
         url=settings["url"].strip(),
+        insecure=insecure,
         token=settings["token"].strip(),
         org_key=org_key or settings.get("org_key", "").strip(),
         api=api,
@@ -275,6 +279,7 @@ def _from_section(
 def _checked(
     *,
     url: str,
+    insecure: bool,
     token: str,
     org_key: str,
     api: str | None,
@@ -285,6 +290,11 @@ def _checked(
 ) -> Credentials:
     if not url.startswith(("https://", "http://")):
         raise CredentialsError(f"server URL must start with https:// (got {url!r}, {source})")
+    if url.startswith("http://") and not insecure and not is_loopback_url(url):
+        raise CredentialsError(
+            f"{url} is plain http: the API token and the evidence would cross the network "
+            f"unencrypted; use https://, or give --insecure to accept that risk ({source})"
+        )
     if "/" not in token.strip().strip("/"):
         raise CredentialsError(f"the API token must be written KEY/CONNECTOR_ID ({source})")
     if api is not None and api not in APIS:
@@ -318,3 +328,27 @@ def check_ca_bundle(path: str) -> None:
         raise CredentialsError(f"CA bundle {path}: no such file") from None
     except (ssl.SSLError, OSError, ValueError):
         raise CredentialsError(f"CA bundle {path}: not a PEM certificate bundle") from None
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` names this machine (127.0.0.0/8, ::1, localhost): the emulator, a test.
+
+    Plain http there never leaves the host, so it needs no ``--insecure``.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plain_http_warning(credentials: Credentials) -> str | None:
+    """The warning a run over plain http to another machine prints, naming the risk."""
+    if not credentials.url.startswith("http://") or is_loopback_url(credentials.url):
+        return None
+    return (
+        f"warning: {credentials.url} is plain http (--insecure): the API token and every "
+        "collected byte cross the network unencrypted, readable and alterable on the way"
+    )

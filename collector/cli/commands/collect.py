@@ -19,7 +19,7 @@ import yaml
 
 from collector.acquisition.runner import RunSettings
 from collector.cli.connection import add_connection, credentials_from
-from collector.cli.devices import DeviceListError, device_list
+from collector.cli.devices import DeviceListError, device_list, resolve_device_names
 from collector.cli.exitcodes import EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
 from collector.cli.progress import make_reporter, utc_now
 from collector.cli.summary import case_summary, exit_code_of, print_summary, write_case_summary
@@ -33,6 +33,7 @@ from collector.fleet.run import (
 )
 from collector.fleet.runlog import close_run_log, open_run_log
 from collector.liveresponse.credentials import CredentialsError
+from collector.liveresponse.errors import AuthenticationError, ConnectionFailedError
 from collector.liveresponse.sessions import SessionOptions
 from collector.packaging.sealing import SealKeyError, load_seal_keys
 from collector.transfer.engine import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL
@@ -125,7 +126,13 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     target = collect.add_argument_group("what and where")
-    target.add_argument("--device", action="append", default=[], metavar="ID")
+    target.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="ID|HOSTNAME",
+        help="a device id, or a hostname the v6 device search finds exactly once (repeatable)",
+    )
     target.add_argument("--devices", action="append", default=[], type=Path, metavar="FILE")
     target.add_argument("--profile", default="triage", help="built-in name or YAML file")
     target.add_argument("--case", required=True, metavar="CASE")
@@ -222,8 +229,8 @@ def run_collect(args: argparse.Namespace) -> int:
             )
         prepare_output_folder(args.out)
         profile = load_resolved(args.profile)
-        devices = device_list(args.device, args.devices)
         credentials = credentials_from(args)
+        devices = device_list(resolve_device_names(credentials, args.device), args.devices)
         seal_keys = (
             None
             if args.no_seal
@@ -233,10 +240,13 @@ def run_collect(args: argparse.Namespace) -> int:
         )
     except ProfileError as error:
         # One problem a line, as 'profiles check' prints them (file:line: field: problem).
-        message = f"profile {args.profile!r} is not valid:\n{error}"
+        joint = "\n" if len(error.problems) > 1 else " "
+        message = f"profile {args.profile!r} is not valid:{joint}{error}"
         return fail("collect", message, EXIT_USAGE, args)
     except (UsageError, DeviceListError, CredentialsError, SealKeyError) as error:
         return fail("collect", str(error), EXIT_USAGE, args)
+    except (ConnectionFailedError, AuthenticationError) as error:
+        return fail("collect", f"looking up the devices by name: {error}", EXIT_UNREACHABLE, args)
     template = RunSettings(
         case_id=args.case,
         examiner=args.examiner,
