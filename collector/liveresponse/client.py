@@ -12,6 +12,10 @@ refused, and the token goes only to the API's own origin (aiohttp would strip Au
 a cross-origin redirect, but not X-Auth-Token). A target that answers 403/404 has expired: the
 content route is asked again for a fresh one and the download resumes by Range there.
 
+Replies are bounded: a JSON reply past ``max_reply_bytes`` is refused as it arrives
+(ReplyTooLargeError), and file content slower than ``Timeouts.min_content_rate`` or past its
+attempt's deadline is cut and retried from where it was, then failed (ContentTooSlowError).
+
 The API token lives in a ``Secret`` and is only ever put in the request header; errors never
 carry headers, and every server-supplied text is scrubbed of the token before it is shown.
 """

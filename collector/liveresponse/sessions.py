@@ -4,6 +4,11 @@
 open sessions. A session polls commands to completion (short first interval, backing off, a
 deadline per command kind), sends keepalives while idle, and when the server loses the session
 (expiry, a sensor that went offline) opens a new one and re-issues what was in flight.
+
+The service's documented limits are met here: a full organisation pool (403 "session limit
+reached") makes a new session wait with jitter (``pool_wait``), never fail as a refused key;
+a session is replaced between commands before its 250th (``max_commands``); keepalives go at
+least every third of the 15-minute idle timeout (``idle_timeout``).
 """
 
 from __future__ import annotations
