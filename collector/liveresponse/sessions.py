@@ -443,6 +443,7 @@ class LiveResponseSession:
         refused_for_cap = 0
         while True:
             self._raise_if_closed()
+            generation = self._generation
             try:
                 await self._admit()
                 generation = self._generation
