@@ -172,6 +172,9 @@ class Walker:
                 plain.append(entry)
             elif first_visit:
                 self.result.rejected.append((folder, entry.name))
+        if first_visit:  # entries the listing could not read: recorded with the reason
+            for bad in getattr(entries, "malformed", ()):
+                self.result.rejected.append((folder, bad.describe()))
         return plain
 
 

@@ -160,7 +160,19 @@ async def run_fleet(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
 async def _run_devices(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
     async with make_client(job.credentials) as client:
         await check_server(client, job.devices[0][0])
-        manager = SessionManager(client, max_sessions=job.max_sessions, options=job.session_options)
+        manager = SessionManager(
+            client,
+            max_sessions=job.max_sessions,
+            options=job.session_options,
+            on_pool_full=lambda wait: reporter.event(
+                "session_pool_full",
+                device_id=wait.device_id,
+                tries=wait.refusals,
+                waited=round(wait.waited, 1),
+                retry_in=round(wait.delay, 1),
+                reason=wait.reason,
+            ),
+        )
         limiter = asyncio.Semaphore(max(s.parallel for _, _, s in job.devices) * 4)
         try:
             return list(

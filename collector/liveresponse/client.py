@@ -12,6 +12,10 @@ refused, and the token goes only to the API's own origin (aiohttp would strip Au
 a cross-origin redirect, but not X-Auth-Token). A target that answers 403/404 has expired: the
 content route is asked again for a fresh one and the download resumes by Range there.
 
+Replies are bounded: a JSON reply past ``max_reply_bytes`` is refused as it arrives
+(ReplyTooLargeError), and file content slower than ``Timeouts.min_content_rate`` or past its
+attempt's deadline is cut and retried from where it was, then failed (ContentTooSlowError).
+
 The API token lives in a ``Secret`` and is only ever put in the request header; errors never
 carry headers, and every server-supplied text is scrubbed of the token before it is shown.
 """
@@ -40,16 +44,20 @@ from collector.liveresponse.dialect import V3, Dialect, DialectError, dialect_fo
 from collector.liveresponse.errors import (
     V6_PERMISSIONS,
     AuthenticationError,
+    CommandLimitError,
     ConnectionFailedError,
+    ContentTooSlowError,
     LiveResponseError,
     NotFoundError,
     ProtocolError,
     RangeRefusedError,
     RateLimitedError,
     RedirectRefusedError,
+    ReplyTooLargeError,
     RequestRejectedError,
     RequestTimeoutError,
     ServerError,
+    SessionLimitError,
     SessionLostError,
 )
 from collector.liveresponse.models import (
@@ -72,6 +80,8 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _MAX_TARGET_RENEWALS = 5
 _MAX_ERROR_BODY = 64 * 1024
+DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
+"""The largest JSON reply read: a listing of 100,000 entries is about 30 MB."""
 _CLOCK_SLACK_SECONDS = 5.0
 _ACTIVE = "ACTIVE"
 
@@ -102,11 +112,23 @@ class Secret:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds allowed to connect, between two reads, and for a whole JSON request."""
+    """Seconds allowed to connect, between two reads, and for a whole JSON request; and how
+    slowly file content may arrive before an attempt to read it is given up (and retried)."""
 
     connect: float = 10.0
     sock_read: float = 60.0
     total: float = 120.0
+    min_content_rate: float = 1024.0
+    """Bytes per second file content must average over each ``rate_window``: a trickle
+    that keeps the connection alive below it (a drip) is cut and retried from where it was."""
+    rate_window: float = 60.0
+    content_base: float = 300.0
+    content_per_mib: float = 60.0
+    """One attempt to read file content may last ``content_base`` plus ``content_per_mib``
+    for each MiB it reads (a chunk past this deadline is cut and retried)."""
+
+    def content_deadline(self, size: int | None) -> float:
+        return self.content_base + self.content_per_mib * (size or 0) / (1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -196,6 +218,7 @@ class LiveResponseClient:
         pool_limit: int = 20,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         if "{org_key}" in dialect.session_start and dialect.org_key is None:
@@ -207,6 +230,9 @@ class LiveResponseClient:
         self._ssl = _ssl_setting(ca_bundle, insecure)
         self._ssl_elsewhere = _ssl_elsewhere(ca_bundle, self._ssl)
         self._pool_limit = pool_limit
+        self.max_reply_bytes = max_reply_bytes
+        """A JSON reply longer than this is refused (ReplyTooLargeError) as it arrives, never
+        held whole: a hostile or broken server cannot exhaust the examiner's memory."""
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._http: aiohttp.ClientSession | None = None
@@ -605,7 +631,7 @@ class LiveResponseClient:
             async with self._session().request(
                 method, url, json=payload, params=params, data=data, allow_redirects=False
             ) as response:
-                body = await response.read()
+                body = await self._read_bounded(method, path, response)
                 self._raise_for_status(method, path, response, body)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             error = RequestTimeoutError(f"{method} {path}: no reply in time")
@@ -627,6 +653,28 @@ class LiveResponseClient:
             return None
         return self._decode(method, path, body, expect_json)
 
+    async def _read_bounded(
+        self, method: str, path: str, response: aiohttp.ClientResponse
+    ) -> bytes:
+        """The reply's body, refused (the connection dropped) once past ``max_reply_bytes``."""
+        limit = self.max_reply_bytes
+        announced = response.content_length
+        if announced is not None and announced > limit:
+            response.close()
+            raise ReplyTooLargeError(
+                f"{method} {path}: the reply announces {announced} bytes, more than the "
+                f"{limit} accepted; refused unread"
+            )
+        body = bytearray()
+        async for piece in response.content.iter_chunked(_CHUNK_SIZE):
+            body += piece
+            if len(body) > limit:
+                response.close()
+                raise ReplyTooLargeError(
+                    f"{method} {path}: the reply is longer than the {limit} bytes accepted; refused"
+                )
+        return bytes(body)
+
     def _decode(self, method: str, path: str, body: bytes, required: bool) -> Any:
         try:
             return json.loads(body)
@@ -644,6 +692,34 @@ class LiveResponseClient:
             total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.sock_read
         )
         shown = self._shown(url)
+        remaining = None
+        if request.expected_size is not None:
+            remaining = request.expected_size - progress.received
+        pace = _Pace(
+            self.timeouts.min_content_rate,
+            self.timeouts.rate_window,
+            self.timeouts.content_deadline(remaining),
+        )
+        try:
+            await self._follow_and_pump(request, url, sink, progress, timeout, pace)
+        except TimeoutError as exc:
+            error = RequestTimeoutError(f"GET {shown}: the content stopped arriving")
+            raise _Retryable(error, ambiguous=False) from exc
+        expected = request.expected_size
+        if expected is not None and progress.received < expected:
+            error = ProtocolError(f"GET {shown}: got {progress.received} of {expected} bytes")
+            raise _Retryable(error, ambiguous=False)
+
+    async def _follow_and_pump(
+        self,
+        request: _ContentRequest,
+        url: URL,
+        sink: ByteSink,
+        progress: _Progress,
+        timeout: aiohttp.ClientTimeout,
+        pace: _Pace,
+    ) -> None:
+        shown = self._shown(url)
         try:
             for _ in range(_MAX_REDIRECTS + 1):
                 shown = self._shown(url)
@@ -656,11 +732,11 @@ class LiveResponseClient:
                         continue
                     self._check_content_status(request, url, response, await _peek_error(response))
                     skip = self._body_offset(shown, response, request, progress.received)
-                    await _pump(shown, response, sink, progress, skip, request.expected_size)
+                    await _pump(shown, response, sink, progress, skip, request.expected_size, pace)
                     break
             else:
                 raise RedirectRefusedError(f"GET {shown}: more than {_MAX_REDIRECTS} redirects")
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except aiohttp.ServerTimeoutError as exc:
             error = RequestTimeoutError(f"GET {shown}: the content stopped arriving")
             raise _Retryable(error, ambiguous=False) from exc
         except aiohttp.ClientError as exc:
@@ -669,10 +745,6 @@ class LiveResponseClient:
                 f"{self._scrub(str(exc)) or type(exc).__name__}"
             )
             raise _Retryable(error, ambiguous=False) from exc
-        expected = request.expected_size
-        if expected is not None and progress.received < expected:
-            error = ProtocolError(f"GET {shown}: got {progress.received} of {expected} bytes")
-            raise _Retryable(error, ambiguous=False)
 
     def _check_content_status(
         self, request: _ContentRequest, url: URL, response: aiohttp.ClientResponse, body: bytes
@@ -727,6 +799,12 @@ class LiveResponseClient:
             )
         if status >= 500:
             raise _Retryable(ServerError(status, what), ambiguous=True)
+        if status == 403:
+            limit = _limit_reached(body)
+            if limit == "session":
+                raise SessionLimitError(status, what, url=path)
+            if limit == "command":
+                raise CommandLimitError(status, what, url=path)
         if status == 403 and self.dialect.name != "v3" and _is_permission_refusal(body):
             what += f" (the API key's access level must grant {V6_PERMISSIONS})"
         raise RequestRejectedError(status, what, url=path)
@@ -800,8 +878,11 @@ async def _pump(
     progress: _Progress,
     skip: int,
     expected_size: int | None,
+    pace: _Pace,
 ) -> None:
-    """Copy the body to the sink, dropping ``skip`` leading bytes and refusing extra bytes."""
+    """Copy the body to the sink, dropping ``skip`` leading bytes and refusing extra bytes;
+    a body arriving slower than the floor rate, or past the attempt's deadline, is cut
+    (retryable) between two pieces, never while the sink takes one."""
     announced = response.content_length
     remaining = None if expected_size is None else expected_size - progress.received
     if remaining is not None and announced is not None and announced - skip > remaining:
@@ -812,6 +893,7 @@ async def _pump(
     body_bytes = 0
     async for chunk in response.content.iter_chunked(_CHUNK_SIZE):
         body_bytes += len(chunk)
+        pace.arrived(path, len(chunk))
         if skip:
             dropped = min(skip, len(chunk))
             chunk = chunk[dropped:]
@@ -830,6 +912,42 @@ async def _pump(
     if skip:
         error = ConnectionFailedError(f"GET {path}: the full re-read ended before the resume point")
         raise _Retryable(error, ambiguous=False)
+
+
+class _Pace:
+    """One attempt at file content: bytes must arrive at ``rate`` per second on average over
+    each ``window``, and all of them within ``deadline`` seconds. Checked as each piece
+    arrives; a silent connection is cut by the socket's read timeout."""
+
+    def __init__(self, rate: float, window: float, deadline: float) -> None:
+        self.rate = rate
+        self.window = window
+        self.deadline = deadline
+        self._began = self._since = time.monotonic()
+        self._bytes = self._total = 0
+
+    def arrived(self, path: str, count: int) -> None:
+        self._bytes += count
+        self._total += count
+        now = time.monotonic()
+        if now - self._began > self.deadline:
+            raise _Retryable(
+                ContentTooSlowError(
+                    f"GET {path}: not done within its deadline of {self.deadline:g} s "
+                    f"({self._total} bytes in this attempt)"
+                ),
+                ambiguous=False,
+            )
+        elapsed = now - self._since
+        if elapsed < self.window or self.rate <= 0:
+            return
+        if self._bytes / elapsed < self.rate:
+            error = ContentTooSlowError(
+                f"GET {path}: content arrived at {self._bytes / elapsed:.0f} bytes/s over "
+                f"{elapsed:.1f} s, below the floor of {self.rate:g} bytes/s"
+            )
+            raise _Retryable(error, ambiguous=False)
+        self._since, self._bytes = now, 0
 
 
 def _ssl_elsewhere(
@@ -931,6 +1049,33 @@ def _is_permission_refusal(body: bytes) -> bool:
         return True
     code = decoded.get("error_code") if isinstance(decoded, dict) else None
     return code is None or code in ("FORBIDDEN", "ACCESS_DENIED", "UNAUTHORIZED")
+
+
+_LIMIT_CODES = {"SESSION_LIMIT_REACHED": "session", "COMMAND_LIMIT_REACHED": "command"}
+
+
+def _limit_reached(body: bytes) -> Literal["session", "command"] | None:
+    """Which of the service's limits a 403 reports: the organisation's session pool
+    ("session limit reached") or one session's command cap ("command limit reached")."""
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    for key in ("error_code", "status"):
+        kind = _LIMIT_CODES.get(str(decoded.get(key) or "").upper())
+        if kind is not None:
+            return kind  # type: ignore[return-value]
+    for key in ("message", "error", "reason"):
+        text = decoded.get(key)
+        if isinstance(text, str):
+            lowered = text.strip().lower()
+            if lowered.startswith("session limit reached"):
+                return "session"
+            if lowered.startswith("command limit reached"):
+                return "command"
+    return None
 
 
 def _command_list(reply: object) -> list[Any]:

@@ -102,6 +102,17 @@ class RequestRejectedError(LiveResponseError):
         self.url = url
 
 
+class SessionLimitError(RequestRejectedError):
+    """HTTP 403 "session limit reached": the organisation's pool of live response sessions,
+    shared with every analyst in the console, is full. Back-pressure, not a refused key: a
+    session is asked for again after a while (``SessionOptions.pool_wait``)."""
+
+
+class CommandLimitError(RequestRejectedError):
+    """HTTP 403 "command limit reached": the session took as many commands as the service
+    allows in one session (250); the command was not run, and runs in a new session."""
+
+
 class RateLimitedError(LiveResponseError):
     """HTTP 429 persisted beyond the retry budget."""
 
@@ -138,6 +149,16 @@ class CommandTimeoutError(RequestTimeoutError):
 
 class ProtocolError(LiveResponseError):
     """The server's reply is malformed: not JSON, wrong types, missing fields, wrong length."""
+
+
+class ReplyTooLargeError(ProtocolError):
+    """A JSON reply larger than the client accepts (``LiveResponseClient.max_reply_bytes``): refused
+    beyond the bound, for that request only, never held whole in memory."""
+
+
+class ContentTooSlowError(RequestTimeoutError):
+    """File content arrived slower than the floor rate, or a download outlived its deadline,
+    beyond the retry budget (``Timeouts.min_content_rate``, ``Timeouts.content_deadline``)."""
 
 
 class RedirectRefusedError(ProtocolError):

@@ -324,6 +324,50 @@ class DirectoryEntry:
         )
 
 
+@dataclass(frozen=True)
+class MalformedEntry:
+    """An entry of a listing that could not be read (a field of the wrong type, a missing
+    name): left out of the listing, recorded with the reason."""
+
+    index: int
+    """Its place in the reply's list, from 0."""
+    name: str | None
+    """Its name, when the entry has a readable one."""
+    reason: str
+
+    def describe(self) -> str:
+        which = repr(self.name) if self.name is not None else f"#{self.index}"
+        return f"entry {which} unreadable: {self.reason}"
+
+
+class DirectoryListing(list[DirectoryEntry]):
+    """A "directory list" reply's entries; ``malformed`` holds those that could not be read,
+    so one broken entry costs that entry, not the folder (nor the device)."""
+
+    def __init__(self, entries=(), malformed: list[MalformedEntry] | None = None) -> None:
+        super().__init__(entries)
+        self.malformed: list[MalformedEntry] = malformed or []
+
+    @classmethod
+    def from_wire(cls, items: list[object]) -> DirectoryListing:
+        listing = cls()
+        for index, item in enumerate(items):
+            try:
+                listing.append(DirectoryEntry.from_wire(item))
+            except ProtocolError as error:
+                listing.malformed.append(MalformedEntry(index, _entry_name(item), str(error)))
+        return listing
+
+
+def _entry_name(item: object) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    for key in ("filename", "name"):
+        if isinstance(item.get(key), str):
+            return item[key][:260]
+    return None
+
+
 RegistryData = str | int | list[str] | bytes
 
 _INTEGER_TYPES = {"REG_DWORD", "REG_QWORD", "REG_DWORD_BIG_ENDIAN", "REG_DWORD_LITTLE_ENDIAN"}

@@ -4,6 +4,11 @@
 open sessions. A session polls commands to completion (short first interval, backing off, a
 deadline per command kind), sends keepalives while idle, and when the server loses the session
 (expiry, a sensor that went offline) opens a new one and re-issues what was in flight.
+
+The service's documented limits are met here: a full organisation pool (403 "session limit
+reached") makes a new session wait with jitter (``pool_wait``), never fail as a refused key;
+a session is replaced between commands before its 250th (``max_commands``); keepalives go at
+least every third of the 15-minute idle timeout (``idle_timeout``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,17 +31,19 @@ from collector.liveresponse.client import ByteSink, FileId, LiveResponseClient
 from collector.liveresponse.errors import (
     CommandCancelledError,
     CommandError,
+    CommandLimitError,
     CommandOutcomeUnknownError,
     CommandTimeoutError,
     LiveResponseError,
     ProtocolError,
     RangeRefusedError,
+    SessionLimitError,
     SessionLostError,
     SessionStartError,
 )
 from collector.liveresponse.models import (
     CommandInfo,
-    DirectoryEntry,
+    DirectoryListing,
     FileObject,
     MemdumpProgress,
     ProcessInfo,
@@ -56,6 +64,7 @@ _ACTIVE = "ACTIVE"
 _ENDED = ("TIMEOUT", "INACTIVE", "CLOSE")
 _MIB = 1024 * 1024
 _MAX_COMMAND_RECORD = 10_000
+_MAX_CAP_REFUSALS = 2
 _TO_THE_END = 2**62  # a count no file reaches: "the rest of the file"
 
 # Commands that may safely run again after the session was lost while they ran: they only
@@ -131,6 +140,19 @@ class SessionOptions:
     """Seconds a whole-file stream waits for the reader of its position before it skips to
     the next reader waiting (see ``collector.liveresponse.wholestream``)."""
     poll: PollPolicy = field(default_factory=PollPolicy)
+    pool_wait: float = 1800.0
+    """Seconds a session may wait for a place in the organisation's pool of live response
+    sessions (shared with every analyst; the service answers 403 "session limit reached"
+    while it is full) before the device is given up; asked again after ``pool_retry``'s
+    intervals, each with jitter (half to all of it), so waiting collectors do not ask in step."""
+    pool_retry: PollPolicy = field(default_factory=lambda: PollPolicy(2.0, 1.5, 30.0))
+    max_commands: int | None = 250
+    """Commands the service accepts in one session (250, documented); None: no cap. The
+    session is closed and a new one opened, between commands, ``command_margin`` before it."""
+    command_margin: int = 10
+    idle_timeout: float = 900.0
+    """Seconds of idleness after which the service closes a session (15 minutes, documented),
+    whatever timeout the session reports: keepalives go at a third of the shorter."""
     deadlines: Mapping[str, Deadline] = field(default_factory=lambda: DEFAULT_DEADLINES)
 
     def deadline(self, command: str, size: int | None = None) -> float:
@@ -145,6 +167,21 @@ class FetchResult:
     file_name: str | None
 
 
+@dataclass(frozen=True)
+class PoolWait:
+    """The organisation's session pool was full when a session was asked for: the device
+    waits ``delay`` seconds (``waited`` so far) and asks again."""
+
+    device_id: int | str
+    refusals: int
+    waited: float
+    delay: float
+    reason: str
+
+
+PoolWaitCallback = Callable[[PoolWait], object]
+
+
 class LiveResponseSession:
     """One device's Live Response session; reopened transparently when the server loses it."""
 
@@ -153,10 +190,25 @@ class LiveResponseSession:
         client: LiveResponseClient,
         device_id: int | str,
         options: SessionOptions | None = None,
+        *,
+        on_pool_full: PoolWaitCallback | None = None,
     ) -> None:
         self.client = client
         self.device_id = device_id
         self.options = options or SessionOptions()
+        self.pool_waits = 0
+        self.rotations = 0
+        """Sessions closed and replaced before the per-session command cap."""
+        self._commands_here = 0
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._admitting = asyncio.Event()
+        self._admitting.set()
+        self._rotation_lock = asyncio.Lock()
+        """How many times the organisation's full session pool made this session wait."""
+        self._on_pool_full = on_pool_full
+        self._jitter = random.Random()
         self.info: SessionInfo | None = None
         self.reopen_count = 0
         self._generation = 0
@@ -251,20 +303,62 @@ class LiveResponseSession:
             log.info("session %s: listing leftover file objects: %s", session_id, error)
 
     async def _establish(self) -> None:
-        options = self.options
-        info = await self.client.start_session(
-            self.device_id,
-            checkin_timeout=max(1, math.ceil(options.checkin_timeout)),
-            session_timeout=options.session_timeout,
-            default_command_timeout=options.default_command_timeout,
-        )
+        info = await self._start_within_pool()
         try:
             self.info = await self._wait_active(info)
         except BaseException:
             await self._close_remote(info.id)
             raise
+        self._commands_here = 0
         self._touch()
         log.info("device %s: session %s is active", self.device_id, self.info.id)
+
+    async def _start_within_pool(self) -> SessionInfo:
+        """Ask for a session; while the organisation's pool is full (403 "session limit
+        reached", back-pressure and not a refused key), wait with jitter and ask again,
+        for at most ``pool_wait`` seconds."""
+        options = self.options
+        started = time.monotonic()
+        intervals = options.pool_retry.intervals()
+        refusals = 0
+        while True:
+            try:
+                return await self.client.start_session(
+                    self.device_id,
+                    checkin_timeout=max(1, math.ceil(options.checkin_timeout)),
+                    session_timeout=options.session_timeout,
+                    default_command_timeout=options.default_command_timeout,
+                )
+            except SessionLimitError as full:
+                refusals += 1
+                waited = time.monotonic() - started
+                delay = next(intervals) * self._jitter.uniform(0.5, 1.0)
+                if self._closed or waited + delay > options.pool_wait:
+                    raise SessionLimitError(
+                        full.status,
+                        f"{full}; the organisation's session pool stayed full for "
+                        f"{waited:.0f} s ({refusals} tries), more than this run waits "
+                        f"({options.pool_wait:g} s)",
+                        url=full.url,
+                    ) from None
+                self._report_pool_full(PoolWait(self.device_id, refusals, waited, delay, str(full)))
+                await asyncio.sleep(delay)
+
+    def _report_pool_full(self, wait: PoolWait) -> None:
+        self.pool_waits += 1
+        level = logging.WARNING if wait.refusals == 1 else logging.INFO
+        log.log(
+            level,
+            "device %s: the organisation's live response session pool is full (%s): "
+            "waiting %.2f s before asking again (try %d, waited %.0f s so far)",
+            self.device_id,
+            wait.reason,
+            wait.delay,
+            wait.refusals,
+            wait.waited,
+        )
+        if self._on_pool_full is not None:
+            self._on_pool_full(wait)
 
     async def _wait_active(self, info: SessionInfo) -> SessionInfo:
         timeout = self.options.checkin_timeout
@@ -346,15 +440,31 @@ class LiveResponseSession:
         (the sensor dropped off again while checking in) counts as one of them.
         """
         reopens = 0
+        refused_for_cap = 0
         while True:
             self._raise_if_closed()
             generation = self._generation
             try:
-                return await operation(self.session_id)
+                await self._admit()
+                generation = self._generation
+                async with self._in_operation():
+                    return await operation(self.session_id)
             except CommandOutcomeUnknownError:
                 raise
+            except SessionStartError as start_failure:
+                # A rotation's new session did not start: as after a loss, try again.
+                failure: LiveResponseError = start_failure
+                generation = self._generation
+            except CommandLimitError:
+                # The server counted more than this session did (a re-posted command): the
+                # command was not run; it runs in a new session.
+                refused_for_cap += 1
+                if refused_for_cap > _MAX_CAP_REFUSALS:
+                    raise
+                self._cap_reached(generation)
+                continue
             except SessionLostError as lost:
-                failure: LiveResponseError = lost
+                failure = lost
             while True:
                 if reopens >= self.options.max_reopens:
                     raise failure
@@ -365,6 +475,83 @@ class LiveResponseSession:
                 except SessionStartError as start_failure:
                     failure = start_failure
 
+    # ---- rotation before the per-session command cap
+
+    def _rotation_due(self) -> bool:
+        """Whether the session is near the command cap, counting one more command for each
+        operation under way (each posts at most one, bar a rare second; the margin covers)."""
+        cap = self.options.max_commands
+        if cap is None or self.info is None:
+            return False
+        threshold = max(1, cap - self.options.command_margin)
+        return self._commands_here + self._in_flight >= threshold
+
+    def _cap_reached(self, generation: int) -> None:
+        if generation == self._generation and self.options.max_commands is not None:
+            self._commands_here = self.options.max_commands
+
+    async def _admit(self) -> None:
+        """Wait until an operation may start: no rotation under way, and the session not
+        due for one (else rotate it first)."""
+        while True:
+            await self._admitting.wait()
+            if not self._rotation_due():
+                return
+            await self._rotate()
+
+    @contextlib.asynccontextmanager
+    async def _in_operation(self) -> AsyncIterator[None]:
+        self._in_flight += 1
+        self._drained.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._drained.set()
+
+    async def _rotate(self) -> None:
+        """Close the session and open a new one, between commands: new operations wait,
+        those under way finish on the old session first (its file objects then released)."""
+        async with self._rotation_lock:
+            if not self._rotation_due():
+                return  # another task rotated it meanwhile
+            self._admitting.clear()
+            try:
+                await self._drained.wait()
+                async with self._reopen_lock:
+                    self._raise_if_closed()
+                    await self._replace_session()
+            finally:
+                self._admitting.set()
+
+    async def _replace_session(self) -> None:
+        old = self.info.id if self.info else None
+        log.info(
+            "device %s: session %s ran %d commands (the cap is %s): opening a new one",
+            self.device_id,
+            old,
+            self._commands_here,
+            self.options.max_commands,
+        )
+        if old is not None:
+            await self._release_all()
+            if self._made_file_objects:
+                await self._sweep_file_objects(old)
+            await self._record_commands(old)
+            await self._close_remote(old)
+            self.info = None
+        self._generation += 1
+        await self._establish()
+        self.rotations += 1
+
+    async def _post(self, session_id: str, name: str, obj: object, **fields: Any) -> CommandInfo:
+        command = await self.client.post_command(session_id, name, obj, **fields)
+        if self.info is not None and session_id == self.info.id:
+            self._commands_here += 1
+        self._touch()
+        return command
+
     # ---- keepalive
 
     def _touch(self) -> None:
@@ -373,8 +560,8 @@ class LiveResponseSession:
     def _keepalive_interval(self) -> float:
         if self.options.keepalive_interval is not None:
             return self.options.keepalive_interval
-        timeout = (self.info.session_timeout if self.info else None) or 900
-        return max(0.05, timeout / 3)
+        reported = (self.info.session_timeout if self.info else None) or self.options.idle_timeout
+        return max(0.05, min(reported, self.options.idle_timeout) / 3)
 
     async def _keepalive_loop(self) -> None:
         while True:
@@ -422,8 +609,7 @@ class LiveResponseSession:
         deadline: float,
         on_poll: Callable[[CommandInfo], object] | None,
     ) -> CommandInfo:
-        command = await self.client.post_command(session_id, name, obj, **fields)
-        self._touch()
+        command = await self._post(session_id, name, obj, **fields)
         try:
             return await self._wait(session_id, command, obj, deadline, on_poll)
         except SessionLostError:
@@ -528,8 +714,7 @@ class LiveResponseSession:
             fields[self.client.dialect.count_field] = count
         deadline = self.options.deadline("get file", count)
         self._made_file_objects = True
-        command = await self.client.post_command(session_id, "get file", remote_path, **fields)
-        self._touch()
+        command = await self._post(session_id, "get file", remote_path, **fields)
         posted_file_id = wire.file_id_of(self.client.dialect, command.raw)
         try:
             done = await self._wait(session_id, command, remote_path, deadline, None)
@@ -809,14 +994,24 @@ class LiveResponseSession:
     async def delete_file(self, remote_path: str) -> None:
         await self._run("delete file", remote_path)
 
-    async def list_directory(self, path_or_filter: str) -> list[DirectoryEntry]:
+    async def list_directory(self, path_or_filter: str) -> DirectoryListing:
+        """The entries listed; an entry that cannot be read is left out and recorded in the
+        listing's ``malformed`` (and logged), the rest used."""
         command = await self._run("directory list", path_or_filter)
         files = command.raw.get("files")
         if files is None:
-            return []
+            return DirectoryListing()
         if not isinstance(files, list):
             raise ProtocolError("directory list: field 'files' should be a list")
-        return [DirectoryEntry.from_wire(item) for item in files]
+        listing = DirectoryListing.from_wire(files)
+        for bad in listing.malformed:
+            log.warning(
+                "device %s: directory list of %r: %s",
+                self.device_id,
+                path_or_filter,
+                bad.describe(),
+            )
+        return listing
 
     async def reg_enum_key(self, key_path: str) -> RegistryKeyListing:
         command = await self._run("reg enum key", key_path)
@@ -892,10 +1087,14 @@ class SessionManager:
         *,
         max_sessions: int = 10,
         options: SessionOptions | None = None,
+        on_pool_full: PoolWaitCallback | None = None,
     ) -> None:
         self.client = client
         self.options = options or SessionOptions()
         self.max_sessions = max_sessions
+        """At most this many sessions of this collector are open (or being asked for) at
+        once, whatever room the organisation's shared pool has."""
+        self.on_pool_full = on_pool_full
         self._slots = asyncio.Semaphore(max_sessions)
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._open: set[LiveResponseSession] = set()
@@ -911,7 +1110,9 @@ class SessionManager:
         """``async with manager.session(device_id) as lr:`` — closed on every way out."""
         lock = self._device_locks.setdefault(str(device_id), asyncio.Lock())
         async with lock, self._slots:
-            live = LiveResponseSession(self.client, device_id, options or self.options)
+            live = LiveResponseSession(
+                self.client, device_id, options or self.options, on_pool_full=self.on_pool_full
+            )
             self._open.add(live)
             try:
                 await live.open()
