@@ -8,6 +8,7 @@ tmux at 80x24, captured while the command runs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -70,7 +71,7 @@ def test_json_reports_the_image_size_and_bytes_all_along(emulator: Emulator, tmp
 
 
 @pytest.mark.skipif(
-    shutil.which("tmux") is None and not __import__("os").environ.get("CI"),
+    shutil.which("tmux") is None and not os.environ.get("CI"),
     reason="tmux (Debian package) is not installed; .ci/run installs it",
 )
 def test_the_terminal_shows_a_percent_then_a_bytes_bar_at_80_columns(
@@ -78,7 +79,7 @@ def test_the_terminal_shows_a_percent_then_a_bytes_bar_at_80_columns(
 ) -> None:
     env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, PASS=PASSPHRASE)
     env.pop("COLUMNS"), env.pop("NO_COLOR"), env.update(TERM="xterm-256color")
-    session = f"cblr-progress-{DEVICE}"
+    session = f"cblr-progress-{os.getpid()}-{tmp_path.name}"
     command = " ".join([CLI, *collect_args(str(tmp_path / "out"))]) + "; sleep 60"
     tmux = ["tmux", "-L", session]
     subprocess.run(
