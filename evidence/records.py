@@ -38,6 +38,11 @@ class DeviceInfo:
     os: str = ""
     sensor_checkin: str = ""
     session_ids: tuple[str, ...] = ()
+    api: str = ""
+    """The Live Response API the collection spoke: ``v3`` or ``v6``."""
+    server_commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """v6: the server's own list of the commands each session ran, by session id: the
+    service's record of what the collector did, beside the collector's own custody log."""
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def test_an_archive_sealed_with_schema_1_still_verifies_and_unseals(tmp_path: Pa
 
     trust = ("--trust", "signer.pub.pem")
     verified = run_cli(
-        "verify", V1_ARCHIVE, "--password-env", "V1_PASS", *trust, env=env, cwd=tmp_path
+        "verify", V1_ARCHIVE, "--password-env", "V1_PASS", *trust, "-v", env=env, cwd=tmp_path
     )
     opened = run_cli(
         "unseal", V1_ARCHIVE, "--out", "v1", "--password-env", "V1_PASS", *trust,
@@ -100,3 +100,33 @@ def test_a_new_manifest_holds_observations_as_objects(emulator: Emulator, tmp_pa
         assert observed["exists"] is True
         assert observed["size"] == len(NOTES)
         assert observed["observed_utc"].endswith("Z")
+
+
+@pytest.mark.parametrize("dialect", ["v3", "v6"])
+def test_the_manifest_records_the_api_and_the_servers_own_command_list(
+    emulator: Emulator, tmp_path: Path, dialect: str
+) -> None:
+    (tmp_path / "one-file.yaml").write_text(PROFILE, encoding="utf-8")
+    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
+    env.update(emulator.dialect_env(dialect))
+    collected = run_cli(
+        "collect", "--device", str(DEVICE), "--profile", "one-file.yaml", "--case", "API-1",
+        "--examiner", "Api", "--out", "out", "--password-env", PASSWORD_VAR,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr
+    archive = next((tmp_path / "out").glob("*.zip"))
+    opened = run_cli(
+        "unseal", archive, "--out", "unsealed", "--password-env", PASSWORD_VAR,
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+
+    device = manifest_of(tmp_path / "unsealed")["device"]
+    assert device["api"] == dialect
+    if dialect == "v3":
+        assert device["server_commands"] == {}
+        return
+    assert sorted(device["server_commands"]) == sorted(device["session_ids"])
+    names = [c["name"] for cs in device["server_commands"].values() for c in cs]
+    assert "get file" in names and "directory list" in names

@@ -273,4 +273,10 @@ def device_info(run: RunSettings, events: Sequence[Event]) -> DeviceInfo:
         os=str(last.get("os", "")),
         sensor_checkin=sessions[0].utc if sessions else "",
         session_ids=tuple(str(e.payload.get("session_id", "")) for e in sessions),
+        api=run.api,
+        server_commands={
+            str(e.payload.get("session_id", "")): list(e.payload.get("commands", []))
+            for e in events
+            if e.kind == "session.commands"
+        },
     )
