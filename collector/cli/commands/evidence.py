@@ -351,8 +351,8 @@ def _verdict(report: Any) -> str:
 
 
 SIGNER_CHECKS = ("signer", "manifest.sig")
-"""Checks shown even when they pass, with every signed custody record and timestamp: who
-signed, and when, is part of every verdict."""
+"""Checks shown even when they pass, with every signed custody record, timestamp and receipt:
+who signed, when, and what the verifier brought are part of every verdict."""
 
 
 def _print_report(report: Any, as_json: bool, verbose: bool = False) -> None:
@@ -381,7 +381,7 @@ def _always_shown(check: Any) -> bool:
     return (
         not check.ok
         or check.name in SIGNER_CHECKS
-        or check.name.startswith(("custody #", "timestamp"))
+        or check.name.startswith(("custody #", "timestamp", "receipt"))
     )
 
 
