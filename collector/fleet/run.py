@@ -141,13 +141,13 @@ def refusal_message(client: LiveResponseClient, error: LiveResponseError) -> str
 async def check_server(client: LiveResponseClient, device_id: int) -> None:
     """Fail fast on a wrong token or an unreachable server, before any workspace work."""
     try:
-        await client.list_sessions()
+        await client.check_access(device_id)
     except ConnectionFailedError as error:
         raise ServerUnreachable(f"cannot reach {client.base_url}: {error}") from None
     except LiveResponseError as error:
         if (refused := refusal_message(client, error)) is not None:
             raise ServerUnreachable(refused) from None
-        log.info("listing sessions before device %s: %s", device_id, error)
+        log.info("checking access before device %s: %s", device_id, error)
 
 
 async def run_fleet(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:

@@ -347,6 +347,17 @@ class LiveResponseClient:
             raise ProtocolError(f"asked for session {session_id}, got session {info.id}")
         return info
 
+    async def check_access(self, device_id: int | str) -> None:
+        """One read-only request on a documented route: the server answers and takes the token.
+
+        v6 lists the sessions; v3, whose reference documents no session list, looks up the
+        device. Raises what the request raises (unreachable, refused, not found).
+        """
+        if self.dialect.documents_session_list:
+            await self.list_sessions()
+        else:
+            await self.get_device(device_id)
+
     async def list_sessions(self) -> list[SessionInfo]:
         reply = await self._json("GET", wire.route(self.dialect, self.dialect.sessions))
         return [SessionInfo.from_wire(item) for item in _expect_list(reply, "session list")]

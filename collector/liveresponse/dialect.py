@@ -44,6 +44,8 @@ class Dialect:
     """The field kill names its process by; None: the object field."""
     content_redirects: bool = False
     """The file content route answers with a redirect to where the bytes live (v6: 302)."""
+    documents_session_list: bool = False
+    """Listing every session is a documented route (v6's "Get All Sessions"); v3 has none."""
     count_field: str = "get_count"
     """The "get file" field for the number of bytes wanted (v6: ``count``)."""
     string_file_ids: bool = False
@@ -99,6 +101,7 @@ V6 = Dialect(
     session_timeouts=False,
     pid_field="pid",
     content_redirects=True,
+    documents_session_list=True,
     count_field="count",
     string_file_ids=True,
     partial_get_echo=("file_details",),
