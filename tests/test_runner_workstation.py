@@ -35,6 +35,8 @@ from emulator.programs import run_program
 from emulator.registry import RegKey
 from emulator.scenario import load_scenario
 from emulator.server import EmulatorServer
+from emulator.service import ServiceBehaviour
+from emulator.shapes import v3_observed_process
 from emulator.vfs import SensorError
 from evidence.hashes import MultiHasher
 from profiles import RegistryArtifact, ResolvedProfile, load_profile, resolve
@@ -48,8 +50,15 @@ GET_FILE = "get file, chunked"
 
 class Run:
     def __init__(
-        self, server: EmulatorServer, profile: ResolvedProfile, collection: Collection
+        self,
+        server: EmulatorServer,
+        profile: ResolvedProfile,
+        collection: Collection,
+        *,
+        observed: bool = False,
     ) -> None:
+        self.observed = observed
+        """The emulator answered v3 in the observed real-tenant shapes."""
         self.server = server
         self.profile = profile
         self.collection = collection
@@ -60,16 +69,24 @@ class Run:
         self.facts = scenario_facts(spec)
 
 
-@pytest.fixture(scope="module")
-def triage(tmp_path_factory: pytest.TempPathFactory, dialect: str) -> Run:
-    """One triage collection per dialect; every test below checks it."""
+OBSERVED_SHAPES = ServiceBehaviour.from_mapping({"observed_shapes": True, "listing_times": "iso"})
+"""v3 as real tenants answer it: ``filename`` entries, ``pbREG_*`` string data, processes as
+captured, ISO listing times (issue 15)."""
+
+
+@pytest.fixture(scope="module", params=["v3", "v3-observed", "v6"])
+def triage(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Run:
+    """One triage collection per dialect, and v3 again in the shapes real tenants send; every
+    test below checks each against the scenario, so they are byte-identical to one another."""
+    dialect, _, shapes = str(request.param).partition("-")
     profile = resolve(load_profile("triage"))
-    folder = tmp_path_factory.mktemp(f"triage-{dialect}")
+    folder = tmp_path_factory.mktemp(f"triage-{request.param}")
+    service = OBSERVED_SHAPES if shapes else None
 
     async def run() -> Run:
-        async with EmulatorServer("workstation") as server:
+        async with EmulatorServer("workstation", service=service) as server:
             collection = await collect(server, profile, folder, WORKSTATION_ID, dialect)
-        return Run(server, profile, collection)
+        return Run(server, profile, collection, observed=bool(shapes))
 
     return asyncio.run(run())
 
@@ -275,7 +292,13 @@ def test_reg_exports_parse_and_hold_the_run_key_values(triage: Run) -> None:
 def test_process_list_equals_the_emulators(triage: Run) -> None:
     (artifact,) = triage.collection.of_kind("processes")
     document = json.loads(triage.collection.staged(artifact))
-    wire = {p["pid"]: p for p in triage.endpoint.process_list()}
+    listed = triage.endpoint.process_list()
+    wire = {
+        p["pid"]: {**v3_observed_process(p), "proc_guid": None, "parent_guid": None}
+        if triage.observed
+        else p
+        for p in listed
+    }
     captured = {p["pid"]: p for p in document["processes"]}
     fields = ("parent", "path", "command_line", "username", "sid", "create_time", "proc_guid")
     own = ("reg.exe save ", "esentutl.exe ", "ipconfig ", "netstat ")
