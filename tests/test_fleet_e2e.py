@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from cli_harness import (
     DATA_PROFILE,
     PASSPHRASE,
@@ -46,6 +47,8 @@ class Fleet:
     folder: Path
     profile: Path
     devices_csv: Path
+    observed: Emulator
+    """The same tenant answering v3 in the shapes real tenants send (issue 15)."""
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +68,21 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             for device_id in DEVICES
         ],
     )
+    document = yaml.safe_load(scenario.read_text(encoding="utf-8"))
+    document["service"] = {"observed_shapes": True, "listing_times": "milliseconds"}
+    observed_scenario = folder / "fleet-observed.yaml"
+    observed_scenario.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     profile = folder / "hold.yaml"
     profile.write_text(DATA_PROFILE, encoding="utf-8")
-    with emulator_process(scenario, folder) as emulator:
+    observed_home = folder / "observed"
+    observed_home.mkdir()
+    with (
+        emulator_process(scenario, folder) as emulator,
+        emulator_process(observed_scenario, observed_home) as observed,
+    ):
         devices_csv = folder / "devices.csv"
         devices_csv.write_text(legal_hold_list(emulator, folder), encoding="utf-8")
-        yield Fleet(emulator=emulator, folder=folder, profile=profile, devices_csv=devices_csv)
+        yield Fleet(emulator, folder, profile, devices_csv, observed)
 
 
 def legal_hold_list(emulator: Emulator, folder: Path) -> str:
@@ -112,14 +124,17 @@ def fleet_command(fleet: Fleet, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("variant", ["v3", "v3-observed", "v6"])
 def test_fleet_with_offline_devices_collects_the_rest_and_reruns_only_those(
-    fleet: Fleet, tmp_path: Path, dialect: str
+    fleet: Fleet, tmp_path: Path, variant: str
 ) -> None:
+    dialect, _, shapes = variant.partition("-")
+    emulator = fleet.observed if shapes else fleet.emulator
     env = clean_env(
         tmp_path,
-        CBLR_URL=fleet.emulator.url,
+        CBLR_URL=emulator.url,
         CBLR_TOKEN=TOKEN,
-        **fleet.emulator.dialect_env(dialect),
+        **emulator.dialect_env(dialect),
         **{PASSWORD_VAR: PASSPHRASE},
     )
     out = tmp_path / "hold"
@@ -173,5 +188,5 @@ def test_fleet_with_offline_devices_collects_the_rest_and_reruns_only_those(
         assert "offline" in rows[str(device_id)]
     assert "Traceback" not in again.stderr
     assert files_holding(tmp_path, [TOKEN, PASSPHRASE]) == []
-    assert fleet.emulator.sessions() != []
-    assert all(s["status"] not in ("PENDING", "ACTIVE") for s in fleet.emulator.sessions())
+    assert emulator.sessions() != []
+    assert all(s["status"] not in ("PENDING", "ACTIVE") for s in emulator.sessions())
