@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from cli_harness import (
     CLI,
     PASSPHRASE,
@@ -29,17 +30,27 @@ from cli_harness import (
     write_scenario,
 )
 
+from emulator.content import RandomContent, sha256_of
+
 DEVICE = 150
 MEMORY = 16 * 1024 * 1024
 SLOW = {"checkin_delay": 0.05, "command_latency": 0.0, "upload_bandwidth": "4MiB"}
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    folder = tmp_path_factory.mktemp("progress")
+@pytest.fixture(scope="module", params=["reference", "observed"])
+def emulator(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Emulator]:
+    """The device, answering v3 as the reference shows it or as real tenants do (issue 15)."""
+    folder = tmp_path_factory.mktemp(f"progress-{request.param}")
     spec = device(DEVICE, link={**SLOW, "memdump_rate": "4MiB"})
     spec["memory"] = {"size": "16MiB", "seed": 9}
-    with emulator_process(write_scenario(folder / "scenario.yaml", [spec]), folder) as running:
+    scenario = write_scenario(folder / "scenario.yaml", [spec])
+    if request.param == "observed":
+        document = yaml.safe_load(scenario.read_text(encoding="utf-8"))
+        document["service"] = {"observed_shapes": True, "listing_times": "iso"}
+        scenario.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    with emulator_process(scenario, folder) as running:
         yield running
 
 
@@ -66,6 +77,12 @@ def test_json_reports_the_image_size_and_bytes_all_along(emulator: Emulator, tmp
     assert percents == sorted(percents) and percents[-1] == 100
     assert (sized["artifact_id"], sized["size"]) == (image["artifact_id"], MEMORY)
     assert sum(counted) == MEMORY
+    (done,) = [
+        e
+        for e in events
+        if e["event"] == "artifact_done" and e["artifact_id"] == image["artifact_id"]
+    ]
+    assert done["sha256"] == sha256_of(RandomContent(MEMORY, 9))
     # Four seconds of upload, a byte count at least once a second: several, not one burst.
     assert len(counted) >= 3, counted
 
