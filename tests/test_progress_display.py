@@ -126,3 +126,23 @@ def test_the_terminal_shows_a_percent_then_a_bytes_bar_at_80_columns(
     assert any("/16.8 MB" in line for line in fetching), fetching
     assert all(len(line) <= 80 for line in lines)
     assert not any("/0 " in line or "/0.0 " in line for line in lines if "total" in line)
+
+
+def test_a_full_session_pool_is_said_once_per_device() -> None:
+    import io
+
+    from rich.console import Console
+
+    from collector.cli.progress import RichReporter
+
+    screen = io.StringIO()
+    reporter = RichReporter(Console(file=screen, width=80, force_terminal=False))
+    reason = "POST /sessions: 403 session limit reached\x1b[2J"
+    with reporter:
+        for tries in (1, 2, 3):
+            reporter.event("session_pool_full", device_id=7, tries=tries, reason=reason, retry_in=2)
+    said = [line for line in screen.getvalue().splitlines() if "sessions are all in use" in line]
+    assert said == [
+        "device 7: the organisation's live response sessions are all in use (POST /sessions: "
+        "403 session limit reached\\x1b[2J); waiting for one to free, next try in 2 s"
+    ]

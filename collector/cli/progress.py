@@ -137,6 +137,17 @@ class RichReporter(Reporter):
     def _on_session_waiting(self, device_id: int, **_: Any) -> None:
         self._say(f"device {device_id}: waiting for the sensor to check in...")
 
+    def _on_session_pool_full(
+        self, device_id: int, tries: int, reason: str = "", retry_in: float = 0.0, **_: Any
+    ) -> None:
+        """The organisation's live response sessions are all taken (by this run or by other
+        analysts): said once per device, then the wait goes on quietly (``--json`` has each)."""
+        if tries == 1:
+            self._say(
+                f"device {device_id}: the organisation's live response sessions are all in use "
+                f"({printable(reason)}); waiting for one to free, next try in {retry_in:.0f} s"
+            )
+
     def _on_session_established(self, device_id: int, hostname: str = "", **_: Any) -> None:
         self._say(f"device {device_id}: session established with {printable(hostname)}")
 
