@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from importlib.metadata import version
 from pathlib import Path
 
@@ -65,3 +66,22 @@ def test_verify_shows_the_verdict_signer_and_failures_and_every_check_with_v(
     assert short_checks[-1].endswith("more checks passed (-v lists every check)")
     assert any(line.split()[1:3] == ["artifact", "1"] for line in full_checks)
     assert short.stdout.splitlines()[-1] == full.stdout.splitlines()[-1] == "VERIFIED"
+
+
+def test_every_option_of_every_command_says_what_it_does_and_each_command_has_examples() -> None:
+    from collector.cli.main import build_parser, command_parsers
+
+    silent = [
+        f"{name} {action.option_strings[0] if action.option_strings else action.dest}"
+        for name, parser in command_parsers(build_parser())
+        for action in parser._actions
+        if not action.help
+        and action.dest != "help"
+        and not isinstance(action, argparse._SubParsersAction)
+    ]
+    without_examples = [
+        name
+        for name, parser in command_parsers(build_parser())
+        if "example" not in (parser.epilog or "") and not parser._subparsers
+    ]
+    assert (silent, without_examples) == ([], [])

@@ -136,14 +136,36 @@ def register(commands: Any) -> None:
         metavar="ID|HOSTNAME",
         help="a device id, or a hostname the v6 device search finds exactly once (repeatable)",
     )
-    target.add_argument("--devices", action="append", default=[], type=Path, metavar="FILE")
+    target.add_argument(
+        "--devices",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="device ids, one a line, or a CSV with a Device ID column (devices --csv writes one)",
+    )
     target.add_argument("--profile", default="triage", help="built-in name or YAML file")
-    target.add_argument("--case", required=True, metavar="CASE")
-    target.add_argument("--examiner", required=True, metavar="NAME")
+    target.add_argument(
+        "--case", required=True, metavar="CASE", help="the case or matter id; names the archives"
+    )
+    target.add_argument(
+        "--examiner", required=True, metavar="NAME", help="who collects, for the custody record"
+    )
     target.add_argument("--authority", default="", help="legal matter or authority")
     target.add_argument("--purpose", default="", help="why this collection is made")
-    target.add_argument("--out", required=True, type=Path, metavar="DIR")
-    target.add_argument("--workspace", type=Path, metavar="DIR")
+    target.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder for the sealed archives, their custody sidecars and case-summary.json",
+    )
+    target.add_argument(
+        "--workspace",
+        type=Path,
+        metavar="DIR",
+        help="journal, staged bytes and run log (default: DIR/workspaces/device-ID)",
+    )
     target.add_argument(
         "--keep-workspace",
         action="store_true",
@@ -161,7 +183,13 @@ def register(commands: Any) -> None:
         "--tsa", metavar="URL", help="RFC 3161 Time Stamping Authority for the signatures"
     )
     tuning = collect.add_argument_group("transfer")
-    tuning.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N")
+    tuning.add_argument(
+        "--parallel",
+        type=int,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help="chunks in flight per device, 1 to 64",
+    )
     tuning.add_argument(
         "--chunk-size",
         type=parse_size,
@@ -171,7 +199,14 @@ def register(commands: Any) -> None:
         f"(default: {DEFAULT_CHUNK_SIZE // 1024**2}MiB)",
     )
     tuning.add_argument("--verify-source", action="store_true", help="certutil hash on the host")
-    tuning.add_argument("--max-sessions", type=int, default=10, metavar="N")
+    tuning.add_argument(
+        "--max-sessions",
+        type=int,
+        default=10,
+        metavar="N",
+        help="live response sessions this run holds at once, 1 to 100 (the organisation's pool "
+        "is shared with every analyst)",
+    )
     _add_output(collect)
     collect.set_defaults(handler=run_collect)
 
@@ -184,7 +219,9 @@ def register(commands: Any) -> None:
         epilog=RESUME_EXAMPLES + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    resume.add_argument("workspace", type=Path)
+    resume.add_argument(
+        "workspace", type=Path, help="a device's workspace, or the workspaces folder of a fleet"
+    )
     add_connection(resume)
     resume.add_argument("--password-env", metavar="VAR", help="passphrase variable, if sealing")
     _add_output(resume)

@@ -19,12 +19,14 @@ def register(commands: Any) -> None:
         epilog="example:\n  cblr-collect emulator --faults http500=0.05,reset=0.02 --fault-seed 7",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--scenario", default="workstation", help="built-in name or YAML file")
     parser.add_argument("--tls", action="store_true", help="HTTPS with a self-signed certificate")
     parser.add_argument("--faults", default="", metavar="KIND=P,...", help="fault probabilities")
-    parser.add_argument("--fault-seed", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--fault-seed", type=int, default=0, metavar="N", help="seed that makes faults repeatable"
+    )
     parser.add_argument(
         "--link",
         choices=("loopback", "lan", "wan"),

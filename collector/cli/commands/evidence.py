@@ -29,8 +29,33 @@ class UsageProblem(Exception):
     pass
 
 
+EXAMPLES = {
+    "seal": """examples:
+  cblr-collect seal evidence/workspaces/device-37191 --recipient lab.recipient.pub
+  cblr-collect seal evidence/workspaces --password-env HOLD_PASS --tsa https://tsa.example/""",
+    "verify": """examples:
+  cblr-collect verify CASE-device-37191-....zip --identity lab.recipient.key \\
+      --trust examiner.signing.pub
+  cblr-collect verify CASE-....zip --identity lab.recipient.key --trust sha256:2c14... \\
+      --expect-receipt CASE-....zip.receipt-3.json --record --signing-key lab.signing.key""",
+    "unseal": """examples:
+  cblr-collect unseal CASE-device-37191-....zip --out unsealed/ --identity lab.recipient.key \\
+      --trust examiner.signing.pub""",
+    "custody": """examples:
+  cblr-collect custody CASE-....zip --released-by "J. Doe" --received-by "Lab intake" \\
+      --purpose analysis --signing-key courier.signing.key""",
+    "keygen": """examples:
+  cblr-collect keygen --out lab/lab --name "Northwind DFIR lab"
+  cblr-collect keygen --out keys/examiner --name "J. Doe" --passphrase-env KEY_PASS""",
+}
+
+
 def register(commands: Any) -> None:
-    seal = commands.add_parser("seal", help="seal a collection into an encrypted archive")
+    seal = commands.add_parser(
+        "seal",
+        help="seal a collection into an encrypted archive",
+        epilog=EXAMPLES["seal"],
+    )
     seal.add_argument(
         "workspace",
         help="a collection workspace (journal.sqlite) or evidence folder (manifest.json), "
@@ -44,8 +69,12 @@ def register(commands: Any) -> None:
     seal.add_argument("--tsa", metavar="URL", help=TSA_HELP)
     seal.set_defaults(handler=run_seal)
 
-    verify = commands.add_parser("verify", help="verify a sealed archive or unsealed folder")
-    verify.add_argument("archive")
+    verify = commands.add_parser(
+        "verify",
+        help="verify a sealed archive or unsealed folder",
+        epilog=EXAMPLES["verify"],
+    )
+    verify.add_argument("archive", help="a sealed archive (.zip) or an unsealed collection folder")
     _add_identity(verify)
     verify.add_argument("--json", action="store_true", help="the report as JSON")
     verify.add_argument(
@@ -66,8 +95,10 @@ def register(commands: Any) -> None:
     verify.add_argument("--receipt", metavar="FILE", help=RECEIPT_HELP + " (with --record)")
     verify.set_defaults(handler=run_verify)
 
-    unseal = commands.add_parser("unseal", help="restore a sealed archive into a folder")
-    unseal.add_argument("archive")
+    unseal = commands.add_parser(
+        "unseal", help="restore a sealed archive into a folder", epilog=EXAMPLES["unseal"]
+    )
+    unseal.add_argument("archive", help="the sealed archive (.zip)")
     unseal.add_argument("--out", required=True, metavar="DIR", help="an absent or empty folder")
     _add_identity(unseal)
     unseal.add_argument("--json", action="store_true", help="the report as JSON")
@@ -79,19 +110,33 @@ def register(commands: Any) -> None:
     )
     unseal.set_defaults(handler=run_unseal)
 
-    handoff = commands.add_parser("custody", help="record a signed custody handoff")
-    handoff.add_argument("archive")
-    handoff.add_argument("--released-by", required=True, metavar="NAME")
-    handoff.add_argument("--received-by", required=True, metavar="NAME")
-    handoff.add_argument("--purpose", required=True, metavar="TEXT")
+    handoff = commands.add_parser(
+        "custody", help="record a signed custody handoff", epilog=EXAMPLES["custody"]
+    )
+    handoff.add_argument("archive", help="the sealed archive whose custody passes on")
+    handoff.add_argument("--released-by", required=True, metavar="NAME", help="who hands it over")
+    handoff.add_argument("--received-by", required=True, metavar="NAME", help="who receives it")
+    handoff.add_argument("--purpose", required=True, metavar="TEXT", help="why it changes hands")
     handoff.add_argument("--signing-key", metavar="KEY.pem", help="created if it does not exist")
     handoff.add_argument("--tsa", metavar="URL", help=TSA_HELP)
     handoff.add_argument("--receipt", metavar="FILE", help=RECEIPT_HELP)
     handoff.set_defaults(handler=run_custody)
 
-    keygen = commands.add_parser("keygen", help="create signing and recipient key pairs")
-    keygen.add_argument("--out", required=True, metavar="PREFIX")
-    keygen.add_argument("--recipient-type", choices=("x25519", "rsa"), default="x25519")
+    keygen = commands.add_parser(
+        "keygen", help="create signing and recipient key pairs", epilog=EXAMPLES["keygen"]
+    )
+    keygen.add_argument(
+        "--out",
+        required=True,
+        metavar="PREFIX",
+        help="writes PREFIX.signing.key/.pub and PREFIX.recipient.key/.pub",
+    )
+    keygen.add_argument(
+        "--recipient-type",
+        choices=("x25519", "rsa"),
+        default="x25519",
+        help="the recipient key's algorithm (RSA for labs whose tooling needs it)",
+    )
     keygen.add_argument("--passphrase-env", metavar="VAR", help="encrypt the private keys")
     keygen.add_argument(
         "--name",

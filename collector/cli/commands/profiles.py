@@ -25,21 +25,35 @@ def register(commands: Any) -> None:
     )
     actions = parser.add_subparsers(dest="profiles_command", required=True, metavar="ACTION")
 
-    listing = actions.add_parser("list", help="the built-in profiles")
+    listing = actions.add_parser(
+        "list", help="the built-in profiles", epilog="example:\n  cblr-collect profiles list --json"
+    )
     listing.add_argument("--json", action="store_true", help="one JSON document on stdout")
     listing.set_defaults(handler=run_list)
 
-    show = actions.add_parser("show", help="a profile's resolved artifacts")
-    show.add_argument("profile", metavar="NAME|FILE")
+    show = actions.add_parser(
+        "show",
+        help="a profile's resolved artifacts",
+        epilog="examples:\n  cblr-collect profiles show triage\n"
+        "  cblr-collect profiles show my.yaml --json",
+    )
+    show.add_argument("profile", metavar="NAME|FILE", help="a built-in profile or a YAML file")
     show.add_argument("--json", action="store_true", help="the resolved plan as JSON")
     show.set_defaults(handler=run_show)
 
-    check = actions.add_parser("check", help="validate profile files (every problem, with lines)")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check = actions.add_parser(
+        "check",
+        help="validate profile files (every problem, with lines)",
+        epilog="example:\n  cblr-collect profiles check my-triage.yaml other.yaml",
+    )
+    check.add_argument("files", nargs="+", metavar="FILE", help="profile YAML files")
     check.set_defaults(handler=run_check)
 
     importer = actions.add_parser(
-        "import", help="convert KAPE targets or ForensicArtifacts definitions into a profile"
+        "import",
+        help="convert KAPE targets or ForensicArtifacts definitions into a profile",
+        epilog="examples:\n  cblr-collect profiles import Targets/Compound/KapeTriage.tkape "
+        "--out kape.yaml\n  cblr-collect profiles import data/windows.yaml --only WindowsRunKeys",
     )
     importer.add_argument("files", nargs="+", metavar="FILE", help=".tkape or definitions .yaml")
     importer.add_argument("--out", metavar="FILE", help="write the profile here (default stdout)")
