@@ -125,6 +125,10 @@ def test_the_terminal_shows_a_percent_then_a_bytes_bar_at_80_columns(
     assert any(line.rstrip().endswith("%") or "% " in line for line in dumping), dumping
     assert any("/16.8 MB" in line for line in fetching), fetching
     assert all(len(line) <= 80 for line in lines)
+    summary = [line.split() for line in screens[-1].splitlines()]
+    assert [str(DEVICE), f"E2E-HOST-{DEVICE}", "collected", "2", "0", "0"] in [
+        row[:6] for row in summary
+    ], screens[-1]
     assert not any("/0 " in line or "/0.0 " in line for line in lines if "total" in line)
 
 

@@ -95,6 +95,8 @@ class DeviceOutcome:
     retries: int = 0
     session_reopens: int = 0
     faults: int = 0
+    hostname: str = ""
+    """The host's name as its last session reported it (remote text: escape before showing)."""
 
 
 def outcome_of(journal: Journal, device_id: int) -> DeviceOutcome:
@@ -134,6 +136,14 @@ def outcome_of(journal: Journal, device_id: int) -> DeviceOutcome:
         retries=counts.retries,
         session_reopens=counts.session_reopens,
         faults=counts.faults,
+        hostname=next(
+            (
+                str(payload.get("hostname", ""))
+                for kind, payload in reversed(events)
+                if kind == "session.established"
+            ),
+            "",
+        ),
     )
 
 

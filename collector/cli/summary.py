@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -24,6 +25,11 @@ from collector.fleet.run import DeviceResult, DeviceStatus
 
 MAX_FAILURES_SHOWN = 10
 CASE_SUMMARY_NAME = "case-summary.json"
+
+
+HOST_WIDTH = 15
+"""Hostnames are cut to this in the table (NetBIOS names have 15 characters); the JSON has
+them whole."""
 
 
 def human_bytes(count: int) -> str:
@@ -162,28 +168,35 @@ def aftermath_lines(result: DeviceResult) -> list[str]:
 
 def print_summary(results: Sequence[DeviceResult], console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title="collection summary")
-    for column in ("device", "status", "collected", "failed", "bytes", "seconds"):
-        table.add_column(column, overflow="fold")
-    table.add_column("archive / problem", overflow="fold")
+    table = Table(title="collection summary", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("device", no_wrap=True)
+    table.add_column("host", overflow="ellipsis", max_width=HOST_WIDTH, no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for column in ("collected", "failed", "absent", "size"):
+        table.add_column(column, justify="right", no_wrap=True)
     for result in results:
         outcome = result.outcome
-        where = (
-            result.archive.path.name
-            if result.archive
-            else result.error or result.seal_error or f"unsealed: {result.workspace}"
-        )
         table.add_row(
             str(result.device_id),
-            str(result.status) + (" (earlier run)" if result.skipped else ""),
+            Text(printable(outcome.hostname if outcome else "")),
+            str(result.status) + ("*" if result.skipped else ""),
             str(outcome.collected if outcome else 0),
             str(outcome.failed if outcome else "-"),
+            str(outcome.not_present if outcome else "-"),
             human_bytes(outcome.bytes if outcome else 0),
-            f"{result.seconds:.1f}",
-            Text(printable(where)),
         )
     console.print(table)
+    if any(result.skipped for result in results):
+        console.print("* finished by an earlier run of this command", markup=False)
     for result in results:
+        if not result.archive:
+            problem = result.error or result.seal_error or f"unsealed: {result.workspace}"
+            console.print(
+                f"device {result.device_id}: {printable(problem)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         if result.archive:
             console.print(
                 f"device {result.device_id}: {result.archive.path}\n"
@@ -212,7 +225,9 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
             continue
         console.print(f"device {result.device_id}: failed artifacts", style="bold")
         for source, reason in result.outcome.failures[:MAX_FAILURES_SHOWN]:
-            console.print(f"  {source}: {reason}", markup=False, highlight=False)
+            console.print(
+                f"  {printable(source)}: {printable(reason)}", markup=False, highlight=False
+            )
         hidden = len(result.outcome.failures) - MAX_FAILURES_SHOWN
         if hidden > 0:
             console.print(f"  ... and {hidden} more (see the manifest)")
