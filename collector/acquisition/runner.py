@@ -11,6 +11,7 @@ import getpass
 import logging
 import platform
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from collector import __version__
@@ -30,7 +31,7 @@ from collector.transfer.engine import (
     artifact_concurrency,
 )
 from collector.transfer.journal import ArtifactState, Journal
-from collector.transfer.workspace import Workspace
+from collector.transfer.workspace import Workspace, check_room
 from evidence.outcomes import RESILIENCE_EVENT, RESILIENCE_KEYS, tally, unmatched_patterns
 from profiles import ResolvedProfile
 
@@ -69,6 +70,8 @@ class RunSettings:
     """The Live Response API dialect the run speaks (``v3`` or ``v6``)."""
     org_key: str = ""
     """The tenant's org key (v6): part of every route, not a secret."""
+    ignore_free_space: bool = False
+    """``--force``: collect even when the plan's size exceeds the free space."""
 
     def as_settings(self) -> dict[str, Any]:
         return asdict(self)
@@ -222,7 +225,9 @@ async def _collect_in_session(
             hostname=(info.hostname if info else "") or "",
             session_id=info.id if info else "",
         )
-        await _plan_if_needed(journal, live, settings, profile, reporter)
+        needed = await _plan_if_needed(journal, live, settings, profile, reporter)
+        if not settings.ignore_free_space:
+            check_room(room_needed(workspace, settings, needed))
         await _acquire_all(journal, live, workspace, settings, reporter, global_limiter)
     record_server_commands(journal, device_id, live.command_records)
     journal.add_event("session.closed", {"device_id": str(device_id)})
@@ -271,7 +276,8 @@ async def _plan_if_needed(
     settings: RunSettings,
     profile: ResolvedProfile,
     reporter: Reporter,
-) -> None:
+) -> int:
+    """Plan the device unless an earlier run did; returns the bytes still to fetch."""
     device_id = settings.device_id
     if not journal.settings().get(PLAN_COMPLETE):
         facts = await gather_host_facts(live)
@@ -289,13 +295,25 @@ async def _plan_if_needed(
     )
     planned = [a for a in journal.artifacts(device_id=device_id) if "derived_from" not in a.details]
     no_match = unmatched_patterns((e.kind, e.payload) for e in journal.events())
+    remaining = sum(a.size or a.details.get("expected_size") or 0 for a in pending)
     reporter.event(
         "plan_ready",
         device_id=device_id,
         artifacts=len(planned) + no_match,
         pending=len(pending),
-        bytes=sum(a.size or a.details.get("expected_size") or 0 for a in pending),
+        bytes=remaining,
     )
+    return remaining
+
+
+def room_needed(workspace: Workspace, settings: RunSettings, remaining: int) -> dict[Path, int]:
+    """Where the remaining bytes go at the peak: staged in the workspace, and (sealing while
+    collecting) again in the archive being written into ``out``."""
+    needs = {workspace.root: remaining}
+    if settings.seal:
+        out = Path(settings.out)
+        needs[out] = needs.get(out, 0) + remaining
+    return needs
 
 
 async def _acquire_all(

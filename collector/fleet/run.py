@@ -34,7 +34,7 @@ from collector.packaging.sealing import SealedArchive, SealKeys, seal_workspace
 from collector.packaging.streamseal import SealFollower
 from collector.transfer.gil import short_switch_interval
 from collector.transfer.journal import ArtifactState, Journal
-from collector.transfer.workspace import Workspace, WorkspaceError
+from collector.transfer.workspace import NotEnoughSpaceError, Workspace, WorkspaceError
 from profiles import ResolvedProfile
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,9 @@ async def _collect(
         result.error = f"device {device_id} is not known to the server (HTTP 404)"
     except AuthenticationError as error:
         result.error = f"refused: {error}"
+    except NotEnoughSpaceError as error:
+        result.error = str(error)
+        result.outcome = _outcome_so_far(workspace, device_id)
     except LiveResponseError as error:
         # The session or the server went away mid-run: what is done stays done.
         result.error = f"cut off: {error}; finish with: cblr-collect resume {workspace.root}"

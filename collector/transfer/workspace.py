@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -99,3 +100,36 @@ def find_workspaces(path: Path) -> list[Workspace]:
 def free_bytes(path: Path) -> int:
     stats = os.statvfs(path)
     return stats.f_bavail * stats.f_frsize
+
+
+class NotEnoughSpaceError(Exception):
+    """The plan's bytes will not fit where they must be written; the message says where."""
+
+
+def check_room(needs: Mapping[Path, int]) -> None:
+    """Refuse, before anything is fetched, a plan whose bytes cannot fit.
+
+    ``needs`` maps each folder the run writes to (the workspace's staging, the archive's
+    folder) to the bytes it will hold at the peak; folders on one file system add up.
+    """
+    by_device: dict[int, tuple[list[Path], int]] = {}
+    for folder, count in needs.items():
+        device = folder.stat().st_dev
+        folders, total = by_device.get(device, ([], 0))
+        by_device[device] = ([*folders, folder], total + count)
+    for folders, total in by_device.values():
+        free = free_bytes(folders[0])
+        if total > free:
+            where = " and ".join(str(f) for f in folders)
+            raise NotEnoughSpaceError(
+                f"the plan needs {_size(total)} in {where} but its file system has "
+                f"{_size(free)} free: free space, choose another --out/--workspace, or give "
+                "--force to collect anyway"
+            )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count / 1024**2:.1f} MiB"

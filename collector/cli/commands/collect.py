@@ -172,6 +172,12 @@ def register(commands: Any) -> None:
         help="keep the staged plaintext copy after the archive is sealed and verified "
         "(by default only the journal and the run log stay)",
     )
+    target.add_argument(
+        "--force",
+        action="store_true",
+        help="collect even when the plan is larger than the free space of the workspace's or "
+        "--out's file system (checked after planning, before any byte is fetched)",
+    )
     add_connection(collect)
     sealing = collect.add_argument_group("sealing")
     key = sealing.add_mutually_exclusive_group()
@@ -313,6 +319,7 @@ def run_collect(args: argparse.Namespace) -> int:
         ca_bundle=args.ca_bundle or "",
         credentials_profile=args.credentials_profile or "",
         keep_workspace=args.keep_workspace,
+        ignore_free_space=args.force,
         api=credentials.api,
         org_key=credentials.org_key,
     )
@@ -393,6 +400,7 @@ def _continuation(
         recipient=settings.recipient,
         archive_key_env=settings.archive_key_env,
         signing_key=settings.signing_key,
+        ignore_free_space=settings.ignore_free_space,
     )
 
 
