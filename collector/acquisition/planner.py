@@ -156,6 +156,11 @@ class Planner:
         self._key_gate = asyncio.Semaphore(concurrency)
         self._keys_cache: dict[str, asyncio.Task[RegistryKeyListing | CommandError]] = {}
 
+    @property
+    def progress(self) -> tuple[int, int]:
+        """Folders listed and entries seen so far: what a long plan shows while it walks."""
+        return self._listings.commands, self._listings.entries
+
     async def plan(self, profile: ResolvedProfile, facts: HostFacts) -> PlanSummary:
         """Record every concrete artifact; safe to run again after an interrupted plan."""
         self._facts = facts

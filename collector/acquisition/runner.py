@@ -289,7 +289,11 @@ async def _plan_if_needed(
             },
         )
         planner = Planner(journal, device_id, live.list_directory, live, concurrency=4)
-        await planner.plan(profile, facts)
+        ticker = asyncio.create_task(_report_planning(planner, reporter, device_id))
+        try:
+            await planner.plan(profile, facts)
+        finally:
+            ticker.cancel()
     pending = journal.artifacts(
         states=(ArtifactState.PLANNED, ArtifactState.RUNNING), device_id=device_id
     )
@@ -304,6 +308,18 @@ async def _plan_if_needed(
         bytes=remaining,
     )
     return remaining
+
+
+PLANNING_REPORT_INTERVAL = 1.0
+"""Seconds between ``plan_progress`` events while a plan walks the host."""
+
+
+async def _report_planning(planner: Planner, reporter: Reporter, device_id: int) -> None:
+    """Folders listed and entries seen, every second of a plan that takes that long."""
+    while True:
+        await asyncio.sleep(PLANNING_REPORT_INTERVAL)
+        folders, entries = planner.progress
+        reporter.event("plan_progress", device_id=device_id, folders=folders, entries=entries)
 
 
 def room_needed(workspace: Workspace, settings: RunSettings, remaining: int) -> dict[Path, int]:

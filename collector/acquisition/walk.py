@@ -90,6 +90,8 @@ class ListingCache:
         self._shared: set[str] = set()
         self.commands = 0
         """How many ``directory list`` commands were sent (for measurements and tests)."""
+        self.entries = 0
+        """How many entries those listings held (for the planning progress)."""
 
     def expect(self, roots: Iterable[str]) -> None:
         """Tell the cache the folders walks will start from, so it can list shared parents."""
@@ -126,9 +128,11 @@ class ListingCache:
         async with self._gate:
             self.commands += 1
             try:
-                return await self._lister(folder + "\\")
+                listed = await self._lister(folder + "\\")
             except CommandError as error:
                 return error
+            self.entries += len(listed)
+            return listed
 
 
 def _holds_folder(entries: list[DirectoryEntry], name: str) -> bool:

@@ -98,6 +98,7 @@ class RichReporter(Reporter):
         self._overall: TaskID | None = None
         self._artifact_tasks: dict[tuple[int, int], TaskID] = {}
         self._memdump_tasks: dict[int, TaskID] = {}
+        self._planning_tasks: dict[int, TaskID] = {}
         self._estimates: dict[tuple[int, int], int] = {}
         """What the plan expected of each artifact's size, replaced by the real one."""
 
@@ -151,7 +152,19 @@ class RichReporter(Reporter):
     def _on_session_established(self, device_id: int, hostname: str = "", **_: Any) -> None:
         self._say(f"device {device_id}: session established with {printable(hostname)}")
 
+    def _on_plan_progress(self, device_id: int, folders: int, entries: int, **_: Any) -> None:
+        text = f"  planning device {device_id}: {folders} folders listed, {entries} entries"
+        task = self._planning_tasks.get(device_id)
+        if task is None:
+            self._planning_tasks[device_id] = self._progress.add_task(
+                text, total=None, percent=True
+            )
+        else:
+            self._progress.update(task, description=text)
+
     def _on_plan_ready(self, device_id: int, artifacts: int, bytes: int = 0, **_: Any) -> None:
+        if (task := self._planning_tasks.pop(device_id, None)) is not None:
+            self._progress.remove_task(task)
         self._say(f"device {device_id}: {artifacts} artifacts planned")
         self._grow_total(bytes)
 
@@ -207,13 +220,16 @@ class RichReporter(Reporter):
 
 
 class _BytesOrPercent(ProgressColumn):
-    """A byte column for transfers; the percent (or nothing) for a task counted in percent."""
+    """A byte column for transfers; the percent (or nothing) for a task counted in percent;
+    nothing for a task whose description says it all (``plain``)."""
 
     def __init__(self, inner: ProgressColumn) -> None:
         super().__init__()
         self.inner = inner
 
     def render(self, task: Task) -> RenderableType:
+        if task.fields.get("plain"):
+            return Text("")
         if not task.fields.get("percent"):
             return self.inner.render(task)
         if isinstance(self.inner, DownloadColumn):
