@@ -57,3 +57,20 @@ async def test_each_device_log_keeps_its_own_lines(tmp_path: Path) -> None:
     for device, path in logs.items():
         lines = [line.split(": ", 1)[1] for line in path.read_text().splitlines()]
         assert lines == ["run started", f"collecting on {device}"]
+
+
+def test_a_run_log_on_a_full_disk_drops_records_without_a_traceback(capsys) -> None:
+    """``/dev/full`` answers every write with ENOSPC, as a full disk does."""
+    full = Path("/dev/full")
+    if not full.exists():
+        import pytest
+
+        pytest.skip("no /dev/full on this system")
+    handler = open_run_log(full, secrets=[])
+    try:
+        for n in range(3):
+            logging.getLogger("collector.test").info("record %d", n)
+    finally:
+        close_run_log(handler)
+    assert handler.dropped == 4  # each record, then what close() could not flush
+    assert capsys.readouterr().err == ""

@@ -56,6 +56,26 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RunLogHandler(logging.FileHandler):
+    """The run log's file. A record it cannot write (the disk is full) is counted and
+    dropped: logging's default prints a traceback to stderr for every such record, hundreds
+    of lines burying the one line that says what happened."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.dropped = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.dropped += 1
+
+    def close(self) -> None:
+        """Close even when the last buffered lines cannot be written (they are lost)."""
+        try:
+            super().close()
+        except OSError:
+            self.dropped += 1
+
+
 def open_run_log(
     path: Path,
     secrets: Iterable[str],
@@ -64,7 +84,7 @@ def open_run_log(
 ) -> logging.Handler:
     """Send the project's loggers to ``path`` with UTC times; return the handler."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = RunLogHandler(path)
     formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
