@@ -122,8 +122,15 @@ def test_the_manifest_records_the_api_and_the_servers_own_command_list(
     )  # fmt: skip
     assert opened.returncode == 0, opened.stdout + opened.stderr
 
-    device = manifest_of(tmp_path / "unsealed")["device"]
+    manifest = manifest_of(tmp_path / "unsealed")
+    device = manifest["device"]
     assert device["api"] == dialect
+    custody = (tmp_path / "unsealed" / "custody.jsonl").read_text(encoding="utf-8").splitlines()
+    (opened,) = [e for e in map(json.loads, custody) if e["kind"] == "collection.opened"]
+    assert opened["payload"]["signer"] == {
+        "name": manifest["signer"].get("name", ""),
+        "fingerprint": manifest["signer"]["fingerprint"],
+    }
     if dialect == "v3":
         assert device["server_commands"] == {}
         return

@@ -72,6 +72,11 @@ class RunSettings:
     """The tenant's org key (v6): part of every route, not a secret."""
     ignore_free_space: bool = False
     """``--force``: collect even when the plan's size exceeds the free space."""
+    signer_name: str = ""
+    signer_fingerprint: str = ""
+    """The signing identity that will seal the collection, named in its custody log."""
+    tsa: str = ""
+    """``--tsa``: the RFC 3161 Time Stamping Authority; ``resume`` seals with it too."""
 
     def as_settings(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +171,11 @@ def opened_event(settings: RunSettings, profile: ResolvedProfile) -> dict[str, A
         "server": settings.url,
         "api": settings.api,
         "org_key": settings.org_key,
+        **(
+            {"signer": {"name": settings.signer_name, "fingerprint": settings.signer_fingerprint}}
+            if settings.signer_fingerprint
+            else {}
+        ),
     }
 
 

@@ -322,6 +322,9 @@ def run_collect(args: argparse.Namespace) -> int:
         ignore_free_space=args.force,
         api=credentials.api,
         org_key=credentials.org_key,
+        signer_name=seal_keys.signer_name if seal_keys else "",
+        signer_fingerprint=seal_keys.fingerprint if seal_keys else "",
+        tsa=args.tsa or "",
     )
     try:
         jobs, finished = plan_devices(devices, template, profile, args)
@@ -401,6 +404,9 @@ def _continuation(
         archive_key_env=settings.archive_key_env,
         signing_key=settings.signing_key,
         ignore_free_space=settings.ignore_free_space,
+        signer_name=settings.signer_name,
+        signer_fingerprint=settings.signer_fingerprint,
+        tsa=settings.tsa,
     )
 
 
@@ -426,7 +432,10 @@ def run_resume(args: argparse.Namespace) -> int:
         seal_keys = None
         if first.seal and jobs:
             seal_keys = load_seal_keys(
-                first.recipient, args.password_env or first.archive_key_env, first.signing_key
+                first.recipient,
+                args.password_env or first.archive_key_env,
+                first.signing_key,
+                first.tsa,
             )
     except (WorkspaceError, CredentialsError, SealKeyError) as error:
         return fail("resume", str(error), EXIT_USAGE, args)
