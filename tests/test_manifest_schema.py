@@ -75,24 +75,32 @@ def test_an_archive_sealed_with_schema_1_still_verifies_and_unseals(tmp_path: Pa
     assert [json.loads(text)["size"] for text in hosts["observations"]] == [924, 924]
 
 
-def test_a_new_manifest_holds_observations_as_objects(emulator: Emulator, tmp_path: Path) -> None:
-    (tmp_path / "one-file.yaml").write_text(PROFILE, encoding="utf-8")
-    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
+def collect_and_unseal(emulator: Emulator, folder: Path, dialect: str = "v3") -> Path:
+    """Collect the one-file profile from the device through the CLI, sealed with a passphrase,
+    then unseal it; returns the unsealed folder. The collecting user's own default signing key
+    signs, and a user's own key is trusted on this machine: unseal exits 0."""
+    (folder / "one-file.yaml").write_text(PROFILE, encoding="utf-8")
+    env = clean_env(folder, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
+    env.update(emulator.dialect_env(dialect))
     collected = run_cli(
         "collect", "--device", str(DEVICE), "--profile", "one-file.yaml", "--case", "SCHEMA-2",
         "--examiner", "Schema", "--out", "out", "--password-env", PASSWORD_VAR,
-        env=env, cwd=tmp_path,
+        env=env, cwd=folder,
     )  # fmt: skip
     assert collected.returncode == 0, collected.stderr
-    archive = next((tmp_path / "out").glob("*.zip"))
+    archive = next((folder / "out").glob("*.zip"))
     opened = run_cli(
         "unseal", archive, "--out", "unsealed", "--password-env", PASSWORD_VAR,
-        env=env, cwd=tmp_path,
+        env=env, cwd=folder,
     )  # fmt: skip
-    # The collecting user's own default signing key signed it: trusted on this machine.
     assert opened.returncode == 0, opened.stdout + opened.stderr
+    return folder / "unsealed"
 
-    manifest = manifest_of(tmp_path / "unsealed")
+
+def test_a_new_manifest_holds_observations_as_objects(emulator: Emulator, tmp_path: Path) -> None:
+    unsealed = collect_and_unseal(emulator, tmp_path)
+
+    manifest = manifest_of(unsealed)
     assert manifest["schema_version"] == 2
     (notes,) = manifest["artifacts"]
     assert sorted(notes["observations"]) == ["after", "before"]
@@ -106,26 +114,12 @@ def test_a_new_manifest_holds_observations_as_objects(emulator: Emulator, tmp_pa
 def test_the_manifest_records_the_api_and_the_servers_own_command_list(
     emulator: Emulator, tmp_path: Path, dialect: str
 ) -> None:
-    (tmp_path / "one-file.yaml").write_text(PROFILE, encoding="utf-8")
-    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
-    env.update(emulator.dialect_env(dialect))
-    collected = run_cli(
-        "collect", "--device", str(DEVICE), "--profile", "one-file.yaml", "--case", "API-1",
-        "--examiner", "Api", "--out", "out", "--password-env", PASSWORD_VAR,
-        env=env, cwd=tmp_path,
-    )  # fmt: skip
-    assert collected.returncode == 0, collected.stderr
-    archive = next((tmp_path / "out").glob("*.zip"))
-    opened = run_cli(
-        "unseal", archive, "--out", "unsealed", "--password-env", PASSWORD_VAR,
-        env=env, cwd=tmp_path,
-    )  # fmt: skip
-    assert opened.returncode == 0, opened.stdout + opened.stderr
+    unsealed = collect_and_unseal(emulator, tmp_path, dialect)
 
-    manifest = manifest_of(tmp_path / "unsealed")
+    manifest = manifest_of(unsealed)
     device = manifest["device"]
     assert device["api"] == dialect
-    custody = (tmp_path / "unsealed" / "custody.jsonl").read_text(encoding="utf-8").splitlines()
+    custody = (unsealed / "custody.jsonl").read_text(encoding="utf-8").splitlines()
     (opened,) = [e for e in map(json.loads, custody) if e["kind"] == "collection.opened"]
     assert opened["payload"]["signer"] == {
         "name": manifest["signer"].get("name", ""),
