@@ -178,6 +178,7 @@ class Planner:
     def _record(self, pairs: list[tuple[ExpandedArtifact, list[Target]]]) -> None:
         with self.journal.batch():
             self._record_plan(pairs)
+            self.journal.forget_listings()
 
     def _record_plan(self, pairs: list[tuple[ExpandedArtifact, list[Target]]]) -> None:
         planned: dict[tuple[str, str], _Planned] = {}

@@ -17,6 +17,7 @@ from typing import Any
 from collector import __version__
 from collector.acquisition.acquire import Acquirer
 from collector.acquisition.hostfacts import gather_host_facts
+from collector.acquisition.listings import remembering
 from collector.acquisition.planner import PLAN_COMPLETE, Planner
 from collector.acquisition.reporter import Reporter
 from collector.acquisition.resilience import counting_recoveries
@@ -298,7 +299,8 @@ async def _plan_if_needed(
                 "system_drive": facts.system_drive,
             },
         )
-        planner = Planner(journal, device_id, live.list_directory, live, concurrency=4)
+        lister = remembering(journal, live.list_directory)
+        planner = Planner(journal, device_id, lister, live, concurrency=4)
         ticker = asyncio.create_task(_report_planning(planner, reporter, device_id))
         try:
             await planner.plan(profile, facts)

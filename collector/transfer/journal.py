@@ -78,6 +78,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     sha256 TEXT,
     PRIMARY KEY (artifact_id, idx)
 );
+CREATE TABLE IF NOT EXISTS listings (
+    folder TEXT PRIMARY KEY,
+    listed_utc TEXT NOT NULL,
+    listing TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     utc TEXT NOT NULL,
@@ -555,6 +560,28 @@ class Journal:
             params = (artifact_id,)
         with self._lock:
             return int(self._db.execute(sql, params).fetchone()[0])
+
+    # ---- folder listings of a plan under way
+
+    def save_listing(self, folder: str, listing: Mapping[str, Any]) -> None:
+        """Keep a folder's listing while its plan walks: an interrupted plan need not list it
+        again. ``folder`` is the folder's name key; the plan's end forgets them all."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO listings (folder, listed_utc, listing) VALUES (?, ?, ?)",
+                (folder, utc_now(), _dumps(dict(listing))),
+            )
+
+    def saved_listing(self, folder: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT listing FROM listings WHERE folder = ?", (folder,)
+            ).fetchone()
+        return None if row is None else _loads(row["listing"])
+
+    def forget_listings(self) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM listings")
 
     # ---- events
 
