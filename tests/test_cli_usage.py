@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
+import time
 from importlib.metadata import version
 from pathlib import Path
 
-from cli_harness import clean_env, run_cli
+import pytest
+from cli_harness import CLI, clean_env, run_cli
 
 
 def test_version_names_the_installed_distribution(tmp_path: Path) -> None:
@@ -85,3 +90,45 @@ def test_every_option_of_every_command_says_what_it_does_and_each_command_has_ex
         if "example" not in (parser.epilog or "") and not parser._subparsers
     ]
     assert (silent, without_examples) == ([], [])
+
+
+@pytest.mark.skipif(
+    shutil.which("tmux") is None and not os.environ.get("CI"),
+    reason="tmux (Debian package) is not installed; .ci/run installs it",
+)
+def test_verify_fits_one_80_by_24_screen(tmp_path: Path) -> None:
+    """The verdict, who signed and the count of passed checks, as a person sees them."""
+    fixture = Path(__file__).parent / "data" / "manifest_v1"
+    for item in fixture.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    archive = next(tmp_path.glob("*.zip"))
+    env = clean_env(tmp_path, V1_PASS="schema-v1 fixture passphrase, not a secret")
+    env.pop("COLUMNS"), env.update(TERM="xterm-256color")
+    command = (
+        f"{CLI} verify {archive.name} --password-env V1_PASS --trust signer.pub.pem; "
+        "echo EXIT=$?; sleep 30"
+    )
+    tmux = ["tmux", "-L", f"cblr-verify-{os.getpid()}-{tmp_path.name}"]
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", "v", "-x", "80", "-y", "24", command],
+        env=env, cwd=tmp_path, check=True, timeout=30,
+    )  # fmt: skip
+    try:
+        screen = ""
+        for _ in range(300):
+            screen = subprocess.run(
+                [*tmux, "capture-pane", "-p", "-t", "v"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout  # fmt: skip
+            if "EXIT=" in screen:
+                break
+            time.sleep(0.1)
+    finally:
+        subprocess.run([*tmux, "kill-server"], timeout=30, check=False)
+    lines = screen.rstrip("\n").splitlines()
+    assert "EXIT=0" in screen, screen
+    assert lines[0] == archive.name  # nothing scrolled off the top: one screen
+    assert "VERIFIED" in lines
+    assert any(line.startswith("  OK    signer") for line in lines)
+    assert any("more checks passed (-v lists every check)" in line for line in lines)
+    assert all(len(line) <= 80 for line in lines)
