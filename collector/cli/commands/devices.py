@@ -12,6 +12,7 @@ from typing import IO, Any
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, parse_device_id
 from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
+from collector.cli.terminal import printable
 from collector.fleet.run import make_client, refusal_message
 from collector.liveresponse.credentials import Credentials, CredentialsError
 from collector.liveresponse.devices import (
@@ -119,11 +120,6 @@ async def _fetch(credentials: Credentials, query: str, ids: Sequence[int]) -> De
 def _fail(message: str, code: int) -> int:
     print(f"cblr-collect devices: {message}", file=sys.stderr)
     return code
-
-
-def printable(text: str) -> str:
-    """Server text made safe for a terminal: control characters shown as escapes."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def spreadsheet_safe(text: str) -> str:
