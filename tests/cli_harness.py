@@ -151,6 +151,12 @@ class Emulator:
         """What selects ``dialect`` on top of CBLR_URL/CBLR_TOKEN: the org key for v6."""
         return {"CBC_ORG_KEY": self.org_key} if dialect == "v6" else {}
 
+    def env(self, home: Path, dialect: str = "v3", **extra: str) -> dict[str, str]:
+        """A command's environment for this server: URL and token, the archive passphrase in
+        ``PASSWORD_VAR``, and what selects ``dialect``."""
+        settings = {"CBLR_URL": self.url, "CBLR_TOKEN": TOKEN, PASSWORD_VAR: PASSPHRASE}
+        return clean_env(home, **settings, **self.dialect_env(dialect), **extra)
+
     def sessions(self) -> list[dict[str, Any]]:
         """Every session the server knows, through its own API."""
         request = urllib.request.Request(

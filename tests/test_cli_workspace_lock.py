@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 from cli_harness import (
     DATA_PROFILE,
-    PASSPHRASE,
     PASSWORD_VAR,
-    TOKEN,
     Emulator,
-    clean_env,
     device,
     done_chunks,
     emulator_process,
@@ -44,7 +41,7 @@ def test_a_workspace_in_use_by_another_run_is_a_usage_error(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     (tmp_path / "data.yaml").write_text(DATA_PROFILE, encoding="utf-8")
-    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
+    env = emulator.env(tmp_path)
     args = [
         "collect", "--device", str(SLOW), "--profile", "data.yaml", "--case", "LOCK-1",
         "--examiner", "Lock", "--out", "out", "--password-env", PASSWORD_VAR,

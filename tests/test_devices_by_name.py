@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 from cli_harness import (
-    PASSPHRASE,
     PASSWORD_VAR,
-    TOKEN,
     Emulator,
-    clean_env,
     device,
     emulator_process,
     run_cli,
@@ -37,8 +34,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 def collect(emulator: Emulator, tmp_path: Path, name: str, *, v6: bool = True):
     (tmp_path / "notes.yaml").write_text(PROFILE, encoding="utf-8")
-    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
-    env.update(emulator.dialect_env("v6" if v6 else "v3"))
+    env = emulator.env(tmp_path, "v6" if v6 else "v3")
     return run_cli(
         "collect", "--device", name, "--profile", "notes.yaml", "--case", "NAME-1",
         "--examiner", "Names", "--out", "out", "--password-env", PASSWORD_VAR, "--quiet",

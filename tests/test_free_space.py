@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 from cli_harness import (
     DATA_PROFILE,
-    PASSPHRASE,
     PASSWORD_VAR,
-    TOKEN,
     Emulator,
-    clean_env,
     device,
     emulator_process,
     json_lines,
@@ -40,7 +37,7 @@ def test_a_plan_larger_than_the_disk_stops_before_fetching(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     (tmp_path / "data.yaml").write_text(DATA_PROFILE, encoding="utf-8")
-    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
+    env = emulator.env(tmp_path)
     result = run_cli(
         "collect", "--device", str(HUGE), "--profile", "data.yaml", "--case", "SPACE-1",
         "--examiner", "Space", "--out", "out", "--password-env", PASSWORD_VAR, "--json",

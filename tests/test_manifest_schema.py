@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli_harness import (
-    PASSPHRASE,
     PASSWORD_VAR,
-    TOKEN,
     Emulator,
     clean_env,
     device,
@@ -80,8 +78,7 @@ def collect_and_unseal(emulator: Emulator, folder: Path, dialect: str = "v3") ->
     then unseal it; returns the unsealed folder. The collecting user's own default signing key
     signs, and a user's own key is trusted on this machine: unseal exits 0."""
     (folder / "one-file.yaml").write_text(PROFILE, encoding="utf-8")
-    env = clean_env(folder, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
-    env.update(emulator.dialect_env(dialect))
+    env = emulator.env(folder, dialect)
     collected = run_cli(
         "collect", "--device", str(DEVICE), "--profile", "one-file.yaml", "--case", "SCHEMA-2",
         "--examiner", "Schema", "--out", "out", "--password-env", PASSWORD_VAR,

@@ -5,10 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli_harness import (
-    PASSPHRASE,
-    PASSWORD_VAR,
-    TOKEN,
-    clean_env,
     device,
     emulator_process,
     json_lines,
@@ -35,9 +31,7 @@ def test_planning_reports_folders_listed_and_entries_seen(tmp_path: Path) -> Non
     scenario = write_scenario(tmp_path / "s.yaml", [device(DEVICE, files, link=slow)])
     (tmp_path / "tree.yaml").write_text(PROFILE, encoding="utf-8")
     with emulator_process(scenario, tmp_path) as emulator:
-        env = clean_env(
-            tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE}
-        )
+        env = emulator.env(tmp_path)
         result = run_cli(
             "collect", "--device", str(DEVICE), "--profile", "tree.yaml", "--case", "PLAN-1",
             "--examiner", "Plan", "--out", "out", "--no-seal", "--json",

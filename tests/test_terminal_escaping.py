@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 from cli_harness import (
     DATA_PROFILE,
-    PASSPHRASE,
     PASSWORD_VAR,
-    TOKEN,
     Emulator,
-    clean_env,
     device,
     emulator_process,
     run_cli,
@@ -58,7 +55,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 def test_a_hostile_hostname_is_shown_escaped_by_collect(emulator: Emulator, tmp_path: Path) -> None:
     (tmp_path / "data.yaml").write_text(DATA_PROFILE, encoding="utf-8")
-    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE})
+    env = emulator.env(tmp_path)
     result = run_cli(
         "collect", "--device", str(HOSTILE), "--profile", "data.yaml", "--case", "ESC-1",
         "--examiner", "Esc", "--out", "out", "--password-env", PASSWORD_VAR,

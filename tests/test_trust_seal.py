@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 from cli_harness import (
-    PASSPHRASE,
     PASSWORD_VAR,
-    TOKEN,
-    clean_env,
     device,
     emulator_process,
     random_file,
@@ -53,9 +50,7 @@ def unsealed(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     profile.write_text(PROFILE, encoding="utf-8")
     out = tmp_path / "evidence"
     with emulator_process(scenario, tmp_path) as emulator:
-        env = clean_env(
-            tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, **{PASSWORD_VAR: PASSPHRASE}
-        )
+        env = emulator.env(tmp_path)
         collected = run_cli(
             "collect", "--device", str(DEVICE), "--profile", profile, "--case", "SEAL-17",
             "--examiner", "E", "--out", out, "--no-seal", "--chunk-size", "256KiB",
