@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -257,3 +258,20 @@ def files_holding(root: Path, secrets: Sequence[str]) -> list[str]:
 def json_lines(text: str) -> list[dict[str, Any]]:
     """Every stdout line as JSON (a line that is not JSON fails the test)."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# ---- the schema-1 archive
+
+V1_ARCHIVE = "FIXTURE-V1-device-37191-20261204T151407Z.zip"
+"""An archive the collector sealed with manifest schema 1, before observations became objects;
+beside it in ``tests/data/manifest_v1`` its custody sidecar and its signer's ``signer.pub.pem``.
+Its passphrase protects nothing but this fixture."""
+V1_FIXTURE = Path(__file__).parent / "data" / "manifest_v1"
+
+
+def v1_archive(folder: Path) -> dict[str, str]:
+    """Copy the schema-1 archive into ``folder``; returns the environment that opens it: the
+    passphrase is in ``V1_PASS``."""
+    for item in V1_FIXTURE.iterdir():
+        shutil.copy(item, folder / item.name)
+    return clean_env(folder, V1_PASS="schema-v1 fixture passphrase, not a secret")

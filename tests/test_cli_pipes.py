@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from cli_harness import CLI, COMMAND_TIMEOUT, clean_env
-
-V1_FIXTURE = Path(__file__).parent / "data" / "manifest_v1"
-V1_ARCHIVE = "FIXTURE-V1-device-37191-20261204T151407Z.zip"
+from cli_harness import CLI, COMMAND_TIMEOUT, V1_ARCHIVE, v1_archive
 
 
 def run_into_closed_pipe(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
@@ -44,9 +40,7 @@ def run_into_closed_pipe(*args: str, env: dict[str, str], cwd: Path) -> tuple[in
     ids=["profiles-show", "profiles-list", "verify"],
 )
 def test_a_closed_pipe_ends_the_command_quietly_with_141(args: tuple[str, ...], tmp_path: Path):
-    for item in V1_FIXTURE.iterdir():
-        shutil.copy(item, tmp_path / item.name)
-    env = clean_env(tmp_path, V1_PASS="schema-v1 fixture passphrase, not a secret")
+    env = v1_archive(tmp_path)
 
     code, stderr = run_into_closed_pipe(*args, env=env, cwd=tmp_path)
 

@@ -11,7 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from cli_harness import CLI, clean_env, run_cli
+from cli_harness import CLI, V1_ARCHIVE, clean_env, run_cli, v1_archive
 
 
 def test_version_names_the_installed_distribution(tmp_path: Path) -> None:
@@ -49,11 +49,8 @@ def test_an_option_of_another_command_gets_no_wrong_suggestion(tmp_path: Path) -
 def test_verify_shows_the_verdict_signer_and_failures_and_every_check_with_v(
     tmp_path: Path,
 ) -> None:
-    fixture = Path(__file__).parent / "data" / "manifest_v1"
-    for item in fixture.iterdir():
-        (tmp_path / item.name).write_bytes(item.read_bytes())
-    archive = next(tmp_path.glob("*.zip"))
-    env = clean_env(tmp_path, V1_PASS="schema-v1 fixture passphrase, not a secret")
+    env = v1_archive(tmp_path)
+    archive = tmp_path / V1_ARCHIVE
     args = ("verify", archive.name, "--password-env", "V1_PASS", "--trust", "signer.pub.pem")
 
     short = run_cli(*args, env=env, cwd=tmp_path)
@@ -98,11 +95,8 @@ def test_every_option_of_every_command_says_what_it_does_and_each_command_has_ex
 )
 def test_verify_fits_one_80_by_24_screen(tmp_path: Path) -> None:
     """The verdict, who signed and the count of passed checks, as a person sees them."""
-    fixture = Path(__file__).parent / "data" / "manifest_v1"
-    for item in fixture.iterdir():
-        (tmp_path / item.name).write_bytes(item.read_bytes())
-    archive = next(tmp_path.glob("*.zip"))
-    env = clean_env(tmp_path, V1_PASS="schema-v1 fixture passphrase, not a secret")
+    env = v1_archive(tmp_path)
+    archive = tmp_path / V1_ARCHIVE
     env.pop("COLUMNS"), env.update(TERM="xterm-256color")
     command = (
         f"{CLI} verify {archive.name} --password-env V1_PASS --trust signer.pub.pem; "

@@ -1,31 +1,28 @@
 """The manifest's schema versions: 2 holds observations as objects; archives of version 1 verify.
 
 ``tests/data/manifest_v1`` is an archive sealed by the collector before the change (schema 1,
-observations as JSON strings), its custody sidecar and its signer's public key. Its passphrase
-is below: it protects nothing but this fixture.
+observations as JSON strings), its custody sidecar and its signer's public key, copied into a
+test's folder by ``cli_harness.v1_archive``.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_harness import (
     PASSWORD_VAR,
+    V1_ARCHIVE,
     Emulator,
-    clean_env,
     device,
     emulator_process,
     run_cli,
+    v1_archive,
     write_scenario,
 )
 
-V1_FIXTURE = Path(__file__).parent / "data" / "manifest_v1"
-V1_ARCHIVE = "FIXTURE-V1-device-37191-20261204T151407Z.zip"
-V1_PASSPHRASE = "schema-v1 fixture passphrase, not a secret"
 DEVICE = 120
 NOTES = "observed before and after\n"
 PROFILE = """\
@@ -51,9 +48,7 @@ def manifest_of(unsealed: Path) -> dict:
 
 
 def test_an_archive_sealed_with_schema_1_still_verifies_and_unseals(tmp_path: Path) -> None:
-    for item in V1_FIXTURE.iterdir():
-        shutil.copy(item, tmp_path / item.name)
-    env = clean_env(tmp_path, V1_PASS=V1_PASSPHRASE)
+    env = v1_archive(tmp_path)
 
     trust = ("--trust", "signer.pub.pem")
     verified = run_cli(
