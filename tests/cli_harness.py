@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 CLI = str(Path(sys.executable).parent / "cblr-collect")
@@ -275,3 +276,41 @@ def v1_archive(folder: Path) -> dict[str, str]:
     for item in V1_FIXTURE.iterdir():
         shutil.copy(item, folder / item.name)
     return clean_env(folder, V1_PASS="schema-v1 fixture passphrase, not a secret")
+
+
+# ---- what a person sees
+
+needs_tmux = pytest.mark.skipif(
+    shutil.which("tmux") is None and not os.environ.get("CI"),
+    reason="tmux (Debian package) is not installed; .ci/run installs it",
+)
+"""Tests that read a real terminal: in CI (``.ci/run`` installs tmux) they must run."""
+
+
+def terminal_screens(
+    command: str, *, env: Mapping[str, str], cwd: Path, until: str, limit: float = 60.0
+) -> list[str]:
+    """Run ``command`` (a shell line) in a tmux terminal of 80x24 and capture the screen
+    every 0.1 s until it shows ``until`` or ``limit`` seconds pass; returns every capture."""
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    env["TERM"] = "xterm-256color"
+    tmux = ["tmux", "-L", f"cblr-{os.getpid()}-{cwd.name}"]
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-s", "t", "-x", "80", "-y", "24", f"{command}; sleep 60"],
+        env=env, cwd=cwd, check=True, timeout=30,
+    )  # fmt: skip
+    screens: list[str] = []
+    try:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            captured = subprocess.run(
+                [*tmux, "capture-pane", "-p", "-t", "t"],
+                capture_output=True, text=True, timeout=10, check=True,
+            )  # fmt: skip
+            screens.append(captured.stdout)
+            if until in screens[-1]:
+                break
+            time.sleep(0.1)
+    finally:
+        subprocess.run([*tmux, "kill-server"], timeout=30, check=False)
+    return screens

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
-import time
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
-from cli_harness import CLI, V1_ARCHIVE, clean_env, run_cli, v1_archive
+from cli_harness import (
+    CLI,
+    V1_ARCHIVE,
+    clean_env,
+    needs_tmux,
+    run_cli,
+    terminal_screens,
+    v1_archive,
+)
 
 
 def test_version_names_the_installed_distribution(tmp_path: Path) -> None:
@@ -89,36 +92,13 @@ def test_every_option_of_every_command_says_what_it_does_and_each_command_has_ex
     assert (silent, without_examples) == ([], [])
 
 
-@pytest.mark.skipif(
-    shutil.which("tmux") is None and not os.environ.get("CI"),
-    reason="tmux (Debian package) is not installed; .ci/run installs it",
-)
+@needs_tmux
 def test_verify_fits_one_80_by_24_screen(tmp_path: Path) -> None:
     """The verdict, who signed and the count of passed checks, as a person sees them."""
     env = v1_archive(tmp_path)
     archive = tmp_path / V1_ARCHIVE
-    env.pop("COLUMNS"), env.update(TERM="xterm-256color")
-    command = (
-        f"{CLI} verify {archive.name} --password-env V1_PASS --trust signer.pub.pem; "
-        "echo EXIT=$?; sleep 30"
-    )
-    tmux = ["tmux", "-L", f"cblr-verify-{os.getpid()}-{tmp_path.name}"]
-    subprocess.run(
-        [*tmux, "new-session", "-d", "-s", "v", "-x", "80", "-y", "24", command],
-        env=env, cwd=tmp_path, check=True, timeout=30,
-    )  # fmt: skip
-    try:
-        screen = ""
-        for _ in range(300):
-            screen = subprocess.run(
-                [*tmux, "capture-pane", "-p", "-t", "v"],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout  # fmt: skip
-            if "EXIT=" in screen:
-                break
-            time.sleep(0.1)
-    finally:
-        subprocess.run([*tmux, "kill-server"], timeout=30, check=False)
+    command = f"{CLI} verify {archive.name} --password-env V1_PASS --trust signer.pub.pem"
+    screen = terminal_screens(f"{command}; echo EXIT=$?", env=env, cwd=tmp_path, until="EXIT=")[-1]
     lines = screen.rstrip("\n").splitlines()
     assert "EXIT=0" in screen, screen
     assert lines[0] == archive.name  # nothing scrolled off the top: one screen

@@ -8,10 +8,6 @@ tmux at 80x24, captured while the command runs.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +15,15 @@ import pytest
 import yaml
 from cli_harness import (
     CLI,
-    PASSPHRASE,
     TOKEN,
     Emulator,
     clean_env,
     device,
     emulator_process,
     json_lines,
+    needs_tmux,
     run_cli,
+    terminal_screens,
     write_scenario,
 )
 
@@ -87,36 +84,16 @@ def test_json_reports_the_image_size_and_bytes_all_along(emulator: Emulator, tmp
     assert len(counted) >= 3, counted
 
 
-@pytest.mark.skipif(
-    shutil.which("tmux") is None and not os.environ.get("CI"),
-    reason="tmux (Debian package) is not installed; .ci/run installs it",
-)
+@needs_tmux
 def test_the_terminal_shows_a_percent_then_a_bytes_bar_at_80_columns(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    env = clean_env(tmp_path, CBLR_URL=emulator.url, CBLR_TOKEN=TOKEN, PASS=PASSPHRASE)
-    env.pop("COLUMNS"), env.pop("NO_COLOR"), env.update(TERM="xterm-256color")
-    session = f"cblr-progress-{os.getpid()}-{tmp_path.name}"
-    command = " ".join([CLI, *collect_args(str(tmp_path / "out"))]) + "; sleep 60"
-    tmux = ["tmux", "-L", session]
-    subprocess.run(
-        [*tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", command],
-        env=env, cwd=tmp_path, check=True, timeout=30,
-    )  # fmt: skip
-    screens: list[str] = []
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            screen = subprocess.run(
-                [*tmux, "capture-pane", "-p", "-t", session],
-                capture_output=True, text=True, timeout=10, check=True,
-            ).stdout  # fmt: skip
-            screens.append(screen)
-            if "collection summary" in screen:
-                break
-            time.sleep(0.2)
-    finally:
-        subprocess.run([*tmux, "kill-server"], timeout=30, check=False)
+    screens = terminal_screens(
+        " ".join([CLI, *collect_args(str(tmp_path / "out"))]),
+        env=emulator.env(tmp_path),
+        cwd=tmp_path,
+        until="collection summary",
+    )
     lines = [line for screen in screens for line in screen.splitlines()]
     dumping = [line for line in lines if "writing the memory dump on device" in line]
     # 16 MiB is below the size that gets a bar of its own: the total bar learns its size.
