@@ -23,14 +23,14 @@ def remembering(journal: Journal, lister: Lister) -> Lister:
     """``lister``, answering from the journal for a folder listed before and keeping each new
     listing there as soon as it arrives."""
 
-    async def list_folder(folder: str) -> DirectoryListing:
+    async def list_folder(folder: str) -> list[DirectoryEntry]:
         key = name_key(folder)
         saved = journal.saved_listing(key)
         if saved is not None:
             return restored(saved)
         listing = await lister(folder)
         await asyncio.to_thread(journal.save_listing, key, kept(listing))
-        return listing if isinstance(listing, DirectoryListing) else DirectoryListing(listing)
+        return listing
 
     return list_folder
 
