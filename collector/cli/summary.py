@@ -22,6 +22,7 @@ from rich.text import Text
 from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
 from collector.cli.terminal import printable
 from collector.fleet.run import DeviceResult, DeviceStatus
+from collector.transfer.workspace import human_bytes
 
 MAX_FAILURES_SHOWN = 10
 CASE_SUMMARY_NAME = "case-summary.json"
@@ -30,15 +31,6 @@ CASE_SUMMARY_NAME = "case-summary.json"
 HOST_WIDTH = 15
 """Hostnames are cut to this in the table (NetBIOS names have 15 characters); the JSON has
 them whole."""
-
-
-def human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
 
 
 def exit_code_of(results: Sequence[DeviceResult]) -> int:

@@ -122,14 +122,17 @@ def check_room(needs: Mapping[Path, int]) -> None:
         if total > free:
             where = " and ".join(str(f) for f in folders)
             raise NotEnoughSpaceError(
-                f"the plan needs {_size(total)} in {where} but its file system has "
-                f"{_size(free)} free: free space, choose another --out/--workspace, or give "
+                f"the plan needs {human_bytes(total)} in {where} but its file system has "
+                f"{human_bytes(free)} free: free space, choose another --out/--workspace, or give "
                 "--force to collect anyway"
             )
 
 
-def _size(count: int) -> str:
-    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count / 1024**2:.1f} MiB"
+def human_bytes(count: int) -> str:
+    """``count`` bytes as a person reads them: ``512 B``, ``1.5 KiB`` ... ``40.0 TiB``."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
