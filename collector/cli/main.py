@@ -91,14 +91,23 @@ def command_parsers(parser: argparse.ArgumentParser, name: str = "") -> Iterator
                 yield from command_parsers(nested, f"{name} {sub_name}".strip())
 
 
+def chosen_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub-)command ``args`` chose, however deep it is nested."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return chosen_parser(chosen, args)
+    return parser
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse, and name a mistyped option with the nearest one its command has."""
     args, extras = parser.parse_known_args(argv)
     if extras:
-        words = " ".join(
-            value for value in (args.command, getattr(args, "profiles_command", None)) if value
-        )
-        command = dict(command_parsers(parser)).get(words, parser)
+        command = chosen_parser(parser, args)
         options = [o for a in command._actions for o in a.option_strings]
         unknown = extras[0].split("=", 1)[0]
         close = difflib.get_close_matches(unknown, options, n=1, cutoff=0.6)
