@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("liveresponse", "transfer", "acquisition", "packaging", "fleet", "cli")
+LAYERS = ("liveresponse", "transfer", "acquisition", "packaging", "delivery", "fleet", "cli")
 FORBIDDEN = {
     "evidence": {"collector", "emulator", "profiles"},
     "profiles": {"collector", "emulator", "evidence"},
