@@ -50,6 +50,7 @@ EVENT_KINDS = (
     "sealed",
     "verified",
     "handed_over",
+    "delivered",
 )
 
 
