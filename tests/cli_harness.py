@@ -7,10 +7,12 @@ token passed through the environment, and a timeout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import select
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -314,3 +316,84 @@ def terminal_screens(
     finally:
         subprocess.run([*tmux, "kill-server"], timeout=30, check=False)
     return screens
+
+
+# ---- file systems of a given size or mode, in a private mount namespace
+
+
+@functools.cache
+def mount_namespace_works() -> bool:
+    """Whether ``unshare -m`` may mount a tmpfs here (root, or a user namespace allowed)."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d" && touch "$d/x"'
+    try:
+        done = subprocess.run(
+            ["unshare", "-m", "sh", "-c", probe], capture_output=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+needs_mount_namespace = pytest.mark.skipif(
+    not mount_namespace_works() and not os.environ.get("CI"),
+    reason="cannot mount a tmpfs in a private mount namespace (unshare -m) here; CI runs as root",
+)
+"""Tests that give a command a real read-only or full file system: in CI they must run."""
+
+
+def tmpfs(folder: Path, size: str, *, readonly: bool = False) -> str:
+    """The shell line mounting a fresh tmpfs of ``size`` (``2m``) on ``folder``."""
+    options = f"size={size},mode=0755" + (",ro" if readonly else "")
+    return f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(folder))}"
+
+
+def resize_tmpfs(folder: Path, size: str) -> str:
+    """The shell line growing (or shrinking) the tmpfs on ``folder`` in place: space freed."""
+    return f"mount -o remount,size={size} {shlex.quote(str(folder))}"
+
+
+def cli_line(*args: str | Path, name: str = "") -> str:
+    """The shell line running the console script with ``args``: as the script's last command
+    (``exec``, its output and exit code are the script's), or with ``name`` its stdout, stderr
+    and exit code kept in ``name.out``, ``name.err`` and ``name.rc`` in the current folder."""
+    quoted = " ".join(shlex.quote(str(a)) for a in (CLI, *args))
+    if not name:
+        return f"exec {quoted}"
+    return f"rc=0; {quoted} >{name}.out 2>{name}.err || rc=$?; echo $rc >{name}.rc"
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one ``cli_line`` of a mount-namespace script left behind."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @classmethod
+    def read(cls, folder: Path, name: str) -> Step:
+        return cls(
+            int((folder / f"{name}.rc").read_text()),
+            (folder / f"{name}.out").read_text(encoding="utf-8"),
+            (folder / f"{name}.err").read_text(encoding="utf-8"),
+        )
+
+
+def run_in_mount_namespace(
+    *lines: str, env: Mapping[str, str], cwd: Path, timeout: float = COMMAND_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run the shell ``lines`` in order in a private mount namespace (``unshare -m``): what
+    they mount is seen by them alone, and unmounted when the last one ends. A failing
+    ``mount`` fails the test."""
+    script = "set -e\n" + "\n".join(lines)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

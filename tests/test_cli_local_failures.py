@@ -27,13 +27,31 @@ def collect(tmp_path: Path, *extra: str):
     ],
     ids=["out-is-a-file", "out-under-a-file"],
 )
-def test_an_unusable_out_folder_is_one_line_and_exit_2(
-    tmp_path: Path, make, out: str, message: str
+@pytest.mark.parametrize("option", ["--out", "--workspace"])
+def test_an_unusable_out_or_workspace_folder_is_one_line_and_exit_2(
+    tmp_path: Path, make, out: str, message: str, option: str
 ) -> None:
     make(tmp_path)
-    result = collect(tmp_path, "--out", out)
+    places = ["--out", out] if option == "--out" else ["--out", "out", "--workspace", out]
+    result = collect(tmp_path, *places)
     assert result.returncode == 2
-    assert result.stderr == f"cblr-collect collect: --out {out}: {message}\n"
+    assert result.stderr == f"cblr-collect collect: {option} {out}: {message}\n"
+
+
+def test_a_missing_out_is_one_line_and_exit_2_and_a_missing_folder_is_made(
+    tmp_path: Path,
+) -> None:
+    omitted = collect(tmp_path)
+    assert (omitted.returncode, omitted.stdout) == (2, "")
+    assert omitted.stderr == (
+        "cblr-collect collect: the following arguments are required: --out "
+        "(see: cblr-collect collect --help)\n"
+    )
+    made = collect(tmp_path, "--out", "new/evidence", "--quiet")
+    assert made.returncode == 2  # it got as far as the credentials (there is no token)
+    assert "set CBLR_TOKEN" in made.stderr
+    assert (tmp_path / "new" / "evidence").is_dir()
+    assert len(made.stderr.splitlines()) == 1 and "Traceback" not in made.stderr
 
 
 @pytest.mark.parametrize("size", ["1K", "32KiB", "300MiB"])

@@ -26,6 +26,10 @@ from collector.transfer.workspace import human_bytes
 
 MAX_FAILURES_SHOWN = 10
 CASE_SUMMARY_NAME = "case-summary.json"
+PROBLEM_LIMIT = 2000
+"""Characters of a device's problem shown: it is our sentence, naming up to two folders and
+what to do (remote text inside it is bounded where it is read), so not cut at one name's
+limit."""
 
 
 HOST_WIDTH = 15
@@ -184,7 +188,7 @@ def print_summary(results: Sequence[DeviceResult], console: Console | None = Non
         if not result.archive:
             problem = result.error or result.seal_error or f"unsealed: {result.workspace}"
             console.print(
-                f"device {result.device_id}: {printable(problem)}",
+                f"device {result.device_id}: {printable(problem, PROBLEM_LIMIT)}",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +31,14 @@ from collector.cli.exitcodes import (
     EXIT_USAGE,
 )
 from collector.cli.progress import make_reporter, utc_now
-from collector.cli.summary import case_summary, exit_code_of, print_summary, write_case_summary
+from collector.cli.summary import (
+    PROBLEM_LIMIT,
+    case_summary,
+    exit_code_of,
+    print_summary,
+    write_case_summary,
+)
+from collector.cli.terminal import printable
 from collector.fleet.run import (
     DeviceResult,
     FleetJob,
@@ -84,16 +93,19 @@ MAX_CHUNK_SIZE = 256 * 1024**2
 """Above this, a chunk in flight per ``--parallel`` slot holds too much memory."""
 
 
-def prepare_output_folder(out: Path) -> None:
-    """Make ``--out`` (and its parents) or say in one line why it cannot be used."""
+def prepare_output_folder(out: Path, option: str = "--out", mode: int = 0o777) -> None:
+    """Make ``out`` (and its parents) or say in one line why ``option`` cannot use it."""
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+        raise UsageError(f"{option} {out}: exists and is not a folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(mode=mode, parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"--out {out}: cannot create it ({error.strerror})") from None
+        raise UsageError(f"{option} {out}: cannot create it ({error.strerror})") from None
+    # Root may write anywhere by permissions, but not on a read-only mount: say which it is.
+    if os.statvfs(out).f_flag & os.ST_RDONLY:
+        raise UsageError(f"{option} {out}: on a read-only file system")
     if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: not writable by this user")
+        raise UsageError(f"{option} {out}: not writable by this user")
 
 
 def parse_size(text: str) -> int:
@@ -280,6 +292,8 @@ def run_collect(args: argparse.Namespace) -> int:
                 f"{MAX_CHUNK_SIZE // 1024**2} MiB"
             )
         prepare_output_folder(args.out)
+        if args.workspace is not None:
+            prepare_output_folder(args.workspace, "--workspace", mode=0o700)
         profile = load_resolved(args.profile)
         credentials = credentials_from(args)
         devices = device_list(resolve_device_names(credentials, args.device), args.devices)
@@ -482,9 +496,16 @@ def execute(
     if job.seal_keys is not None and job.seal_keys.passphrase:
         secrets.append(job.seal_keys.passphrase.decode(errors="replace"))
     handlers = []
-    for device_id, workspace, _ in job.devices:
-        workspace.create()
-        handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
+    try:
+        for device_id, workspace, _ in job.devices:
+            workspace.create()
+            handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
+    except OSError as error:
+        for handler in handlers:
+            close_run_log(handler)
+        where = error.filename or workspace.root
+        message = f"workspace {workspace.root}: cannot write in it ({where}: {error.strerror})"
+        return fail(command, message, EXIT_USAGE, args)
     settings = job.devices[0][2] if job.devices else None
     if not (args.json or args.quiet):
         print_signer(job.seal_keys, "signing with")
@@ -523,6 +544,13 @@ def execute(
     except Exception as error:
         # A bug, or the disk filling up: say so in one line; the traceback goes to the run log.
         log.exception("%s: stopped by an unexpected error", command)
+        full = disk_full(error)
+        if full is not None:
+            message = (
+                f"stopped: no space left where the workspace or --out is ({full}); free space, "
+                f"then resume with: cblr-collect resume {_resume_hint(job, finished)}"
+            )
+            return fail(command, message, EXIT_PARTIAL, args)
         if os.environ.get(DEBUG_ENV) == "1":
             raise
         message = (
@@ -541,6 +569,28 @@ def execute(
     if not args.json and any(result.archive for result in everything):
         print_signer(job.seal_keys, "signed by")
     return code
+
+
+def disk_full(error: BaseException) -> str | None:
+    """What the file system said, when ``error`` (or what caused it) is a full disk or quota."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return current.strerror or os.strerror(current.errno)
+        if (
+            isinstance(current, sqlite3.OperationalError)
+            and getattr(current, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+        ):
+            return _one_line(str(current))
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 def signer_of(seal_keys: Any) -> dict[str, str] | None:
@@ -584,5 +634,6 @@ def report(
     elif not lone_failure:
         print_summary(results)
     if lone_failure:
-        print(f"cblr-collect {command}: {results[0].error}", file=sys.stderr)
+        problem = printable(results[0].error, PROBLEM_LIMIT)
+        print(f"cblr-collect {command}: {problem}", file=sys.stderr)
     return code
