@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import pyzipper
+from cli_harness import V1_ARCHIVE, run_cli, v1_archive
 from conftest import DEVICE_ID, LR_TOKEN
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
@@ -592,13 +593,28 @@ def test_cli_seal_verify_custody_unseal_keeps_secrets_out(
     assert b'"kind":"handed_over"' in sidecar[1]
 
 
-def test_cli_wrong_key_is_one_clear_line_and_exit_5(
-    sealed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["verify", "unseal"])
+def test_cli_wrong_key_or_passphrase_is_one_clear_line_and_exit_5(
+    sealed: Path, tmp_path: Path, command: str
 ) -> None:
+    """Through the installed CLI: the archive sealed for a key, opened with another; the
+    schema-1 fixture, sealed with a passphrase, opened with another passphrase."""
     generated = keys.generate_keys(tmp_path / "other")
-    assert main(["verify", str(sealed), "--identity", str(generated.recipient_private)]) == 5
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cblr-collect verify: wrong key: the archive is")
+    env = v1_archive(tmp_path)
+    wrong = {**env, "V1_PASS": "not the passphrase it was sealed with"}
+    out = ["--out", str(tmp_path / "unsealed")] if command == "unseal" else []
+    by_key = run_cli(
+        command, sealed, *out, "--identity", generated.recipient_private, env=env, cwd=tmp_path
+    )
+    by_passphrase = run_cli(
+        command, V1_ARCHIVE, *out, "--password-env", "V1_PASS", env=wrong, cwd=tmp_path
+    )
+    for result, what in ((by_key, "key"), (by_passphrase, "passphrase")):
+        assert result.returncode == 5, result.stdout + result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"cblr-collect {command}: wrong {what}"), line
+        assert "Traceback" not in result.stdout
+    assert not (tmp_path / "unsealed").exists() or not any((tmp_path / "unsealed").iterdir())
 
 
 def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(

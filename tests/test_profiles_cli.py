@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_harness import clean_env, run_cli
 
 from collector.cli.main import main
 
@@ -99,9 +100,8 @@ def test_check_names_each_bad_pattern_with_its_line(
     ]
 
 
-def test_check_notes_a_variable_no_standard_host_defines(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_notes_a_variable_no_standard_host_defines(tmp_path: Path) -> None:
+    """Through the installed CLI: notes on stderr, the verdict on stdout, exit 0."""
     profile = tmp_path / "typo.yaml"
     profile.write_text(
         "name: typo\n"
@@ -111,15 +111,15 @@ def test_check_notes_a_variable_no_standard_host_defines(
         "  - {name: Roaming, kind: file, path: '%AppData%\\x.txt'}\n",
         encoding="utf-8",
     )
-    assert main(["profiles", "check", str(profile)]) == 0
-    captured = capsys.readouterr()
-    assert captured.err.splitlines() == [
+    checked = run_cli("profiles", "check", profile, env=clean_env(tmp_path), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.splitlines() == [
         f"{profile}: note: Logs: path: %SystemRooot% is not a standard Windows variable: "
         "it expands only on a host that defines it (did you mean %SystemRoot%?)",
         f"{profile}: note: Agent: path: %ACME_HOME% is not a standard Windows variable: "
         "it expands only on a host that defines it",
     ]
-    assert captured.out == f"{profile}: ok, profile typo, 3 artifacts\n"
+    assert checked.stdout == f"{profile}: ok, profile typo, 3 artifacts\n"
 
 
 @pytest.mark.parametrize(

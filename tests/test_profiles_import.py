@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from cli_harness import clean_env, run_cli
 from conftest import FORMATS_DIR
 
 from collector.cli.main import main
@@ -292,42 +294,42 @@ def test_cli_import_kape_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
-def test_cli_import_reads_only_the_files_given(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_import_reads_only_the_files_given(tmp_path: Path) -> None:
     given = tmp_path / "windows.yaml"
     shutil.copy(DEFINITIONS / "windows.yaml", given)
     (tmp_path / "broken.yaml").write_text("garbage: [\n", encoding="utf-8")
     out = tmp_path / "out.yaml"
-    assert (
-        main(["profiles", "import", str(given), "--only", "WindowsRunKeys", "--out", str(out)]) == 0
-    )
-    assert "broken.yaml" not in capsys.readouterr().err
-
-
-def test_cli_import_refuses_to_overwrite_without_force(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "fa.yaml"
-    out.write_text("keep me\n", encoding="utf-8")
-    args = ["profiles", "import", str(DEFINITIONS / "windows.yaml"), "--only", "WindowsRunKeys"]
-    assert main([*args, "--out", str(out)]) == 2
-    assert capsys.readouterr().err == (
-        f"cblr-collect profiles: {out} exists; give --force to overwrite it\n"
-    )
-    assert out.read_text(encoding="utf-8") == "keep me\n"
-    assert main([*args, "--out", str(out), "--force"]) == 0
+    imported = profiles_cli(tmp_path, "import", given, "--only", "WindowsRunKeys", "--out", out)
+    assert imported.returncode == 0, imported.stderr
+    assert "broken.yaml" not in imported.stderr
     assert load_profile_file(out).artifacts
 
 
-def test_cli_import_says_a_native_profile_needs_no_import(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_import_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "fa.yaml"
+    out.write_text("keep me\n", encoding="utf-8")
+    args = ["import", DEFINITIONS / "windows.yaml", "--only", "WindowsRunKeys", "--out", out]
+    refused = profiles_cli(tmp_path, *args)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == f"cblr-collect profiles: {out} exists; give --force to overwrite it\n"
+    assert out.read_text(encoding="utf-8") == "keep me\n"
+    forced = profiles_cli(tmp_path, *args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert load_profile_file(out).artifacts
+
+
+def test_cli_import_says_a_native_profile_needs_no_import(tmp_path: Path) -> None:
     native = tmp_path / "minimal.yaml"
     native.write_text("name: mine\nartifacts: [{name: p, kind: processes}]\n", encoding="utf-8")
-    assert main(["profiles", "import", str(native)]) == 2
-    assert capsys.readouterr().err == (
+    result = profiles_cli(tmp_path, "import", native)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
         f"cblr-collect profiles: {native}: already a cblr-collector profile, nothing to import: "
         f"use it as it is (collect --profile {native}), or check it with "
         "'cblr-collect profiles check'\n"
     )
+
+
+def profiles_cli(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``cblr-collect profiles ARGS`` through the installed console script."""
+    return run_cli("profiles", *args, env=clean_env(home), cwd=home)
