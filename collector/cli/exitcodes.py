@@ -27,8 +27,8 @@ EXIT_TERMINATED = 143
 
 EXIT_CODES_HELP = """exit codes:
   0    everything asked for was collected (or verified)
-  1    finished, but some artifacts or devices failed (recorded as failed)
-  2    bad usage, profile or configuration
+  1    some artifacts or devices failed (recorded as failed), or the disk filled up
+  2    bad usage, profile or configuration, or a folder it cannot write in
   3    the server could not be reached or refused the token, or no session started
   130  interrupted (Ctrl-C); resumable with: cblr-collect resume WORKSPACE
   141  the reader of the output closed the pipe (... | head)

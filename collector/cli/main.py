@@ -32,8 +32,10 @@ EXAMPLES = """examples:
 Credentials come from --url/--token (CBLR_URL/CBLR_TOKEN, CBC_URL/CBC_TOKEN) or one section of
 credentials.cbc, .psc or .defense in /etc/carbonblack/, ~/.carbonblack/ or ./.carbonblack/
 (see cblr-collect collect --help); v6 is used when an org key is known (--org-key, org_key=).
-Exit codes: 0 all collected or verified; 1 some artifacts failed (recorded) or verification
-failed; 2 bad usage, profile or configuration; 3 server unreachable, token refused, or no session.
+Exit codes: 0 all collected or verified; 1 some artifacts failed (recorded), the disk filled
+up, or verification failed; 2 bad usage, profile or configuration; 3 server unreachable, token
+refused, or no session; verify and unseal: 4 signer unverified (no trust given), 5 wrong key;
+130/143 interrupted by Ctrl-C/SIGTERM, resumable; 141 the output's reader closed the pipe.
 """
 
 
