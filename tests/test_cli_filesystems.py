@@ -2,7 +2,8 @@
 ``--workspace`` (the suite runs as root, whom permissions do not stop, so a read-only tmpfs),
 and a disk that fills up mid-run (a 2 MiB tmpfs) with ``--force`` past the free-space check,
 then resumed once the tmpfs is grown. Each mount lives in a private mount namespace
-(``unshare -m``) and vanishes with it."""
+(``unshare -m``) and vanishes with it. ``unseal`` into a read-only folder is refused the same
+way."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cli_harness import (
     DATA_PROFILE,
     PASSPHRASE,
     PASSWORD_VAR,
+    V1_ARCHIVE,
     Emulator,
     Step,
     clean_env,
@@ -28,6 +30,7 @@ from cli_harness import (
     run_cli,
     run_in_mount_namespace,
     tmpfs,
+    v1_archive,
     write_scenario,
 )
 
@@ -96,6 +99,26 @@ def test_a_read_only_folder_is_one_line_and_exit_2(
     )
     assert (result.returncode, result.stderr) == (2, f"cblr-collect collect: {message}\n")
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [("ro", "on a read-only file system"), ("ro/new", "cannot create it (Read-only file system)")],
+    ids=["out", "out-below"],
+)
+def test_unseal_into_a_read_only_folder_is_one_line_and_exit_2(
+    tmp_path: Path, out: str, message: str
+) -> None:
+    env = v1_archive(tmp_path)
+    (tmp_path / "ro").mkdir()
+    result = run_in_mount_namespace(
+        tmpfs(tmp_path / "ro", "1m", readonly=True),
+        cli_line("unseal", V1_ARCHIVE, "--out", out, "--password-env", "V1_PASS"),
+        env=env,
+        cwd=tmp_path,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"cblr-collect unseal: --out {out}: {message}\n"
 
 
 def test_a_full_disk_mid_run_is_one_line_and_the_workspace_resumes_once_space_is_freed(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_harness import PASSPHRASE, PASSWORD_VAR, clean_env, run_cli
+from cli_harness import PASSPHRASE, PASSWORD_VAR, V1_ARCHIVE, clean_env, run_cli, v1_archive
 
 BASE = ["collect", "--device", "7", "--case", "C-1", "--examiner", "E", "--password-env"]
 
@@ -81,3 +81,20 @@ def test_a_bad_profile_lists_its_problems_one_per_line_as_profiles_check_does(
         f"cblr-collect collect: profile {str(profile)!r} is not valid:",
         *problems,
     ]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [("afile", "exists and is not a folder"), ("afile/x", "cannot create it (Not a directory)")],
+    ids=["out-is-a-file", "out-under-a-file"],
+)
+def test_unseal_into_an_unusable_out_is_one_line_and_exit_2(
+    tmp_path: Path, out: str, message: str
+) -> None:
+    env = v1_archive(tmp_path)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    result = run_cli(
+        "unseal", V1_ARCHIVE, "--out", out, "--password-env", "V1_PASS", env=env, cwd=tmp_path
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"cblr-collect unseal: --out {out}: {message}\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import pyzipper
-from cli_harness import V1_ARCHIVE, run_cli, v1_archive
+from cli_harness import V1_ARCHIVE, clean_env, run_cli, v1_archive
 from conftest import DEVICE_ID, LR_TOKEN
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
@@ -728,3 +728,20 @@ def test_a_multi_gib_artifact_seals_with_zip64_and_bounded_memory(tmp_path: Path
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert report.ok, report.failures
     assert grown_kib < 200 * 1024
+
+
+def test_cli_seal_into_an_out_that_is_a_file_is_one_line(tmp_path: Path, lab: Lab) -> None:
+    folder = tmp_path / "ws" / "device-37191"
+    folder.mkdir(parents=True)
+    make_collection(folder, SAMPLE, lab.signing)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    env = clean_env(tmp_path, CASE_PASS=PASSPHRASE)
+    result = run_cli(
+        "seal", folder, "--password-env", "CASE_PASS", "--out", tmp_path / "afile" / "archives",
+        "--signing-key", lab.signing_path, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == (
+        f"cblr-collect seal: --out {tmp_path / 'afile' / 'archives'}: cannot create it "
+        "(Not a directory)\n"
+    )

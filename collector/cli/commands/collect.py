@@ -30,6 +30,7 @@ from collector.cli.exitcodes import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
 )
+from collector.cli.folders import FolderError, prepare_folder
 from collector.cli.progress import make_reporter, utc_now
 from collector.cli.summary import (
     PROBLEM_LIMIT,
@@ -95,17 +96,10 @@ MAX_CHUNK_SIZE = 256 * 1024**2
 
 def prepare_output_folder(out: Path, option: str = "--out", mode: int = 0o777) -> None:
     """Make ``out`` (and its parents) or say in one line why ``option`` cannot use it."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{option} {out}: exists and is not a folder")
     try:
-        out.mkdir(mode=mode, parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"{option} {out}: cannot create it ({error.strerror})") from None
-    # Root may write anywhere by permissions, but not on a read-only mount: say which it is.
-    if os.statvfs(out).f_flag & os.ST_RDONLY:
-        raise UsageError(f"{option} {out}: on a read-only file system")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {out}: not writable by this user")
+        prepare_folder(out, option, mode)
+    except FolderError as error:
+        raise UsageError(str(error)) from None
 
 
 def parse_size(text: str) -> int:

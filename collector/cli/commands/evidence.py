@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from collector.cli.folders import FolderError, check_creatable, prepare_folder
 
 KEY_HELP = "the lab's private key (PEM) the archive was sealed for"
 PASSWORD_ENV_HELP = "environment variable holding the passphrase (never pass it as an argument)"
@@ -349,6 +350,11 @@ def run_seal(args: argparse.Namespace) -> int:
     from evidence import keys
     from evidence.seal import SealError, seal_collection
 
+    if args.out:
+        try:
+            prepare_folder(Path(args.out), "--out")
+        except FolderError as exc:
+            return _fail("seal", str(exc))
     workspaces = _collector_workspaces(Path(args.workspace))
     if workspaces:
         return _seal_workspaces(args, workspaces)
@@ -369,7 +375,6 @@ def run_seal(args: argparse.Namespace) -> int:
     code = EXIT_OK
     for folder in folders:
         out_dir = Path(args.out) if args.out else folder.parent
-        out_dir.mkdir(parents=True, exist_ok=True)
         try:
             with _owning_workspace_lock(folder):
                 result = seal_collection(
@@ -529,6 +534,11 @@ def _print_receipt(written: tuple[Path, dict[str, Any]]) -> None:
 
 def run_unseal(args: argparse.Namespace) -> int:
     from evidence.unseal import UnsealError, unseal_archive
+
+    try:
+        check_creatable(Path(args.out), "--out")
+    except FolderError as exc:
+        return _fail("unseal", str(exc))
 
     def action(identity: Any, secret: bytes | None, checks: Any) -> Any:
         try:
