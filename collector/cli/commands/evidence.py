@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-from collector.cli.folders import FolderError, check_creatable, prepare_folder
+from collector.cli.folders import FolderError, check_creatable
 
 KEY_HELP = "the lab's private key (PEM) the archive was sealed for"
 PASSWORD_ENV_HELP = "environment variable holding the passphrase (never pass it as an argument)"
@@ -352,7 +352,7 @@ def run_seal(args: argparse.Namespace) -> int:
 
     if args.out:
         try:
-            prepare_folder(Path(args.out), "--out")
+            check_creatable(Path(args.out), "--out")
         except FolderError as exc:
             return _fail("seal", str(exc))
     workspaces = _collector_workspaces(Path(args.workspace))
@@ -376,6 +376,7 @@ def run_seal(args: argparse.Namespace) -> int:
     for folder in folders:
         out_dir = Path(args.out) if args.out else folder.parent
         try:
+            out_dir.mkdir(parents=True, exist_ok=True)
             with _owning_workspace_lock(folder):
                 result = seal_collection(
                     folder,
