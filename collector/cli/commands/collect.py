@@ -497,8 +497,8 @@ def execute(
     except OSError as error:
         for handler in handlers:
             close_run_log(handler)
-        where = error.filename or workspace.root
-        message = f"workspace {workspace.root}: cannot write in it ({where}: {error.strerror})"
+        where = "" if error.filename in (None, str(workspace.root)) else f"{error.filename}: "
+        message = f"workspace {workspace.root}: cannot write in it ({where}{error.strerror})"
         return fail(command, message, EXIT_USAGE, args)
     settings = job.devices[0][2] if job.devices else None
     if not (args.json or args.quiet):
