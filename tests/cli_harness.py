@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -321,19 +322,26 @@ def terminal_screens(
 # ---- file systems of a given size or mode, in a private mount namespace
 
 
+def tmpfs(folder: Path, size: str, *, readonly: bool = False) -> str:
+    """The shell line mounting a fresh tmpfs of ``size`` (``2m``) on ``folder``."""
+    options = f"size={size},mode=0755" + (",ro" if readonly else "")
+    return f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(folder))}"
+
+
 @functools.cache
 def mount_namespace_works() -> bool:
     """Whether ``unshare -m`` may mount a tmpfs here (root, or a user namespace allowed)."""
     if shutil.which("unshare") is None:
         return False
-    probe = 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d" && touch "$d/x"'
-    try:
-        done = subprocess.run(
-            ["unshare", "-m", "sh", "-c", probe], capture_output=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+    with tempfile.TemporaryDirectory(prefix="cblr-mount-probe-") as folder:
+        probe = f"{tmpfs(Path(folder), '64k')} && touch {shlex.quote(folder)}/x"
+        try:
+            done = subprocess.run(
+                ["unshare", "-m", "sh", "-c", probe], capture_output=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
 
 
 needs_mount_namespace = pytest.mark.skipif(
@@ -341,12 +349,6 @@ needs_mount_namespace = pytest.mark.skipif(
     reason="cannot mount a tmpfs in a private mount namespace (unshare -m) here; CI runs as root",
 )
 """Tests that give a command a real read-only or full file system: in CI they must run."""
-
-
-def tmpfs(folder: Path, size: str, *, readonly: bool = False) -> str:
-    """The shell line mounting a fresh tmpfs of ``size`` (``2m``) on ``folder``."""
-    options = f"size={size},mode=0755" + (",ro" if readonly else "")
-    return f"mount -t tmpfs -o {options} tmpfs {shlex.quote(str(folder))}"
 
 
 def resize_tmpfs(folder: Path, size: str) -> str:
