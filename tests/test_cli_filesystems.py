@@ -33,6 +33,7 @@ from cli_harness import (
     v1_archive,
     write_scenario,
 )
+from conftest import FORMATS_DIR
 
 pytestmark = needs_mount_namespace
 
@@ -197,3 +198,22 @@ def test_force_collects_a_plan_the_free_space_check_overestimates(
     assert (forced.returncode, forced.stderr) == (0, ""), forced.stdout
     collected = unsealed_file(tmp_path, tmp_path / "kept", env, "log.txt")
     assert hashlib.sha256(collected).hexdigest() == hashlib.sha256(text).hexdigest()
+
+
+DEFINITIONS = FORMATS_DIR / "forensicartifacts" / "data" / "windows.yaml"
+
+
+@pytest.mark.skipif(not DEFINITIONS.is_file(), reason=f"{DEFINITIONS} is not here")
+def test_profiles_import_into_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "ro").mkdir()
+    result = run_in_mount_namespace(
+        tmpfs(tmp_path / "ro", "1m", readonly=True),
+        cli_line("profiles", "import", DEFINITIONS, "--only", "WindowsRunKeys", "--out", "ro/x.yaml"),
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == (
+        "cblr-collect profiles: --out ro/x.yaml: cannot write it (Read-only file system)"
+    )
+    assert "Traceback" not in result.stderr

@@ -333,3 +333,22 @@ def test_cli_import_says_a_native_profile_needs_no_import(tmp_path: Path) -> Non
 def profiles_cli(home: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     """``cblr-collect profiles ARGS`` through the installed console script."""
     return run_cli("profiles", *args, env=clean_env(home), cwd=home)
+
+
+@pytest.mark.parametrize(
+    ("out", "reason"),
+    [("afile/x.yaml", "Not a directory"), ("folder", "Is a directory")],
+    ids=["under-a-file", "a-folder"],
+)
+def test_cli_import_into_an_unwritable_out_is_one_line(
+    tmp_path: Path, out: str, reason: str
+) -> None:
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    (tmp_path / "folder").mkdir()
+    args = ["import", DEFINITIONS / "windows.yaml", "--only", "WindowsRunKeys", "--out", out]
+    result = profiles_cli(tmp_path, *args, "--force")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == (
+        f"cblr-collect profiles: --out {out}: cannot write it ({reason})"
+    )
+    assert "Traceback" not in result.stderr

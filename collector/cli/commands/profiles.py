@@ -172,7 +172,10 @@ def run_import(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         return _fail(f"the converted profile does not validate:\n{exc}")
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _fail(f"--out {args.out}: cannot write it ({exc.strerror})")
     else:
         sys.stdout.write(text)
     return EXIT_OK
