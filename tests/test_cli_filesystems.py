@@ -122,6 +122,18 @@ def test_unseal_into_a_read_only_folder_is_one_line_and_exit_2(
     assert result.stderr == f"cblr-collect unseal: --out {out}: {message}\n"
 
 
+def test_demo_into_a_read_only_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "ro").mkdir()
+    result = run_in_mount_namespace(
+        tmpfs(tmp_path / "ro", "1m", readonly=True),
+        cli_line("demo", "--out", "ro"),
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "cblr-collect demo: --out ro: on a read-only file system\n"
+
+
 def test_a_full_disk_mid_run_is_one_line_and_the_workspace_resumes_once_space_is_freed(
     emulator: tuple[Emulator, bytes, bytes], tmp_path: Path
 ) -> None:

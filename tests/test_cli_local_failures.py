@@ -98,3 +98,17 @@ def test_unseal_into_an_unusable_out_is_one_line_and_exit_2(
     )
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"cblr-collect unseal: --out {out}: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [("afile", "exists and is not a folder"), ("afile/x", "cannot create it (Not a directory)")],
+    ids=["out-is-a-file", "out-under-a-file"],
+)
+def test_demo_into_an_unusable_out_is_one_line_and_exit_2(
+    tmp_path: Path, out: str, message: str
+) -> None:
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    result = run_cli("demo", "--out", out, env=clean_env(tmp_path), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"cblr-collect demo: --out {out}: {message}\n"

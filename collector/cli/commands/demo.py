@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
+
+from collector.cli.exitcodes import EXIT_USAGE
+from collector.cli.folders import FolderError, prepare_folder
 
 
 def register(commands: Any) -> None:
@@ -31,4 +36,9 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from collector.cli.demo import run_demo
 
+    try:
+        prepare_folder(Path(args.out), "--out")
+    except FolderError as error:
+        print(f"cblr-collect demo: {error}", file=sys.stderr)
+        return EXIT_USAGE
     return run_demo(args.out, args.api)
