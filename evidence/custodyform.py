@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evidence import custody, envelope, keys
+from evidence import custody, keys
 from evidence.canonical import CanonicalFormError, canonical_bytes, parse_canonical, utc_now
 from evidence.trust import TrustStore
 
@@ -105,6 +105,7 @@ class ManifestView:
     """Checks of the manifest that failed (signature, documents, the sealed record)."""
     signer: str = ""
     signer_trusted_as: str = ""
+    case_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,9 @@ class CustodyForm:
 
     @property
     def case_id(self) -> str:
-        return self.sealed.value("case_id") if self.sealed else ""
+        """The sealed record's case; the manifest's when the record predates it."""
+        sealed = self.sealed.value("case_id") if self.sealed else ""
+        return sealed or (self.manifest.case_id if self.manifest is not None else "")
 
     @property
     def archive_differs(self) -> bool:
@@ -426,6 +429,7 @@ def manifest_view(
         problems=tuple(problems),
         signer=shown(signer.get("fingerprint"), 200),
         signer_trusted_as=(trusted.name or trusted.fingerprint) if trusted else "",
+        case_id=shown(case.get("case_id"), 200),
     )
 
 
@@ -467,13 +471,3 @@ def _first_event(archive: Path) -> dict[str, Any] | None:
     except (OSError, custody.CustodyChainError, CanonicalFormError):
         return None
     return first if isinstance(first, dict) else None
-
-
-def envelope_scheme(archive: str | Path) -> str:
-    """The key envelope's scheme (``passphrase`` or a recipient scheme); ``""`` if unreadable."""
-    from evidence import archive as archive_format
-
-    try:
-        return str(envelope.parse_envelope(archive_format.read_envelope(Path(archive)))["scheme"])
-    except (archive_format.ArchiveError, envelope.EnvelopeError, OSError, KeyError):
-        return ""

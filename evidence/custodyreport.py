@@ -118,9 +118,10 @@ def _short(fingerprint: str) -> str:
 
 def _css_string(text: str) -> str:
     """``text`` as a CSS string literal: every character but letters, digits and the space
-    as a CSS escape, so nothing in it can end the string or the style sheet."""
+    as a CSS escape (six hex digits and the space that ends it), so nothing in it can end
+    the string or the style sheet."""
     parts = [
-        char if char.isascii() and (char.isalnum() or char == " ") else f"\\{ord(char):06x}"
+        char if char.isascii() and (char.isalnum() or char == " ") else f"\\{ord(char):06x} "
         for char in text
     ]
     return '"' + "".join(parts) + '"'
@@ -188,7 +189,7 @@ STYLE = """
 * { box-sizing: border-box; }
 html { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, Helvetica, sans-serif;
-  font-size: 9.5pt; line-height: 1.35; color: var(--ink); margin: 0 auto; max-width: 190mm;
+  font-size: 9.5pt; line-height: 1.35; color: var(--ink); margin: 0 auto; max-width: 200mm;
   padding: 8mm 6mm; background: #fff; }
 h1 { font-size: 17pt; margin: 0; letter-spacing: 0.02em; }
 h2 { font-size: 11.5pt; margin: 14pt 0 5pt; padding-bottom: 2pt;
@@ -402,7 +403,8 @@ def _event_row(form: CustodyForm, event: EventView) -> str:
     name = f"{_e(event.signer_name)}<br>" if event.signer_name else ""
     signer = f'{name}<span class="hash">{_e(_short(event.signer) or "(no signer)")}</span>'
     return (
-        f'<tr class="{css}"><td>{_e(event.seq)}</td><td class="time">{_e(event.time)}</td>'
+        f'<tr class="{css}" id="record-{event.line}" data-status="{event.status}">'
+        f'<td>{_e(event.seq)}</td><td class="time">{_e(event.time)}</td>'
         f"<td>{_e(EVENT_TITLES.get(event.kind, event.kind))}</td>"
         f"<td>{_e(_summary(event))}{flag}</td>"
         f"<td>{signer}</td><td>{_status(event)}{stamp}</td></tr>"
@@ -483,7 +485,8 @@ def _handoff_block(form: CustodyForm, number: int, event: EventView) -> str:
     ]
     css = " broken" if event.status == BROKEN or event.after_break or match == "no" else ""
     return (
-        f'<div class="block{css}">{_block_head(f"Handoff {number}, record #{event.seq}", event)}'
+        f'<div class="block{css}" id="handoff-{number}" data-status="{event.status}">'
+        f"{_block_head(f'Handoff {number}, record #{event.seq}', event)}"
         f'<div class="parties">{_party("Released by", event, "released_by")}'
         f"{_party('Received by', event, 'received_by')}</div>{_kv(rows)}"
         '<div class="sign-row"><div class="sign">Signature of the person releasing · date</div>'
@@ -515,7 +518,8 @@ def _delivery_block(form: CustodyForm, number: int, event: EventView) -> str:
     css = " broken" if event.status == BROKEN or event.after_break else ""
     title = f"Delivery {number}, record #{event.seq}"
     return (
-        f'<div class="block{css}">{_block_head(title, event)}'
+        f'<div class="block{css}" id="delivery-{number}" data-status="{event.status}">'
+        f"{_block_head(title, event)}"
         f"{_kv([(label, value) for label, value in rows if value], ('SHA-256 confirmed',))}</div>"
     )
 
