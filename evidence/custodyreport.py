@@ -306,15 +306,17 @@ def _verdict(form: CustodyForm) -> str:
     untrusted = form.untrusted
     if untrusted:
         which = ", ".join(f"#{e.seq} {e.kind}" for e in untrusted)
-        why = (
-            "no trusted keys were given (--trust)"
-            if not form.trust_given
-            else "their signers are not among the keys trusted for this form"
+        subject = (
+            f"record {which} is signed by a key"
+            if len(untrusted) == 1
+            else f"records {which} are signed by keys"
         )
+        why = " not trusted here" if form.trust_given else " (no trusted keys were given)"
         return (
             '<div class="verdict v-warn"><div class="big">⚠ Chain intact; '
             f"{len(untrusted)} of {events} signatures valid but signer not trusted</div>"
-            f"<ul><li>{_e(which)}: {_e(why)}</li></ul></div>"
+            f"<ul><li>{_e(subject + why)}: give --trust KEY.pub|FINGERPRINT for keys you "
+            "know belong to the signer (section 7 lists them)</li></ul></div>"
         )
     return (
         '<div class="verdict v-ok"><div class="big">✔ Chain intact: all '
