@@ -401,7 +401,12 @@ def _event_row(form: CustodyForm, event: EventView) -> str:
         if form.matches_sealed(event) == "no"
         else ""
     )
-    stamp = '<br><span class="small muted">RFC 3161 timestamp</span>' if event.timestamped else ""
+    stamp = (
+        '<br><span class="small muted">RFC 3161 timestamp (not checked here: '
+        "verify --tsa-chain)</span>"
+        if event.timestamped
+        else ""
+    )
     name = f"{_e(event.signer_name)}<br>" if event.signer_name else ""
     signer = f'{name}<span class="hash">{_e(_short(event.signer) or "(no signer)")}</span>'
     return (

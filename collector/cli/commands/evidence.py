@@ -145,7 +145,7 @@ def register(commands: Any) -> None:
     who.add_argument("--released-by", metavar="NAME", help="who hands it over")
     who.add_argument("--received-by", metavar="NAME", help="who receives it")
     who.add_argument("--purpose", metavar="TEXT", help="why it changes hands")
-    more = handoff.add_argument_group("more for the custody form (optional)")
+    more = handoff.add_argument_group("more about the handoff, for the custody form (optional)")
     more.add_argument("--released-by-title", metavar="TITLE", default="", help="their role")
     more.add_argument("--released-by-contact", metavar="TEXT", default="", help="e-mail or phone")
     more.add_argument("--received-by-title", metavar="TITLE", default="", help="their role")
