@@ -230,7 +230,7 @@ tr.after-break td { background: #fff0f0; }
 .alarm { background: var(--bad); color: #fff; font-weight: bold; padding: 3pt 5pt;
   margin-bottom: 4pt; }
 td.time { font-family: "DejaVu Sans Mono", "Liberation Mono", Consolas, monospace;
-  font-size: 7.5pt; }
+  font-size: 7.5pt; white-space: nowrap; }
 .parties { display: grid; grid-template-columns: 1fr 1fr; gap: 6pt; margin-bottom: 4pt; }
 .party { border: 0.75pt solid var(--rule); padding: 3pt 5pt; }
 .party .role { font-size: 7.5pt; text-transform: uppercase; letter-spacing: 0.06em;
@@ -428,8 +428,8 @@ def _events_section(form: CustodyForm) -> str:
     )
     return (
         "<section><h2>3. Custody record</h2>"
-        '<table><colgroup><col style="width:4%"><col style="width:19%"><col style="width:11%">'
-        '<col style="width:28%"><col style="width:18%"><col style="width:20%"></colgroup>'
+        '<table><colgroup><col style="width:4%"><col style="width:20%"><col style="width:11%">'
+        '<col style="width:27%"><col style="width:18%"><col style="width:20%"></colgroup>'
         "<thead><tr><th>#</th><th>Time (UTC)</th><th>Event</th><th>Details</th>"
         "<th>Signed by</th><th>Digital signature</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>{head}</section>"
