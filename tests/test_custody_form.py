@@ -420,6 +420,18 @@ def test_a_wrong_key_writes_no_form_and_exits_5(chain: Chain) -> None:
     assert html == ""
 
 
+def test_the_sidecar_alone_makes_the_form(chain: Chain) -> None:
+    """A lab that received only the sidecar (the archive went to the bucket) prints the form."""
+    archive = chain.root / "sidecar-only" / chain.sealed.archive.name
+    archive.parent.mkdir()
+    shutil.copy(custody.sidecar_path(chain.sealed.archive), custody.sidecar_path(archive))
+    code, html, output = report(chain, archive, "sidecar-only.html", *chain.trust(delivery=True))
+    assert code == 0, output
+    assert "the archive file is not present here: not re-hashed" in html
+    assert chain.events[0]["payload"]["archive_sha256"] in html
+    assert html.count('id="handoff-') == 2 and html.count('id="delivery-') == 1
+
+
 def test_no_sidecar_writes_no_form_and_exits_1(chain: Chain) -> None:
     archive = chain.root / "lonely" / chain.sealed.archive.name
     archive.parent.mkdir()
