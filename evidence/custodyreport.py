@@ -132,6 +132,14 @@ def _lock(event: EventView) -> dict[str, object]:
     return lock if isinstance(lock, dict) else {}
 
 
+def _listed(event: EventView, key: str) -> str:
+    """A list value as ``a; b`` (empty for an empty list); anything else as shown."""
+    value = event.payload.get(key)
+    if isinstance(value, list):
+        return shown("; ".join(shown(item, 200) for item in value))
+    return event.value(key)
+
+
 def _file_name(event: EventView) -> str:
     return next((event.value(key) for key in FILE_NAME_KEYS if event.value(key)), "")
 
@@ -159,7 +167,7 @@ def _csv_row(form: CustodyForm, event: EventView) -> list[str]:
         "archive_sha256": event.value("archive_sha256"),
         "matches_sealed": form.matches_sealed(event),
         "result": event.value("result"),
-        "failed_checks": event.value("failed_checks"),
+        "failed_checks": _listed(event, "failed_checks"),
         "file_name": _file_name(event) if event.kind == "delivered" else "",
         "lock_mode": shown(lock.get("mode")),
         "lock_retain_until": shown(lock.get("retain_until")),
@@ -386,8 +394,8 @@ def _summary(event: EventView) -> str:
         released, received = event.value("released_by"), event.value("received_by")
         return f"{released} → {received}: {event.value('purpose')}"
     if event.kind == "verified":
-        failed = event.value("failed_checks")
-        listed = f", failed: {failed}" if failed and failed != "[]" else ""
+        failed = _listed(event, "failed_checks")
+        listed = f", failed: {failed}" if failed else ""
         return f"result {event.value('result')}{listed}"
     if event.kind == "delivered":
         return f"{event.value('destination')} {event.value('location')}"
