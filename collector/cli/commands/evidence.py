@@ -170,7 +170,7 @@ def register(commands: Any) -> None:
         "--report",
         metavar="FILE.html|FILE.csv",
         help="write the chain of custody as a printable HTML form or as CSV (by the name's "
-        "ending); an existing file is replaced",
+        "ending; print the HTML from a browser for paper or PDF); an existing file is replaced",
     )
     form.add_argument(
         "--trust", action="append", default=[], metavar="KEY.pub|FINGERPRINT", help=TRUST_HELP
@@ -711,9 +711,12 @@ def _write_form(args: argparse.Namespace) -> int:
     target = Path(args.report)
     is_csv = target.suffix.lower() == ".csv"
     text = custodyreport.render_csv(form) if is_csv else custodyreport.render_html(form)
+    partial = target.with_name(target.name + ".partial")
     try:
-        target.write_text(text, encoding="utf-8", newline="")
+        partial.write_text(text, encoding="utf-8", newline="")
+        os.replace(partial, target)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         return _fail("custody", f"cannot write {target}: {exc.strerror}", EXIT_USAGE)
     kinds = {"handed_over": 0, "delivered": 0}
     for event in form.events:
