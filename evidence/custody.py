@@ -267,24 +267,100 @@ def append_signed(
     return {**event, "events": count + 1}
 
 
+HANDOFF_TEXT_LIMITS = {
+    "released_by": 200,
+    "released_by_title": 200,
+    "released_by_contact": 300,
+    "received_by": 200,
+    "received_by_title": 200,
+    "received_by_contact": 300,
+    "purpose": 1000,
+    "storage_location": 500,
+    "item": 64,
+}
+"""The most characters each handoff field may hold (a form's box, not a document)."""
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """One change of hands, as the custody form records it. ``released_by``, ``received_by``
+    and ``purpose`` are required; the rest are ``""`` when not given. ``item`` is the evidence
+    item number on the case's evidence log (text: ``3`` or ``E-0042``)."""
+
+    released_by: str
+    received_by: str
+    purpose: str
+    released_by_title: str = ""
+    released_by_contact: str = ""
+    received_by_title: str = ""
+    received_by_contact: str = ""
+    storage_location: str = ""
+    item: str = ""
+
+    def problems(self) -> list[str]:
+        """Why these fields cannot go on the record (empty when they can)."""
+        found = []
+        for name, limit in HANDOFF_TEXT_LIMITS.items():
+            value = getattr(self, name)
+            label = "--" + name.replace("_", "-")
+            if len(value) > limit:
+                found.append(f"{label} is {len(value)} characters, more than the {limit} allowed")
+            if any(not char.isprintable() for char in value):
+                found.append(f"{label} holds control characters (one line of text, please)")
+        for name in ("released_by", "received_by", "purpose"):
+            if not getattr(self, name).strip():
+                found.append(f"--{name.replace('_', '-')} is empty")
+        return found
+
+
+def sealed_archive_sha256(sidecar: Path) -> str | None:
+    """The archive hash the custody record holds as sealed: the ``sealed`` event's
+    ``archive_sha256`` (the first event; None when the sidecar has none)."""
+    data = read_sidecar(sidecar)
+    try:
+        first = parse_canonical(data.split(b"\n", 1)[0])
+    except CanonicalFormError:
+        return None
+    if not isinstance(first, dict) or first.get("kind") != "sealed":
+        return None
+    value = (first.get("payload") or {}).get("archive_sha256")
+    return value if isinstance(value, str) else None
+
+
 def record_handoff(
     archive: str | Path,
-    released_by: str,
-    received_by: str,
-    purpose: str,
+    handoff: Handoff,
     signing_key: ed25519.Ed25519PrivateKey,
     timestamper: Timestamper | None = None,
 ) -> dict[str, Any]:
-    """``cblr-collect custody``: a signed handed_over event in the archive's sidecar."""
+    """``cblr-collect custody``: a signed handed_over event in the archive's sidecar.
+
+    The archive is re-hashed now; ``archive_matches_sealed`` says whether that equals the
+    ``sealed`` event's hash. A mismatch is recorded too (the receiving party got what it got),
+    and the caller says so loudly."""
+    problems = handoff.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    sidecar = sidecar_path(archive)
+    if not sidecar.exists():
+        raise CustodyChainError(f"no custody sidecar at {sidecar}")
+    sealed = sealed_archive_sha256(sidecar)
+    if sealed is None:
+        raise CustodyChainError(f"{sidecar.name}: the first event is not a readable 'sealed' one")
+    actual = _file_sha256(Path(archive))
     payload = {
-        "released_by": released_by,
-        "received_by": received_by,
-        "purpose": purpose,
-        "archive_sha256": _file_sha256(Path(archive)),
+        "released_by": handoff.released_by,
+        "received_by": handoff.received_by,
+        "purpose": handoff.purpose,
+        "archive_sha256": actual,
+        "archive_matches_sealed": actual == sealed,
+        **{
+            name: getattr(handoff, name)
+            for name in HANDOFF_TEXT_LIMITS
+            if name not in ("released_by", "received_by", "purpose") and getattr(handoff, name)
+        },
     }
-    return append_signed(
-        sidecar_path(archive), "handed_over", payload, signing_key, timestamper=timestamper
-    )
+    return append_signed(sidecar, "handed_over", payload, signing_key, timestamper=timestamper)
 
 
 def record_verification(

@@ -26,6 +26,21 @@ TSA_HELP = "RFC 3161 Time Stamping Authority URL: timestamp each signature made 
 RECEIPT_HELP = "where to write this record's receipt (default: ARCHIVE.receipt-SEQ.json)"
 
 
+CUSTODY_DESCRIPTION = """\
+Record a signed handoff in the archive's custody sidecar (--released-by, --received-by,
+--purpose; the archive is re-hashed and compared with its sealed hash), or render the whole
+chain of custody as a printable form (--report FILE.html, or FILE.csv for spreadsheets), or
+both (the handoff first). The form needs no key: the sidecar holds every record. With
+--identity or --password-env it adds the case, authority and device from the manifest.
+
+form exit codes:
+  0  intact, and every record is signed by a key you trust
+  4  intact, but some record's signer is not trusted (or no --trust was given)
+  1  broken: an edited, removed or reordered record, a signature that does not hold, or an
+     archive that is not the one sealed (the form is still written, and says where)
+  5  the key given does not open the archive (no form written)"""
+
+
 class UsageProblem(Exception):
     pass
 
@@ -44,7 +59,16 @@ EXAMPLES = {
       --trust examiner.signing.pub""",
     "custody": """examples:
   cblr-collect custody CASE-....zip --released-by "J. Doe" --received-by "Lab intake" \\
-      --purpose analysis --signing-key courier.signing.key""",
+      --purpose analysis --signing-key courier.signing.key
+  cblr-collect custody CASE-....zip --item E-0042 \\
+      --released-by "J. Doe" --released-by-title "Incident responder" \\
+      --released-by-contact jdoe@example.org \\
+      --received-by "A. Smith" --received-by-title "Evidence custodian" \\
+      --received-by-contact +1-555-0100 \\
+      --purpose "transfer to the lab for analysis" --storage-location "Lab safe 2, shelf B"
+  cblr-collect custody CASE-....zip --report custody-form.html --trust examiner.signing.pub \\
+      --trust courier.signing.pub --identity lab.recipient.key
+  cblr-collect custody CASE-....zip --report custody.csv""",
     "keygen": """examples:
   cblr-collect keygen --out lab/lab --name "Northwind DFIR lab"
   cblr-collect keygen --out keys/examiner --name "J. Doe" --passphrase-env KEY_PASS""",
@@ -112,15 +136,54 @@ def register(commands: Any) -> None:
     unseal.set_defaults(handler=run_unseal)
 
     handoff = commands.add_parser(
-        "custody", help="record a signed custody handoff", epilog=EXAMPLES["custody"]
+        "custody",
+        help="record a signed custody handoff, or render the chain of custody as a form",
+        description=CUSTODY_DESCRIPTION,
+        epilog=EXAMPLES["custody"],
     )
     handoff.add_argument("archive", help="the sealed archive whose custody passes on")
-    handoff.add_argument("--released-by", required=True, metavar="NAME", help="who hands it over")
-    handoff.add_argument("--received-by", required=True, metavar="NAME", help="who receives it")
-    handoff.add_argument("--purpose", required=True, metavar="TEXT", help="why it changes hands")
+    who = handoff.add_argument_group("the handoff (all three required to record one)")
+    who.add_argument("--released-by", metavar="NAME", help="who hands it over")
+    who.add_argument("--received-by", metavar="NAME", help="who receives it")
+    who.add_argument("--purpose", metavar="TEXT", help="why it changes hands")
+    more = handoff.add_argument_group("more about the handoff, for the custody form (optional)")
+    more.add_argument("--released-by-title", metavar="TITLE", default="", help="their role")
+    more.add_argument("--released-by-contact", metavar="TEXT", default="", help="e-mail or phone")
+    more.add_argument("--received-by-title", metavar="TITLE", default="", help="their role")
+    more.add_argument("--received-by-contact", metavar="TEXT", default="", help="e-mail or phone")
+    more.add_argument(
+        "--storage-location",
+        metavar="TEXT",
+        default="",
+        help="where the evidence is kept from now on (locker, safe, server)",
+    )
+    more.add_argument(
+        "--item",
+        metavar="N",
+        default="",
+        help="the evidence item number on the case's evidence log (3, E-0042)",
+    )
     handoff.add_argument("--signing-key", metavar="KEY.pem", help="created if it does not exist")
     handoff.add_argument("--tsa", metavar="URL", help=TSA_HELP)
     handoff.add_argument("--receipt", metavar="FILE", help=RECEIPT_HELP)
+    form = handoff.add_argument_group("the custody form")
+    form.add_argument(
+        "--report",
+        metavar="FILE.html|FILE.csv",
+        help="write the chain of custody as a printable HTML form or as CSV (by the name's "
+        "ending; print the HTML from a browser for paper or PDF); an existing file is replaced",
+    )
+    form.add_argument(
+        "--trust", action="append", default=[], metavar="KEY.pub|FINGERPRINT", help=TRUST_HELP
+    )
+    opening = form.add_mutually_exclusive_group()
+    opening.add_argument(
+        "--identity", metavar="KEY.pem", help=KEY_HELP + " (adds the manifest's details)"
+    )
+    opening.add_argument("--password-env", metavar="VAR", help=PASSWORD_ENV_HELP)
+    form.add_argument(
+        "--identity-passphrase-env", metavar="VAR", help="variable holding the key's passphrase"
+    )
     handoff.set_defaults(handler=run_custody)
 
     keygen = commands.add_parser(
@@ -550,20 +613,71 @@ def run_unseal(args: argparse.Namespace) -> int:
     return _open_and_run(args, "unseal", action)
 
 
+HANDOFF_REQUIRED = ("released_by", "received_by", "purpose")
+HANDOFF_OPTIONAL = (
+    "released_by_title",
+    "released_by_contact",
+    "received_by_title",
+    "received_by_contact",
+    "storage_location",
+    "item",
+)
+REPORT_FORMATS = (".html", ".htm", ".csv")
+
+
+def _custody_usage(args: argparse.Namespace) -> str:
+    """What is wrong with a ``custody`` command line ("" when nothing)."""
+    given = [name for name in HANDOFF_REQUIRED if getattr(args, name) is not None]
+    extras = [name for name in HANDOFF_OPTIONAL if getattr(args, name)]
+    if not given and not args.report:
+        return "give --released-by, --received-by and --purpose (a handoff) or --report FILE"
+    if given and len(given) < len(HANDOFF_REQUIRED):
+        missing = [name for name in HANDOFF_REQUIRED if name not in given]
+        return "a handoff needs " + ", ".join("--" + n.replace("_", "-") for n in missing)
+    if extras and not given:
+        return f"--{extras[0].replace('_', '-')} belongs to a handoff: give --released-by too"
+    if args.report and Path(args.report).suffix.lower() not in REPORT_FORMATS:
+        return (
+            f"--report {args.report}: the form is written as HTML (.html) or CSV (.csv); "
+            "PDF: open the HTML in a browser and print it (A4 or Letter)"
+        )
+    if (args.identity or args.password_env) and not args.report:
+        return "--identity and --password-env open the archive for --report only"
+    return ""
+
+
 def run_custody(args: argparse.Namespace) -> int:
+    problem = _custody_usage(args)
+    if problem:
+        return _fail("custody", problem)
+    code = EXIT_OK
+    if args.released_by is not None:
+        code = _record_handoff(args)
+        if code not in (EXIT_OK, EXIT_PARTIAL):
+            return code
+    if args.report:
+        report_code = _write_form(args)
+        code = code if code != EXIT_OK and report_code != EXIT_USAGE else report_code
+    return code
+
+
+def _record_handoff(args: argparse.Namespace) -> int:
     from evidence import custody, keys
 
+    handoff = custody.Handoff(
+        released_by=args.released_by,
+        received_by=args.received_by,
+        purpose=args.purpose,
+        **{name: getattr(args, name) for name in HANDOFF_OPTIONAL},
+    )
+    if problems := handoff.problems():
+        return _fail("custody", "; ".join(problems))
     try:
         _refuse_existing_receipt(args)
         key_path = args.signing_key or keys.default_signing_key_path()
         signing_key = keys.load_or_create_signing_key(key_path)
         event = custody.record_handoff(
-            args.archive,
-            args.released_by,
-            args.received_by,
-            args.purpose,
-            signing_key,
-            timestamper=_timestamper(args),
+            args.archive, handoff, signing_key, timestamper=_timestamper(args)
         )
         receipt = _write_receipt(args, event, signing_key)
     except (keys.KeyFileError, UsageProblem) as exc:
@@ -572,6 +686,65 @@ def run_custody(args: argparse.Namespace) -> int:
         return _fail("custody", str(exc), EXIT_PARTIAL)
     print(f"recorded handoff #{event['seq']} in {custody.sidecar_path(args.archive)}")
     _print_receipt(receipt)
+    if not event["payload"]["archive_matches_sealed"]:
+        return _fail(
+            "custody",
+            f"WARNING: the archive's SHA-256 is now {event['payload']['archive_sha256']}, not "
+            "the one it was sealed with: it is not the archive that was sealed (the handoff "
+            "is recorded with archive_matches_sealed false)",
+            EXIT_PARTIAL,
+        )
+    return EXIT_OK
+
+
+def _write_form(args: argparse.Namespace) -> int:
+    """Render the custody form; the exit code says what the form shows (see the help)."""
+    from collector.cli.exitcodes import EXIT_SIGNER_UNVERIFIED, EXIT_WRONG_KEY
+    from evidence import archive, custodyform, custodyreport, envelope, keys
+    from evidence.trust import TrustError, load_trust
+
+    try:
+        own = [Path(args.signing_key)] if args.signing_key else []
+        trust = load_trust(args.trust, own_keys=own)
+        manifest = None
+        if args.identity or args.password_env:
+            identity, passphrase = _opening_secrets(args)
+            manifest = custodyform.read_manifest(args.archive, identity, passphrase, trust)
+        form = custodyform.build_form(args.archive, trust, manifest)
+    except (UsageProblem, TrustError, keys.KeyFileError) as exc:
+        return _fail("custody", str(exc))
+    except custodyform.WrongKey as exc:
+        return _fail("custody", str(exc), EXIT_WRONG_KEY)
+    except (custodyform.FormError, archive.ArchiveError, envelope.EnvelopeError) as exc:
+        return _fail("custody", f"no form written: {exc}", EXIT_PARTIAL)
+    except OSError as exc:
+        return _fail("custody", f"no form written: {exc.strerror}", EXIT_PARTIAL)
+    target = Path(args.report)
+    is_csv = target.suffix.lower() == ".csv"
+    text = custodyreport.render_csv(form) if is_csv else custodyreport.render_html(form)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        partial.write_text(text, encoding="utf-8", newline="")
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        return _fail("custody", f"cannot write {target}: {exc.strerror}", EXIT_USAGE)
+    kinds = {"handed_over": 0, "delivered": 0}
+    for event in form.events:
+        if event.kind in kinds:
+            kinds[event.kind] += 1
+    print(
+        f"custody form {target}: {len(form.events)} records, {kinds['handed_over']} handoffs, "
+        f"{kinds['delivered']} deliveries"
+    )
+    if form.broken:
+        return _fail("custody", "the chain of custody is BROKEN; the form says where", EXIT_PARTIAL)
+    if form.untrusted:
+        print(
+            f"{len(form.untrusted)} of {len(form.events)} records are signed by keys not "
+            "trusted here (give --trust KEY.pub|FINGERPRINT)"
+        )
+        return EXIT_SIGNER_UNVERIFIED
     return EXIT_OK
 
 
