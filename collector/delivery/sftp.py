@@ -1,0 +1,773 @@
+"""The SFTP destination: ``sftp://user@host[:port]/path``, resumable by offset, confirmed by a
+re-read of the remote file.
+
+Trust in the server comes from ``known_hosts`` (``~/.ssh/known_hosts`` unless another file is
+given) or from a pinned ``SHA256:`` fingerprint as ``ssh-keygen -lf`` prints it; a pin replaces
+``known_hosts`` for this destination, so exactly the pinned key is accepted. Anything else is
+refused before a single byte leaves, with the offered key's fingerprint in the message. The
+client authenticates with public keys only: the one identity file given, or else the user's
+agent (``SSH_AUTH_SOCK``) and unencrypted default keys, as ``ssh`` would; a passphrase-protected
+identity belongs in the agent (``ssh-add``), so no passphrase ever passes through here.
+``~/.ssh/config`` is not read: the URL and the options say everything.
+
+An upload writes ``NAME.partial`` chunk by chunk at explicit offsets, asks the server to fsync
+(``fsync@openssh.com``, when offered) and only then records the chunk in the delivery journal:
+the confirmed offset and a hash chain over the chunks' SHA-256 digests. A resume re-reads the
+remote prefix and checks it against the chain, so a partial that was shortened or modified
+between runs is truncated and sent again, never completed into a wrong file. At the end the
+remote partial is read back in full; only when its SHA-256 equals the local file's is it renamed
+to ``NAME``. The standard SFTP rename is used first because it never replaces an existing file
+(OpenSSH implements it with ``link``, atomically); ``posix-rename@openssh.com``, which replaces,
+is the fallback only for servers whose plain rename fails while the name is still free.
+
+The account needs to create, write, read and rename its own files in the folder, never to
+delete: a restart truncates the partial instead of removing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import posixpath
+import re
+import secrets
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+import asyncssh
+
+from collector.delivery.base import (
+    DeliveryError,
+    Destination,
+    DestinationUnusable,
+    Progress,
+    Receipt,
+    UploadState,
+)
+
+CHUNK_SIZE = 8 * 1024 * 1024
+"""Bytes confirmed (written, fsynced, journalled) at a time; asyncssh pipelines each chunk's
+writes and reads as parallel requests of the server's preferred size."""
+CONNECT_TIMEOUT = 15.0
+LOGIN_TIMEOUT = 30.0
+KEEPALIVE_INTERVAL = 15.0
+KEEPALIVE_COUNT_MAX = 4
+"""A silent link is declared dead after about a minute, failing every pending request."""
+RETRIES = 3
+"""Reconnections within one ``upload`` call after a dropped link; the journal keeps the rest."""
+RETRY_DELAY = 1.0
+RETRY_DELAY_MAX = 30.0
+CLOSE_TIMEOUT = 5.0
+PARTIAL_SUFFIX = ".partial"
+PROBE_PREFIX = ".cblr-probe-"
+CONFIRMATION = "sftp-reread-sha256"
+STATE_KIND = "sftp-offset"
+STATE_VERSION = 1
+REMOTE_TEXT_LIMIT = 200
+DEFAULT_KNOWN_HOSTS = Path("~", ".ssh", "known_hosts")
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
+
+_LINK_ERRORS: tuple[type[BaseException], ...] = (
+    asyncssh.ConnectionLost,
+    asyncssh.SFTPConnectionLost,
+    asyncssh.SFTPNoConnection,
+    asyncssh.ChannelOpenError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+"""Failures of the link rather than of the server's answer: worth a reconnection."""
+
+
+class _Restart(Exception):
+    """The remote partial did not hold what we sent; start the file over from byte 0."""
+
+
+@dataclass(frozen=True)
+class SftpTarget:
+    """Where an ``sftp://`` URL points."""
+
+    user: str | None
+    host: str
+    port: int
+    folder: str
+    """The remote folder as an SFTP path: absolute, or relative to the login folder when the
+    URL's path starts with ``/~/`` (as curl reads it); ``""`` is the login folder itself."""
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def remote(self, name: str) -> str:
+        return posixpath.join(self.folder, name) if self.folder else name
+
+
+def parse_sftp_url(url: str) -> SftpTarget:
+    """The parts of ``sftp://user@host[:port]/path``; :class:`DestinationUnusable` if malformed."""
+    parts = urlsplit(url)
+    if parts.scheme != "sftp" or not parts.hostname:
+        raise DestinationUnusable("an SFTP destination reads sftp://USER@HOST[:PORT]/PATH")
+    if parts.password is not None:
+        raise DestinationUnusable(
+            f"sftp://{parts.hostname}: passwords are not accepted in the URL; "
+            "use the SSH agent or --sftp-identity"
+        )
+    if parts.query or parts.fragment:
+        raise DestinationUnusable(f"sftp://{parts.hostname}: the URL takes no query or fragment")
+    try:
+        port = parts.port or 22
+    except ValueError:
+        raise DestinationUnusable(f"sftp://{parts.hostname}: the port is not a number") from None
+    path = unquote(parts.path)
+    if "\x00" in path:
+        raise DestinationUnusable(f"sftp://{parts.hostname}: the path holds a NUL character")
+    if path in ("", "/", "/~", "/~/"):
+        folder = "" if path != "/" else "/"
+    elif path.startswith("/~/"):
+        folder = path[3:].rstrip("/")
+    else:
+        folder = path.rstrip("/")
+    user = unquote(parts.username) if parts.username else None
+    return SftpTarget(user=user, host=parts.hostname, port=port, folder=folder)
+
+
+def normalise_fingerprint(pin: str) -> str:
+    """``SHA256:base64`` as ``ssh-keygen -lf`` prints it (padding dropped)."""
+    value = pin.strip()
+    if not _FINGERPRINT.fullmatch(value):
+        raise DestinationUnusable(
+            "--host-key-fingerprint takes a SHA256 fingerprint as ssh-keygen -lf prints it "
+            "(SHA256: and 43 base64 characters)"
+        )
+    return value.rstrip("=")
+
+
+def shown(text: object, limit: int = REMOTE_TEXT_LIMIT) -> str:
+    """Server-controlled text for one line of an error: non-printable characters escaped, cut
+    at ``limit`` (this layer cannot use the CLI's terminal module)."""
+    value = str(text)
+    cut = value[:limit]
+    escaped = "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in cut)
+    return escaped + ("…" if len(value) > limit else "")
+
+
+class _HostKeyCheck(asyncssh.SSHClient):
+    """Called by asyncssh only for a key ``known_hosts`` does not vouch for: accepts it only
+    when it is the pinned one, and remembers its fingerprint for the refusal."""
+
+    def __init__(self, pin: str | None) -> None:
+        self.pin = pin
+        self.offered: str | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.offered = key.get_fingerprint("sha256")
+        return self.pin is not None and hmac.compare_digest(self.offered, self.pin)
+
+
+@dataclass
+class _Job:
+    """One file on its way: where it comes from and goes, and what is confirmed so far."""
+
+    path: Path
+    name: str
+    final: str
+    partial: str
+    size: int
+    mtime_ns: int
+    offset: int = 0
+    chain: bytes = b""
+
+    def state(self, chunk_size: int) -> dict[str, Any]:
+        return {
+            "kind": STATE_KIND,
+            "version": STATE_VERSION,
+            "remote": self.partial,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "chunk_size": chunk_size,
+            "offset": self.offset,
+            "chain": self.chain.hex(),
+        }
+
+    def matches(self, saved: dict[str, Any] | None, chunk_size: int) -> bool:
+        """Whether ``saved`` describes this very file, destination path and chunking."""
+        if not isinstance(saved, dict):
+            return False
+        expected = self.state(chunk_size)
+        same = all(saved.get(key) == expected[key] for key in ("kind", "version", "remote"))
+        same = same and all(
+            saved.get(key) == expected[key] for key in ("size", "mtime_ns", "chunk_size")
+        )
+        offset, chain = saved.get("offset"), saved.get("chain")
+        return (
+            same
+            and isinstance(offset, int)
+            and 0 < offset <= self.size
+            and isinstance(chain, str)
+            and bool(re.fullmatch(r"[0-9a-f]{64}", chain))
+        )
+
+
+def _chain(previous: bytes, digest: bytes) -> bytes:
+    """The journal's running proof of the prefix: one digest, whatever the file's size."""
+    return hashlib.sha256(previous + digest).digest()
+
+
+def _read_local(fd: int, offset: int, length: int, whole: Any) -> tuple[bytes, bytes]:
+    """Chunk ``[offset, offset+length)`` and its SHA-256, fed to the whole-file hash (off-loop)."""
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise DeliveryError(f"the local file shrank while being delivered (at byte {offset})")
+    whole.update(data)
+    return data, hashlib.sha256(data).digest()
+
+
+def _hash_local_prefix(path: Path, length: int, whole: Any, chunk_size: int) -> bytes:
+    """Feed ``path``'s first ``length`` bytes to ``whole``; return their chunk chain."""
+    chain = b""
+    with open(path, "rb") as handle:
+        done = 0
+        while done < length:
+            data = handle.read(min(chunk_size, length - done))
+            if not data:
+                raise DeliveryError("the local file is shorter than its journalled upload")
+            whole.update(data)
+            chain = _chain(chain, hashlib.sha256(data).digest())
+            done += len(data)
+    return chain
+
+
+def _hash_local_file(path: Path, chunk_size: int) -> str:
+    whole = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while data := handle.read(chunk_size):
+            whole.update(data)
+    return whole.hexdigest()
+
+
+class SftpDestination(Destination):
+    """Evidence to an SFTP server, one ``NAME.partial`` per file, renamed once confirmed."""
+
+    scheme: ClassVar[str] = "sftp"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        identity: Path | None = None,
+        known_hosts: Path | None = None,
+        host_key_fingerprint: str | None = None,
+        chunk_size: int = CHUNK_SIZE,
+        retries: int = RETRIES,
+        retry_delay: float = RETRY_DELAY,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        login_timeout: float = LOGIN_TIMEOUT,
+    ) -> None:
+        super().__init__(url)
+        self.target = parse_sftp_url(url)
+        if chunk_size <= 0 or retries < 0:
+            raise ValueError("chunk_size must be positive and retries not negative")
+        self._identity = identity
+        self._known_hosts = known_hosts
+        self._pin = normalise_fingerprint(host_key_fingerprint) if host_key_fingerprint else None
+        self._chunk_size = chunk_size
+        self._retries = retries
+        self._retry_delay = retry_delay
+        self._connect_timeout = connect_timeout
+        self._login_timeout = login_timeout
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._host_key: str | None = None
+        self._fsync = True
+        self._lock = asyncio.Lock()
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    def _known_hosts_arg(self) -> Any:
+        """What asyncssh matches the server's key against: nothing when pinned (the callback
+        then decides), else the known_hosts file (empty when the default one is absent)."""
+        nothing: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        if self._pin is not None:
+            return nothing
+        if self._known_hosts is not None:
+            if not self._known_hosts.is_file():
+                raise DestinationUnusable(f"{self.url}: no known_hosts file {self._known_hosts}")
+            return str(self._known_hosts)
+        default = DEFAULT_KNOWN_HOSTS.expanduser()
+        return str(default) if default.is_file() else nothing
+
+    def _client_keys(self) -> dict[str, Any]:
+        """The identity file alone when given; else the agent and unencrypted default keys."""
+        if self._identity is None:
+            return {"ignore_encrypted": True}
+        try:
+            key = asyncssh.read_private_key(self._identity)
+        except asyncssh.KeyImportError as exc:
+            if "passphrase" in str(exc).lower():
+                raise DestinationUnusable(
+                    f"{self.url}: the identity {self._identity} is passphrase-protected; "
+                    "load it into the SSH agent (ssh-add) and omit --sftp-identity"
+                ) from None
+            raise DestinationUnusable(
+                f"{self.url}: the identity {self._identity} is not a private key asyncssh reads"
+            ) from None
+        except OSError as exc:
+            raise DestinationUnusable(
+                f"{self.url}: cannot read the identity {self._identity} ({exc.strerror})"
+            ) from None
+        return {"client_keys": [key], "agent_path": None}
+
+    def _host_key_refusal(self, offered: str | None) -> str:
+        where = f"{self.url}: host key {offered or '(none offered)'} of {self.target.endpoint}"
+        if self._pin is not None:
+            return f"{where} is not the pinned {self._pin}; refused"
+        source = self._known_hosts or DEFAULT_KNOWN_HOSTS
+        recorded = self._known_hosts_arg()
+        if isinstance(recorded, str):
+            with suppress(Exception):
+                keys = asyncssh.match_known_hosts(
+                    recorded, self.target.host, self.target.host, self.target.port
+                )[0]
+                if keys:
+                    return (
+                        f"{where} differs from the key {source} records for it "
+                        "(a changed server or a man in the middle); refused"
+                    )
+        return (
+            f"{where} is not in {source}; refused (check it with the lab, then add it to "
+            "known_hosts or pass --host-key-fingerprint)"
+        )
+
+    async def _connect(self) -> asyncssh.SFTPClient:
+        checker = _HostKeyCheck(self._pin)
+        options = {
+            "known_hosts": self._known_hosts_arg(),
+            **self._client_keys(),
+            "username": self.target.user,
+            "config": None,
+            "client_factory": lambda: checker,
+            "preferred_auth": "publickey",
+            "password_auth": False,
+            "kbdint_auth": False,
+            "gss_host": None,
+            "connect_timeout": self._connect_timeout,
+            "login_timeout": self._login_timeout,
+            "keepalive_interval": KEEPALIVE_INTERVAL,
+            "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+        }
+        if options["username"] is None:
+            del options["username"]
+        try:
+            conn = await asyncssh.connect(self.target.host, self.target.port, **options)
+        except asyncssh.HostKeyNotVerifiable:
+            raise DestinationUnusable(self._host_key_refusal(checker.offered)) from None
+        except asyncssh.PermissionDenied:
+            who = self.target.user or "the local user name"
+            raise DestinationUnusable(
+                f"{self.url}: {self.target.endpoint} refused every key offered for {who} "
+                "(SSH agent or --sftp-identity)"
+            ) from None
+        except asyncssh.ConnectionLost:
+            raise
+        except asyncssh.Error as exc:
+            raise DestinationUnusable(
+                f"{self.url}: SSH to {self.target.endpoint} failed: {shown(exc.reason)}"
+            ) from None
+        try:
+            sftp = await conn.start_sftp_client()
+        except asyncssh.Error as exc:
+            conn.abort()
+            raise DestinationUnusable(
+                f"{self.url}: {self.target.endpoint} offers no SFTP: {shown(exc.reason)}"
+            ) from None
+        except BaseException:
+            conn.abort()
+            raise
+        key = conn.get_server_host_key()
+        self._host_key = key.get_fingerprint("sha256") if key else checker.offered
+        self._conn, self._sftp = conn, sftp
+        return sftp
+
+    async def _session(self) -> asyncssh.SFTPClient:
+        async with self._lock:
+            if self._sftp is not None:
+                return self._sftp
+            return await self._connect()
+
+    async def _drop(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.abort()
+            with suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
+
+    async def finish(self) -> None:
+        sftp, conn, self._sftp, self._conn = self._sftp, self._conn, None, None
+        if sftp is not None:
+            sftp.exit()
+        if conn is not None:
+            conn.close()
+            with suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
+
+    @asynccontextmanager
+    async def _remote(self, doing: str, path: str) -> AsyncIterator[None]:
+        """SFTP refusals as one-line :class:`DeliveryError`; a lost link passes through."""
+        try:
+            yield
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+            raise
+        except asyncssh.SFTPError as exc:
+            raise DeliveryError(
+                f"{self.url}: {doing} {shown(path)} failed: {shown(exc.reason)}"
+            ) from None
+
+    # -- preflight ----------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Connect, then prove the folder takes a file: create, rename and remove a probe.
+
+        A stat is not enough: SFTP reports mode bits and numeric owners, not who we are on the
+        server, nor chroots, ACLs, read-only mounts or drop-box policies, so only doing the
+        upload's own operations (create, write, rename) shows they work. The probe's removal
+        may be refused to an upload-only account; it then stays, named ``.cblr-probe-*``.
+        """
+        try:
+            sftp = await self._session()
+            await self._probe(sftp)
+        except DestinationUnusable:
+            raise
+        except DeliveryError as exc:
+            raise DestinationUnusable(str(exc)) from None
+        except _LINK_ERRORS as exc:
+            raise DestinationUnusable(
+                f"{self.url}: cannot reach {self.target.endpoint} ({_link_reason(exc)})"
+            ) from None
+
+    async def _probe(self, sftp: asyncssh.SFTPClient) -> None:
+        folder = self.target.folder or "."
+        try:
+            attrs = await sftp.stat(folder)
+        except asyncssh.SFTPNoSuchFile:
+            raise DestinationUnusable(f"{self.url}: no remote folder {shown(folder)}") from None
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+            raise
+        except asyncssh.SFTPError as exc:
+            raise DestinationUnusable(
+                f"{self.url}: cannot see the remote folder {shown(folder)}: {shown(exc.reason)}"
+            ) from None
+        if attrs.permissions is not None and not stat.S_ISDIR(attrs.permissions):
+            raise DestinationUnusable(f"{self.url}: {shown(folder)} is not a folder")
+        probe = self.target.remote(PROBE_PREFIX + secrets.token_hex(6))
+        moved = probe + ".renamed"
+        try:
+            async with await sftp.open(probe, "xb") as handle:
+                await handle.write(b"cblr-collector write probe\n")
+            await sftp.rename(probe, moved)
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+            raise
+        except asyncssh.SFTPError as exc:
+            raise DestinationUnusable(
+                f"{self.url}: the remote folder {shown(folder)} is not writable: "
+                f"{shown(exc.reason)}"
+            ) from None
+        with suppress(asyncssh.SFTPError):
+            await sftp.remove(moved)
+
+    # -- upload -------------------------------------------------------------------------------
+
+    async def upload(
+        self, path: Path, name: str, state: UploadState, progress: Progress | None = None
+    ) -> Receipt:
+        _check_name(name)
+        info = path.stat()
+        final = self.target.remote(name)
+        job = _Job(path, name, final, final + PARTIAL_SUFFIX, info.st_size, info.st_mtime_ns)
+        drops = restarts = 0
+        while True:
+            try:
+                sftp = await self._session()
+                return await self._upload_once(sftp, job, state, progress)
+            except _Restart:
+                restarts += 1
+                await asyncio.to_thread(state.clear)
+                if restarts > 1:
+                    raise DeliveryError(
+                        f"{self.url}: {shown(job.partial)} read back differently twice; "
+                        "the server does not keep what it is sent"
+                    ) from None
+            except DeliveryError:
+                raise
+            except _LINK_ERRORS as exc:
+                drops += 1
+                await self._drop()
+                if drops > self._retries:
+                    raise DeliveryError(
+                        f"{self.url}: the link to {self.target.endpoint} dropped {drops} times "
+                        f"sending {shown(name)} ({_link_reason(exc)}); {job.offset} bytes are "
+                        "confirmed and the next delivery resumes there"
+                    ) from None
+                await asyncio.sleep(min(self._retry_delay * 2 ** (drops - 1), RETRY_DELAY_MAX))
+
+    async def _upload_once(
+        self,
+        sftp: asyncssh.SFTPClient,
+        job: _Job,
+        state: UploadState,
+        progress: Progress | None,
+    ) -> Receipt:
+        present = await self._already_there(sftp, job)
+        if present is not None:
+            return present
+        handle, whole = await self._open_partial(sftp, job, state)
+        try:
+            if progress is not None:
+                progress(job.offset)
+            await self._send(handle, job, state, whole, progress)
+        finally:
+            with suppress(asyncssh.SFTPError, *_LINK_ERRORS):
+                await handle.close()
+        remote_sha256 = await self._reread(sftp, job.partial, job.size)
+        if not hmac.compare_digest(remote_sha256, whole.hexdigest()):
+            raise _Restart
+        await self._rename(sftp, job, whole.hexdigest())
+        return self._receipt(job, whole.hexdigest())
+
+    def _receipt(self, job: _Job, sha256: str, **extra: Any) -> Receipt:
+        details = {"host_key": self._host_key, **extra}
+        return Receipt(
+            destination=self.url,
+            location=job.final,
+            size=job.size,
+            sha256=sha256,
+            confirmation=CONFIRMATION,
+            extra={key: value for key, value in details.items() if value is not None},
+        )
+
+    async def _already_there(self, sftp: asyncssh.SFTPClient, job: _Job) -> Receipt | None:
+        """A file by the final name: the same bytes (an earlier run renamed it, then died before
+        the receipt was recorded) count as delivered; anything else is refused, not replaced."""
+        try:
+            attrs = await sftp.stat(job.final)
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+            raise
+        except asyncssh.SFTPError as exc:
+            raise DeliveryError(
+                f"{self.url}: cannot stat {shown(job.final)}: {shown(exc.reason)}"
+            ) from None
+        if attrs.size == job.size:
+            local = await asyncio.to_thread(_hash_local_file, job.path, self._chunk_size)
+            remote = await self._reread(sftp, job.final, job.size)
+            if hmac.compare_digest(local, remote):
+                job.offset = job.size
+                return self._receipt(job, local, already_present=True)
+        raise DeliveryError(
+            f"{self.url}: {shown(job.final)} already exists with other content; "
+            "refusing to overwrite it"
+        )
+
+    async def _open_partial(
+        self, sftp: asyncssh.SFTPClient, job: _Job, state: UploadState
+    ) -> tuple[asyncssh.SFTPClientFile, Any]:
+        """The partial opened for writing at the journalled offset, its prefix checked against
+        the chain, with the whole-file hash fed the local prefix; else a fresh, empty partial."""
+        saved = await asyncio.to_thread(state.load)
+        if job.matches(saved, self._chunk_size):
+            assert saved is not None
+            whole = hashlib.sha256()
+            handle = await self._resume(sftp, job, saved, whole)
+            if handle is not None:
+                return handle, whole
+        job.offset, job.chain = 0, b""
+        await asyncio.to_thread(state.clear)
+        async with self._remote("creating", job.partial):
+            return await sftp.open(job.partial, "wb"), hashlib.sha256()
+
+    async def _resume(
+        self, sftp: asyncssh.SFTPClient, job: _Job, saved: dict[str, Any], whole: Any
+    ) -> asyncssh.SFTPClientFile | None:
+        offset, chain = int(saved["offset"]), bytes.fromhex(saved["chain"])
+        try:
+            handle = await sftp.open(job.partial, "r+b")
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+            raise
+        except asyncssh.SFTPError:
+            return None
+        try:
+            attrs = await handle.stat()
+            if attrs.size is None or attrs.size < offset:
+                await handle.close()
+                return None
+            local = asyncio.create_task(
+                asyncio.to_thread(_hash_local_prefix, job.path, offset, whole, self._chunk_size)
+            )
+            try:
+                remote = await self._remote_chain(handle, offset)
+            except _Restart:
+                remote = b""
+            finally:
+                local_chain = await local
+            if not (hmac.compare_digest(remote, chain) and hmac.compare_digest(local_chain, chain)):
+                await handle.close()
+                return None
+            async with self._remote("truncating", job.partial):
+                await handle.truncate(offset)
+        except BaseException:
+            with suppress(Exception):
+                await handle.close()
+            raise
+        job.offset, job.chain = offset, chain
+        return handle
+
+    async def _remote_chain(self, handle: asyncssh.SFTPClientFile, length: int) -> bytes:
+        chain = b""
+        async for data in self._remote_chunks(handle, length):
+            chain = _chain(chain, await asyncio.to_thread(_digest, data))
+        return chain
+
+    async def _remote_chunks(
+        self, handle: asyncssh.SFTPClientFile, length: int
+    ) -> AsyncIterator[bytes]:
+        """``length`` bytes of an open remote file in chunk-size pieces, the next read under
+        way while the caller hashes the current one."""
+
+        async def read(at: int) -> bytes:
+            data = await handle.read(min(self._chunk_size, length - at), at)
+            if len(data) != min(self._chunk_size, length - at):
+                raise _Restart
+            return data
+
+        done = 0
+        pending = asyncio.create_task(read(0)) if length else None
+        try:
+            while pending is not None:
+                data = await pending
+                done += len(data)
+                pending = asyncio.create_task(read(done)) if done < length else None
+                yield data
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with suppress(BaseException):
+                    await pending
+
+    async def _send(
+        self,
+        handle: asyncssh.SFTPClientFile,
+        job: _Job,
+        state: UploadState,
+        whole: Any,
+        progress: Progress | None,
+    ) -> None:
+        """Chunk after chunk from the confirmed offset: write, fsync, journal; the next chunk is
+        read and hashed locally while the current one travels."""
+        fd = os.open(job.path, os.O_RDONLY)
+        try:
+
+            def read_at(at: int) -> asyncio.Task[tuple[bytes, bytes]]:
+                length = min(self._chunk_size, job.size - at)
+                return asyncio.create_task(asyncio.to_thread(_read_local, fd, at, length, whole))
+
+            pending = read_at(job.offset) if job.offset < job.size else None
+            try:
+                while pending is not None:
+                    data, digest = await pending
+                    after = job.offset + len(data)
+                    pending = read_at(after) if after < job.size else None
+                    async with self._remote("writing", job.partial):
+                        await handle.write(data, job.offset)
+                        await self._sync(handle)
+                    job.offset, job.chain = after, _chain(job.chain, digest)
+                    await asyncio.to_thread(state.save, job.state(self._chunk_size))
+                    if progress is not None:
+                        progress(job.offset)
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    with suppress(BaseException):
+                        await pending
+        finally:
+            os.close(fd)
+
+    async def _sync(self, handle: asyncssh.SFTPClientFile) -> None:
+        """``fsync@openssh.com`` when the server offers it: the journal then records only bytes
+        on the server's disk, not merely in its cache."""
+        if not self._fsync:
+            return
+        try:
+            await handle.fsync()
+        except asyncssh.SFTPOpUnsupported:
+            self._fsync = False
+
+    async def _reread(self, sftp: asyncssh.SFTPClient, remote: str, size: int) -> str:
+        """SHA-256 of the remote file as the server reads it back, opened afresh by name."""
+        whole = hashlib.sha256()
+        async with self._remote("reading back", remote), await sftp.open(remote, "rb") as handle:
+            attrs = await handle.stat()
+            if attrs.size != size:
+                return ""
+            try:
+                async for data in self._remote_chunks(handle, size):
+                    await asyncio.to_thread(whole.update, data)
+            except _Restart:
+                return ""
+        return whole.hexdigest()
+
+    async def _rename(self, sftp: asyncssh.SFTPClient, job: _Job, sha256: str) -> None:
+        try:
+            await sftp.rename(job.partial, job.final)
+            return
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+            raise
+        except asyncssh.SFTPError as exc:
+            refusal = exc
+        if await self._already_there(sftp, job) is not None:
+            with suppress(asyncssh.SFTPError):
+                await sftp.remove(job.partial)
+            return
+        try:
+            await sftp.posix_rename(job.partial, job.final)
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
+            raise
+        except asyncssh.SFTPError:
+            raise DeliveryError(
+                f"{self.url}: renaming {shown(job.partial)} to {shown(job.name)} failed: "
+                f"{shown(refusal.reason)}"
+            ) from None
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _check_name(name: str) -> None:
+    """The archive's own file name, never a path: nothing to climb out of the folder with."""
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or not name.isprintable()
+    ):
+        raise DeliveryError(f"{shown(name)!r} is not a plain file name")
+
+
+def _link_reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.Error):
+        return shown(exc.reason) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return shown(exc.strerror)
+    return shown(exc) or type(exc).__name__
