@@ -44,6 +44,8 @@ class ServerControl:
     """Abort the connection once this many bytes (in total) have been written; then unset."""
     drops: int = 0
     write_delay: float = 0.0
+    corrupt_at: int | None = None
+    """Flip the byte at this file offset in the next write that covers it; then unset."""
     readonly: set[str] = field(default_factory=set)
     """Client-visible folders (``/locked``) where nothing may be created, renamed or removed."""
     logins: int = 0
@@ -92,6 +94,12 @@ class RecordingSftpServer(asyncssh.SFTPServer):
         control = self.control
         if control.write_delay:
             await asyncio.sleep(control.write_delay)
+        corrupt = control.corrupt_at
+        if corrupt is not None and offset <= corrupt < offset + len(data):
+            control.corrupt_at = None
+            flipped = bytearray(data)
+            flipped[corrupt - offset] ^= 0xFF
+            data = bytes(flipped)
         written = super().write(file_obj, offset, data)
         control.written += len(data)
         control.writes += 1
