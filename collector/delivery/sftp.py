@@ -34,11 +34,12 @@ import posixpath
 import re
 import secrets
 import stat
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import asyncssh
@@ -55,6 +56,12 @@ from collector.delivery.base import (
 CHUNK_SIZE = 8 * 1024 * 1024
 """Bytes confirmed (written, fsynced, journalled) at a time; asyncssh pipelines each chunk's
 writes and reads as parallel requests of the server's preferred size."""
+AHEAD = 2
+BLOCK = 256 * 1024
+"""The largest single SFTP read or write request (OpenSSH's own limit)."""
+MAX_REQUESTS = 64
+"""SFTP requests outstanding at once, all chunks together."""
+"""Chunks in flight at once, writing and reading back; all that a crash may send twice."""
 CONNECT_TIMEOUT = 15.0
 LOGIN_TIMEOUT = 30.0
 KEEPALIVE_INTERVAL = 15.0
@@ -72,6 +79,7 @@ STATE_KIND = "sftp-offset"
 STATE_VERSION = 1
 REMOTE_TEXT_LIMIT = 200
 DEFAULT_KNOWN_HOSTS = Path("~", ".ssh", "known_hosts")
+_T = TypeVar("_T")
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 
 _LINK_ERRORS: tuple[type[BaseException], ...] = (
@@ -290,6 +298,7 @@ class SftpDestination(Destination):
         self._host_key: str | None = None
         self._fsync = True
         self._lock = asyncio.Lock()
+        self._requests = asyncio.Semaphore(MAX_REQUESTS)
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -420,6 +429,14 @@ class SftpDestination(Destination):
             with suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
 
+    async def _local(self, doing: str, func: Callable[..., _T], *args: Any) -> _T:
+        """``func`` off the event loop; a local I/O failure is a :class:`DeliveryError`, never
+        mistaken for a dropped link and retried."""
+        try:
+            return await asyncio.to_thread(func, *args)
+        except OSError as exc:
+            raise DeliveryError(f"{self.url}: {doing} failed ({exc.strerror or exc})") from None
+
     @asynccontextmanager
     async def _remote(self, doing: str, path: str) -> AsyncIterator[None]:
         """SFTP refusals as one-line :class:`DeliveryError`; a lost link passes through."""
@@ -490,7 +507,10 @@ class SftpDestination(Destination):
         self, path: Path, name: str, state: UploadState, progress: Progress | None = None
     ) -> Receipt:
         _check_name(name)
-        info = path.stat()
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise DeliveryError(f"{self.url}: cannot read {path.name} ({exc.strerror})") from None
         final = self.target.remote(name)
         job = _Job(path, name, final, final + PARTIAL_SUFFIX, info.st_size, info.st_mtime_ns)
         drops = restarts = 0
@@ -500,7 +520,7 @@ class SftpDestination(Destination):
                 return await self._upload_once(sftp, job, state, progress)
             except _Restart:
                 restarts += 1
-                await asyncio.to_thread(state.clear)
+                await self._local("updating the delivery journal", state.clear)
                 if restarts > 1:
                     raise DeliveryError(
                         f"{self.url}: {shown(job.partial)} read back differently twice; "
@@ -568,7 +588,9 @@ class SftpDestination(Destination):
                 f"{self.url}: cannot stat {shown(job.final)}: {shown(exc.reason)}"
             ) from None
         if attrs.size == job.size:
-            local = await asyncio.to_thread(_hash_local_file, job.path, self._chunk_size)
+            local = await self._local(
+                f"hashing {job.path.name}", _hash_local_file, job.path, self._chunk_size
+            )
             remote = await self._reread(sftp, job.final, job.size)
             if hmac.compare_digest(local, remote):
                 job.offset = job.size
@@ -583,7 +605,7 @@ class SftpDestination(Destination):
     ) -> tuple[asyncssh.SFTPClientFile, Any]:
         """The partial opened for writing at the journalled offset, its prefix checked against
         the chain, with the whole-file hash fed the local prefix; else a fresh, empty partial."""
-        saved = await asyncio.to_thread(state.load)
+        saved = await self._local("reading the delivery journal", state.load)
         if job.matches(saved, self._chunk_size):
             assert saved is not None
             whole = hashlib.sha256()
@@ -591,16 +613,16 @@ class SftpDestination(Destination):
             if handle is not None:
                 return handle, whole
         job.offset, job.chain = 0, b""
-        await asyncio.to_thread(state.clear)
+        await self._local("updating the delivery journal", state.clear)
         async with self._remote("creating", job.partial):
-            return await sftp.open(job.partial, "wb"), hashlib.sha256()
+            return await sftp.open(job.partial, "wb", block_size=0), hashlib.sha256()
 
     async def _resume(
         self, sftp: asyncssh.SFTPClient, job: _Job, saved: dict[str, Any], whole: Any
     ) -> asyncssh.SFTPClientFile | None:
         offset, chain = int(saved["offset"]), bytes.fromhex(saved["chain"])
         try:
-            handle = await sftp.open(job.partial, "r+b")
+            handle = await sftp.open(job.partial, "r+b", block_size=0)
         except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
             raise
         except asyncssh.SFTPError:
@@ -611,7 +633,14 @@ class SftpDestination(Destination):
                 await handle.close()
                 return None
             local = asyncio.create_task(
-                asyncio.to_thread(_hash_local_prefix, job.path, offset, whole, self._chunk_size)
+                self._local(
+                    f"reading {job.path.name}",
+                    _hash_local_prefix,
+                    job.path,
+                    offset,
+                    whole,
+                    self._chunk_size,
+                )
             )
             try:
                 remote = await self._remote_chain(handle, offset)
@@ -640,28 +669,22 @@ class SftpDestination(Destination):
     async def _remote_chunks(
         self, handle: asyncssh.SFTPClientFile, length: int
     ) -> AsyncIterator[bytes]:
-        """``length`` bytes of an open remote file in chunk-size pieces, the next read under
-        way while the caller hashes the current one."""
+        """``length`` bytes of an open remote file in chunk-size pieces, :data:`AHEAD` reads
+        under way while the caller hashes the current piece."""
 
         async def read(at: int) -> bytes:
-            data = await handle.read(min(self._chunk_size, length - at), at)
-            if len(data) != min(self._chunk_size, length - at):
-                raise _Restart
-            return data
+            return await self._read_chunk(handle, at, min(self._chunk_size, length - at))
 
-        done = 0
-        pending = asyncio.create_task(read(0)) if length else None
+        pending: deque[asyncio.Task[bytes]] = deque()
+        asked = 0
         try:
-            while pending is not None:
-                data = await pending
-                done += len(data)
-                pending = asyncio.create_task(read(done)) if done < length else None
-                yield data
+            while asked < length or pending:
+                while asked < length and len(pending) < AHEAD:
+                    pending.append(asyncio.create_task(read(asked)))
+                    asked += min(self._chunk_size, length - asked)
+                yield await pending.popleft()
         finally:
-            if pending is not None:
-                pending.cancel()
-                with suppress(BaseException):
-                    await pending
+            await _cancel(*pending)
 
     async def _send(
         self,
@@ -671,35 +694,96 @@ class SftpDestination(Destination):
         whole: Any,
         progress: Progress | None,
     ) -> None:
-        """Chunk after chunk from the confirmed offset: write, fsync, journal; the next chunk is
-        read and hashed locally while the current one travels."""
-        fd = os.open(job.path, os.O_RDONLY)
+        """From the confirmed offset, each chunk written then fsynced, and journalled once that
+        is done and every chunk before it is; up to :data:`AHEAD` chunks travel at once (so
+        the fsync and the journal never leave the link idle) and the next one is read and
+        hashed locally meanwhile. After a crash at most those chunks are sent again."""
+        fd = await self._local(f"opening {job.path.name}", os.open, job.path, os.O_RDONLY)
+
+        def read_at(at: int) -> asyncio.Task[tuple[bytes, bytes]] | None:
+            if at >= job.size:
+                return None
+            length = min(self._chunk_size, job.size - at)
+            return asyncio.create_task(
+                self._local(f"reading {job.path.name}", _read_local, fd, at, length, whole)
+            )
+
+        travelling: deque[tuple[int, bytes, asyncio.Task[None]]] = deque()
+        asked = job.offset
+        reading = read_at(asked)
         try:
-
-            def read_at(at: int) -> asyncio.Task[tuple[bytes, bytes]]:
-                length = min(self._chunk_size, job.size - at)
-                return asyncio.create_task(asyncio.to_thread(_read_local, fd, at, length, whole))
-
-            pending = read_at(job.offset) if job.offset < job.size else None
-            try:
-                while pending is not None:
-                    data, digest = await pending
-                    after = job.offset + len(data)
-                    pending = read_at(after) if after < job.size else None
-                    async with self._remote("writing", job.partial):
-                        await handle.write(data, job.offset)
-                        await self._sync(handle)
-                    job.offset, job.chain = after, _chain(job.chain, digest)
-                    await asyncio.to_thread(state.save, job.state(self._chunk_size))
-                    if progress is not None:
-                        progress(job.offset)
-            finally:
-                if pending is not None:
-                    pending.cancel()
-                    with suppress(BaseException):
-                        await pending
+            while reading is not None or travelling:
+                while reading is not None and len(travelling) < AHEAD:
+                    data, digest = await reading
+                    write = asyncio.create_task(self._write(handle, job.partial, data, asked))
+                    asked += len(data)
+                    travelling.append((asked, digest, write))
+                    reading = read_at(asked)
+                end, digest, write = travelling.popleft()
+                await write
+                job.offset, job.chain = end, _chain(job.chain, digest)
+                await self._local(
+                    "updating the delivery journal", state.save, job.state(self._chunk_size)
+                )
+                if progress is not None:
+                    progress(job.offset)
         finally:
-            os.close(fd)
+            try:
+                await _cancel(*(task for _, _, task in travelling), *filter(None, [reading]))
+            finally:
+                os.close(fd)
+
+    async def _write(
+        self, handle: asyncssh.SFTPClientFile, remote: str, data: bytes, at: int
+    ) -> None:
+        """One chunk at its offset (asyncssh splits it into parallel requests), then fsync."""
+        block = self._block()
+        async with self._remote("writing", remote):
+            await _all(
+                self._limited(handle.write, data[start : start + block], at + start)
+                for start in range(0, len(data), block)
+            )
+            await self._sync(handle)
+
+    async def _read_chunk(self, handle: asyncssh.SFTPClientFile, at: int, size: int) -> bytes:
+        """``size`` bytes from ``at`` as parallel block reads; :class:`_Restart` if the file
+        ends sooner."""
+        block = self._block()
+        parts = await _all(
+            self._limited(self._read_block, handle, start, min(block, at + size - start))
+            for start in range(at, at + size, block)
+        )
+        return b"".join(parts)
+
+    async def _read_block(self, handle: asyncssh.SFTPClientFile, at: int, size: int) -> bytes:
+        """One block; a server may answer a read with fewer bytes, so ask again for the rest
+        (each answer brings at least one byte, so this ends)."""
+        parts: list[bytes] = []
+        done = 0
+        while done < size:
+            try:
+                data = await handle.read(size - done, at + done)
+            except asyncssh.SFTPEOFError:
+                raise _Restart from None
+            if not data:
+                raise _Restart
+            parts.append(data)
+            done += len(data)
+        return b"".join(parts)
+
+    def _block(self) -> int:
+        """The request size: the server's limit (``limits@openssh.com``) up to :data:`BLOCK`."""
+        limits = self._sftp.limits if self._sftp is not None else None
+        sizes = [BLOCK]
+        if limits is not None:
+            sizes += [size for size in (limits.max_read_len, limits.max_write_len) if size]
+        return min(sizes)
+
+    async def _limited(self, request: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """``request(*args)`` once fewer than :data:`MAX_REQUESTS` are outstanding (started
+        only then, so a cancelled wait leaves no coroutine unawaited)."""
+        async with self._requests:
+            return await request(*args)
 
     async def _sync(self, handle: asyncssh.SFTPClientFile) -> None:
         """``fsync@openssh.com`` when the server offers it: the journal then records only bytes
@@ -714,7 +798,10 @@ class SftpDestination(Destination):
     async def _reread(self, sftp: asyncssh.SFTPClient, remote: str, size: int) -> str:
         """SHA-256 of the remote file as the server reads it back, opened afresh by name."""
         whole = hashlib.sha256()
-        async with self._remote("reading back", remote), await sftp.open(remote, "rb") as handle:
+        async with (
+            self._remote("reading back", remote),
+            await sftp.open(remote, "rb", block_size=0) as handle,
+        ):
             attrs = await handle.stat()
             if attrs.size != size:
                 return ""
@@ -746,6 +833,23 @@ class SftpDestination(Destination):
                 f"{self.url}: renaming {shown(job.partial)} to {shown(job.name)} failed: "
                 f"{shown(refusal.reason)}"
             ) from None
+
+
+async def _all(requests: Iterable[Awaitable[_T]]) -> list[_T]:
+    """Every request's result, in order; on the first failure the rest are cancelled and their
+    outcomes collected, so no task is left to fail unobserved later."""
+    tasks = [asyncio.ensure_future(request) for request in requests]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        await _cancel(*tasks)
+
+
+async def _cancel(*tasks: asyncio.Task[Any]) -> None:
+    """Stop what is still under way and collect its outcome, so nothing is left pending."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _digest(data: bytes) -> bytes:
