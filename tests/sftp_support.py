@@ -38,6 +38,8 @@ class ServerControl:
     written: int = 0
     """Bytes the server wrote to files, all connections together."""
     writes: int = 0
+    read: int = 0
+    """Bytes the server read from files for its clients."""
     fsyncs: int = 0
     renames: list[tuple[str, str]] = field(default_factory=list)
     drop_after: int | None = None
@@ -108,6 +110,11 @@ class RecordingSftpServer(asyncssh.SFTPServer):
             control.drops += 1
             self.connection.abort()
         return written  # type: ignore[return-value]
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        data = super().read(file_obj, offset, size)
+        self.control.read += len(data)
+        return data  # type: ignore[return-value]
 
     def fsync(self, file_obj: object) -> None:
         self.control.fsyncs += 1

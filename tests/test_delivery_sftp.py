@@ -106,6 +106,7 @@ async def test_upload_is_byte_exact_and_confirmed_by_reread(
     assert receipt.extra["host_key"] == server.fingerprint
     assert incoming(server) == ["case.zip"]
     assert server.control.written - probe_bytes == SIZE
+    assert server.control.read == SIZE, "the confirmation reads the whole file back once"
     assert server.control.fsyncs == 11
     assert server.control.renames[-1] == ("/incoming/case.zip.partial", "/incoming/case.zip")
     assert seen == [0, *range(CHUNK, 10 * CHUNK + 1, CHUNK), SIZE]
@@ -138,6 +139,7 @@ async def test_a_dropped_link_resumes_within_the_call_resending_only_the_chunk_i
     assert sha256(server.remote_file(receipt.location)) == sha256(archive)
     resent = server.control.written - before - SIZE
     assert 0 <= resent <= AHEAD * CHUNK
+    assert server.control.read == SIZE, "a reconnection within the call re-reads no prefix"
     assert incoming(server) == ["case.zip"]
 
 
@@ -152,6 +154,7 @@ async def test_a_failed_upload_resumes_from_the_journal_in_a_new_destination(
     assert server.url() in message and "resumes" in message and "\n" not in message
 
     first_run = server.control.written
+    read_before = server.control.read
     state = saved_state(archive, server.destination())
     assert state is not None
     assert state["offset"] in (4 * CHUNK, 5 * CHUNK, 6 * CHUNK)
@@ -172,6 +175,7 @@ async def test_a_failed_upload_resumes_from_the_journal_in_a_new_destination(
     second_run = server.control.written - first_run
     probe = len(b"cblr-collector write probe\n")
     assert second_run - probe == SIZE - state["offset"]
+    assert server.control.read - read_before == state["offset"] + SIZE
     assert first_run + second_run - 2 * probe - SIZE <= AHEAD * CHUNK
     assert sha256(server.remote_file(receipt.location)) == sha256(archive)
     assert incoming(server) == ["case.zip"]
@@ -297,6 +301,22 @@ async def test_the_same_file_already_there_counts_as_delivered_without_sending(
     assert server.control.written == len(b"cblr-collector write probe\n")
     assert receipt.sha256 == sha256(archive)
     assert receipt.extra["already_present"] is True
+
+
+async def test_a_server_that_stops_answering_is_a_dropped_link_not_a_hang(
+    server: SftpServer, tmp_path: Path
+) -> None:
+    archive = make_archive(tmp_path)
+    destination = server.destination(chunk_size=CHUNK, retries=1, request_timeout=0.2)
+    state = DeliveryJournal(archive).state(archive.name, destination.url)
+    async with destination:
+        await destination.prepare()
+        server.control.write_delay = 2.0
+        with pytest.raises(DeliveryError, match=r"lost the link .*no answer in time; 2 attempt"):
+            await destination.upload(archive, archive.name, state)
+        with pytest.raises(DestinationUnusable, match="no answer in time"):
+            await destination.prepare()
+    assert server.control.logins == 3
 
 
 # -- host keys --------------------------------------------------------------------------------

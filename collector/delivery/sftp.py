@@ -34,9 +34,10 @@ import posixpath
 import re
 import secrets
 import stat
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -64,6 +65,9 @@ MAX_REQUESTS = 64
 """Chunks in flight at once, writing and reading back; all that a crash may send twice."""
 CONNECT_TIMEOUT = 15.0
 LOGIN_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 300.0
+"""Longest wait for one chunk to be written and fsynced, or read back: a server whose SSH
+layer still answers keepalives but whose SFTP side hangs counts as a dropped link."""
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 4
 """A silent link is declared dead after about a minute, failing every pending request."""
@@ -194,6 +198,9 @@ class _Job:
     mtime_ns: int
     offset: int = 0
     chain: bytes = b""
+    whole: Any = None
+    """SHA-256 of the local file's first ``offset`` bytes, kept while this process runs, so a
+    reconnection within one upload resumes without reading the prefix again."""
 
     def state(self, chunk_size: int) -> dict[str, Any]:
         return {
@@ -231,21 +238,23 @@ def _chain(previous: bytes, digest: bytes) -> bytes:
     return hashlib.sha256(previous + digest).digest()
 
 
-def _read_local(fd: int, offset: int, length: int, whole: Any) -> tuple[bytes, bytes]:
-    """Chunk ``[offset, offset+length)`` and its SHA-256, fed to the whole-file hash (off-loop)."""
+def _read_local(fd: int, offset: int, length: int) -> tuple[bytes, bytes]:
+    """Chunk ``[offset, offset+length)`` and its SHA-256 (off-loop)."""
     data = os.pread(fd, length, offset)
     if len(data) != length:
         raise DeliveryError(f"the local file shrank while being delivered (at byte {offset})")
-    whole.update(data)
     return data, hashlib.sha256(data).digest()
 
 
-def _hash_local_prefix(path: Path, length: int, whole: Any, chunk_size: int) -> bytes:
-    """Feed ``path``'s first ``length`` bytes to ``whole``; return their chunk chain."""
+def _hash_local_prefix(
+    path: Path, length: int, whole: Any, chunk_size: int, stop: threading.Event
+) -> bytes:
+    """Feed ``path``'s first ``length`` bytes to ``whole``; return their chunk chain. Gives up
+    between chunks once ``stop`` is set (the remote side failed; nobody waits for this)."""
     chain = b""
     with open(path, "rb") as handle:
         done = 0
-        while done < length:
+        while done < length and not stop.is_set():
             data = handle.read(min(chunk_size, length - done))
             if not data:
                 raise DeliveryError("the local file is shorter than its journalled upload")
@@ -280,6 +289,7 @@ class SftpDestination(Destination):
         retry_delay: float = RETRY_DELAY,
         connect_timeout: float = CONNECT_TIMEOUT,
         login_timeout: float = LOGIN_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         super().__init__(url)
         self.target = parse_sftp_url(url)
@@ -293,6 +303,7 @@ class SftpDestination(Destination):
         self._retry_delay = retry_delay
         self._connect_timeout = connect_timeout
         self._login_timeout = login_timeout
+        self._request_timeout = request_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._host_key: str | None = None
@@ -429,6 +440,17 @@ class SftpDestination(Destination):
             with suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), CLOSE_TIMEOUT)
 
+    def _bounded(self) -> asyncio.Timeout:
+        """A limit on one remote request: a hung SFTP server becomes a dropped link."""
+        return asyncio.timeout(self._request_timeout)
+
+    async def _close(self, handle: asyncssh.SFTPClientFile) -> None:
+        """Close a remote file, briefly: nothing is left to flush (every chunk was fsynced), so
+        a refusal or a gone link only means the server cleans up the handle itself."""
+        with suppress(asyncssh.Error, *_LINK_ERRORS):
+            async with asyncio.timeout(min(CLOSE_TIMEOUT, self._request_timeout)):
+                await handle.close()
+
     async def _local(self, doing: str, func: Callable[..., _T], *args: Any) -> _T:
         """``func`` off the event loop; a local I/O failure is a :class:`DeliveryError`, never
         mistaken for a dropped link and retried."""
@@ -461,7 +483,8 @@ class SftpDestination(Destination):
         """
         try:
             sftp = await self._session()
-            await self._probe(sftp)
+            async with self._bounded():
+                await self._probe(sftp)
         except DestinationUnusable:
             raise
         except DeliveryError as exc:
@@ -488,7 +511,7 @@ class SftpDestination(Destination):
         probe = self.target.remote(PROBE_PREFIX + secrets.token_hex(6))
         moved = probe + ".renamed"
         try:
-            async with await sftp.open(probe, "xb") as handle:
+            async with await sftp.open(probe, "xb", block_size=0) as handle:
                 await handle.write(b"cblr-collector write probe\n")
             await sftp.rename(probe, moved)
         except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
@@ -533,9 +556,9 @@ class SftpDestination(Destination):
                 await self._drop()
                 if drops > self._retries:
                     raise DeliveryError(
-                        f"{self.url}: the link to {self.target.endpoint} dropped {drops} times "
-                        f"sending {shown(name)} ({_link_reason(exc)}); {job.offset} bytes are "
-                        "confirmed and the next delivery resumes there"
+                        f"{self.url}: lost the link to {self.target.endpoint} sending "
+                        f"{shown(name)} ({_link_reason(exc)}; {drops} attempt(s)); "
+                        f"{job.offset} bytes are confirmed and the next delivery resumes there"
                     ) from None
                 await asyncio.sleep(min(self._retry_delay * 2 ** (drops - 1), RETRY_DELAY_MAX))
 
@@ -549,19 +572,23 @@ class SftpDestination(Destination):
         present = await self._already_there(sftp, job)
         if present is not None:
             return present
-        handle, whole = await self._open_partial(sftp, job, state)
+        handle = await self._open_partial(sftp, job, state)
         try:
             if progress is not None:
                 progress(job.offset)
-            await self._send(handle, job, state, whole, progress)
-        finally:
-            with suppress(asyncssh.SFTPError, *_LINK_ERRORS):
-                await handle.close()
+            await self._send(handle, job, state, progress)
+        except _LINK_ERRORS:
+            raise
+        except BaseException:
+            await self._close(handle)
+            raise
+        await self._close(handle)
+        local_sha256 = job.whole.hexdigest()
         remote_sha256 = await self._reread(sftp, job.partial, job.size)
-        if not hmac.compare_digest(remote_sha256, whole.hexdigest()):
+        if not hmac.compare_digest(remote_sha256, local_sha256):
             raise _Restart
-        await self._rename(sftp, job, whole.hexdigest())
-        return self._receipt(job, whole.hexdigest())
+        await self._rename(sftp, job)
+        return self._receipt(job, local_sha256)
 
     def _receipt(self, job: _Job, sha256: str, **extra: Any) -> Receipt:
         details = {"host_key": self._host_key, **extra}
@@ -578,7 +605,8 @@ class SftpDestination(Destination):
         """A file by the final name: the same bytes (an earlier run renamed it, then died before
         the receipt was recorded) count as delivered; anything else is refused, not replaced."""
         try:
-            attrs = await sftp.stat(job.final)
+            async with self._bounded():
+                attrs = await sftp.stat(job.final)
         except asyncssh.SFTPNoSuchFile:
             return None
         except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
@@ -602,35 +630,71 @@ class SftpDestination(Destination):
 
     async def _open_partial(
         self, sftp: asyncssh.SFTPClient, job: _Job, state: UploadState
-    ) -> tuple[asyncssh.SFTPClientFile, Any]:
-        """The partial opened for writing at the journalled offset, its prefix checked against
-        the chain, with the whole-file hash fed the local prefix; else a fresh, empty partial."""
+    ) -> asyncssh.SFTPClientFile:
+        """The partial opened for writing at the journalled offset (its prefix checked against
+        the chain when the journal comes from an earlier process), ``job.whole`` the local
+        prefix's hash; else a fresh, empty partial."""
         saved = await self._local("reading the delivery journal", state.load)
         if job.matches(saved, self._chunk_size):
             assert saved is not None
-            whole = hashlib.sha256()
-            handle = await self._resume(sftp, job, saved, whole)
+            if job.whole is not None and saved == job.state(self._chunk_size):
+                handle = await self._reopen(sftp, job)
+            else:
+                handle = await self._resume(sftp, job, saved)
             if handle is not None:
-                return handle, whole
-        job.offset, job.chain = 0, b""
+                return handle
+        job.offset, job.chain, job.whole = 0, b"", hashlib.sha256()
         await self._local("updating the delivery journal", state.clear)
-        async with self._remote("creating", job.partial):
-            return await sftp.open(job.partial, "wb", block_size=0), hashlib.sha256()
+        async with self._remote("creating", job.partial), self._bounded():
+            return await sftp.open(job.partial, "wb", block_size=0)
 
-    async def _resume(
-        self, sftp: asyncssh.SFTPClient, job: _Job, saved: dict[str, Any], whole: Any
-    ) -> asyncssh.SFTPClientFile | None:
-        offset, chain = int(saved["offset"]), bytes.fromhex(saved["chain"])
+    async def _reopen(self, sftp: asyncssh.SFTPClient, job: _Job) -> asyncssh.SFTPClientFile | None:
+        """After a dropped link within this upload: the partial holds what this process wrote
+        and saw fsynced moments ago, so its size is checked and the rest is left to the final
+        re-read, which covers every byte."""
+        handle = await self._open_existing(sftp, job.partial)
+        if handle is None:
+            return None
         try:
-            handle = await sftp.open(job.partial, "r+b", block_size=0)
+            async with self._remote("truncating", job.partial), self._bounded():
+                attrs = await handle.stat()
+                if attrs.size is not None and attrs.size >= job.offset:
+                    await handle.truncate(job.offset)
+                    return handle
+        except _LINK_ERRORS:
+            raise
+        except BaseException:
+            await self._close(handle)
+            raise
+        await self._close(handle)
+        return None
+
+    async def _open_existing(
+        self, sftp: asyncssh.SFTPClient, remote: str
+    ) -> asyncssh.SFTPClientFile | None:
+        try:
+            async with self._bounded():
+                return await sftp.open(remote, "r+b", block_size=0)
         except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
             raise
         except asyncssh.SFTPError:
             return None
+
+    async def _resume(
+        self, sftp: asyncssh.SFTPClient, job: _Job, saved: dict[str, Any]
+    ) -> asyncssh.SFTPClientFile | None:
+        """Resume from an earlier process's journal: the remote prefix is read back and must
+        give the journalled chain, and so must the local file's prefix (hashed meanwhile)."""
+        offset, chain = int(saved["offset"]), bytes.fromhex(saved["chain"])
+        handle = await self._open_existing(sftp, job.partial)
+        if handle is None:
+            return None
+        whole, stop = hashlib.sha256(), threading.Event()
         try:
-            attrs = await handle.stat()
+            async with self._bounded():
+                attrs = await handle.stat()
             if attrs.size is None or attrs.size < offset:
-                await handle.close()
+                await self._close(handle)
                 return None
             local = asyncio.create_task(
                 self._local(
@@ -640,30 +704,36 @@ class SftpDestination(Destination):
                     offset,
                     whole,
                     self._chunk_size,
+                    stop,
                 )
             )
             try:
                 remote = await self._remote_chain(handle, offset)
             except _Restart:
                 remote = b""
-            finally:
-                local_chain = await local
+            except BaseException:
+                stop.set()
+                await _cancel(local)
+                raise
+            local_chain = await local
             if not (hmac.compare_digest(remote, chain) and hmac.compare_digest(local_chain, chain)):
-                await handle.close()
+                await self._close(handle)
                 return None
-            async with self._remote("truncating", job.partial):
+            async with self._remote("truncating", job.partial), self._bounded():
                 await handle.truncate(offset)
-        except BaseException:
-            with suppress(Exception):
-                await handle.close()
+        except _LINK_ERRORS:
             raise
-        job.offset, job.chain = offset, chain
+        except BaseException:
+            await self._close(handle)
+            raise
+        job.offset, job.chain, job.whole = offset, chain, whole
         return handle
 
     async def _remote_chain(self, handle: asyncssh.SFTPClientFile, length: int) -> bytes:
         chain = b""
-        async for data in self._remote_chunks(handle, length):
-            chain = _chain(chain, await asyncio.to_thread(_digest, data))
+        async with aclosing(self._remote_chunks(handle, length)) as chunks:
+            async for data in chunks:
+                chain = _chain(chain, await asyncio.to_thread(_digest, data))
         return chain
 
     async def _remote_chunks(
@@ -691,7 +761,6 @@ class SftpDestination(Destination):
         handle: asyncssh.SFTPClientFile,
         job: _Job,
         state: UploadState,
-        whole: Any,
         progress: Progress | None,
     ) -> None:
         """From the confirmed offset, each chunk written then fsynced, and journalled once that
@@ -705,10 +774,10 @@ class SftpDestination(Destination):
                 return None
             length = min(self._chunk_size, job.size - at)
             return asyncio.create_task(
-                self._local(f"reading {job.path.name}", _read_local, fd, at, length, whole)
+                self._local(f"reading {job.path.name}", _read_local, fd, at, length)
             )
 
-        travelling: deque[tuple[int, bytes, asyncio.Task[None]]] = deque()
+        travelling: deque[tuple[bytes, bytes, asyncio.Task[None]]] = deque()
         asked = job.offset
         reading = read_at(asked)
         try:
@@ -717,11 +786,12 @@ class SftpDestination(Destination):
                     data, digest = await reading
                     write = asyncio.create_task(self._write(handle, job.partial, data, asked))
                     asked += len(data)
-                    travelling.append((asked, digest, write))
+                    travelling.append((data, digest, write))
                     reading = read_at(asked)
-                end, digest, write = travelling.popleft()
+                data, digest, write = travelling.popleft()
                 await write
-                job.offset, job.chain = end, _chain(job.chain, digest)
+                await asyncio.to_thread(job.whole.update, data)
+                job.offset, job.chain = job.offset + len(data), _chain(job.chain, digest)
                 await self._local(
                     "updating the delivery journal", state.save, job.state(self._chunk_size)
                 )
@@ -736,9 +806,9 @@ class SftpDestination(Destination):
     async def _write(
         self, handle: asyncssh.SFTPClientFile, remote: str, data: bytes, at: int
     ) -> None:
-        """One chunk at its offset (asyncssh splits it into parallel requests), then fsync."""
+        """One chunk at its offset as parallel block-sized writes, then fsync."""
         block = self._block()
-        async with self._remote("writing", remote):
+        async with asyncio.timeout(self._request_timeout), self._remote("writing", remote):
             await _all(
                 self._limited(handle.write, data[start : start + block], at + start)
                 for start in range(0, len(data), block)
@@ -749,10 +819,11 @@ class SftpDestination(Destination):
         """``size`` bytes from ``at`` as parallel block reads; :class:`_Restart` if the file
         ends sooner."""
         block = self._block()
-        parts = await _all(
-            self._limited(self._read_block, handle, start, min(block, at + size - start))
-            for start in range(at, at + size, block)
-        )
+        async with asyncio.timeout(self._request_timeout):
+            parts = await _all(
+                self._limited(self._read_block, handle, start, min(block, at + size - start))
+                for start in range(at, at + size, block)
+            )
         return b"".join(parts)
 
     async def _read_block(self, handle: asyncssh.SFTPClientFile, at: int, size: int) -> bytes:
@@ -798,23 +869,29 @@ class SftpDestination(Destination):
     async def _reread(self, sftp: asyncssh.SFTPClient, remote: str, size: int) -> str:
         """SHA-256 of the remote file as the server reads it back, opened afresh by name."""
         whole = hashlib.sha256()
-        async with (
-            self._remote("reading back", remote),
-            await sftp.open(remote, "rb", block_size=0) as handle,
-        ):
-            attrs = await handle.stat()
-            if attrs.size != size:
-                return ""
+        async with self._remote("reading back", remote):
+            async with self._bounded():
+                handle = await sftp.open(remote, "rb", block_size=0)
             try:
-                async for data in self._remote_chunks(handle, size):
-                    await asyncio.to_thread(whole.update, data)
+                async with self._bounded():
+                    attrs = await handle.stat()
+                if attrs.size != size:
+                    return ""
+                async with aclosing(self._remote_chunks(handle, size)) as chunks:
+                    async for data in chunks:
+                        await asyncio.to_thread(whole.update, data)
             except _Restart:
                 return ""
+            except _LINK_ERRORS:
+                raise
+            finally:
+                await self._close(handle)
         return whole.hexdigest()
 
-    async def _rename(self, sftp: asyncssh.SFTPClient, job: _Job, sha256: str) -> None:
+    async def _rename(self, sftp: asyncssh.SFTPClient, job: _Job) -> None:
         try:
-            await sftp.rename(job.partial, job.final)
+            async with self._bounded():
+                await sftp.rename(job.partial, job.final)
             return
         except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
             raise
@@ -822,10 +899,12 @@ class SftpDestination(Destination):
             refusal = exc
         if await self._already_there(sftp, job) is not None:
             with suppress(asyncssh.SFTPError):
-                await sftp.remove(job.partial)
+                async with self._bounded():
+                    await sftp.remove(job.partial)
             return
         try:
-            await sftp.posix_rename(job.partial, job.final)
+            async with self._bounded():
+                await sftp.posix_rename(job.partial, job.final)
         except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection):
             raise
         except asyncssh.SFTPError:
@@ -870,6 +949,8 @@ def _check_name(name: str) -> None:
 
 
 def _link_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
     if isinstance(exc, asyncssh.Error):
         return shown(exc.reason) or type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
