@@ -13,7 +13,7 @@ import random
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncssh
@@ -528,9 +528,43 @@ def test_bad_urls_are_usage_errors_that_never_echo_a_password(url: str) -> None:
     assert "hunter2" not in str(refusal.value)
 
 
-# -- through the delivery orchestration (once the s3 branch is merged) -------------------------
+# -- through the delivery orchestration (runs once collector.delivery.deliver is merged) ------
 
 
-@pytest.fixture
-def deliver_module() -> Iterator[object]:
-    yield pytest.importorskip("collector.delivery.deliver")
+async def test_a_sealed_archive_delivered_through_deliver_archive(
+    server: SftpServer, tmp_path: Path
+) -> None:
+    """The archive and its custody sidecar arrive byte-exact; the sidecar's last event is the
+    signed ``delivered`` event naming this destination and the archive's SHA-256."""
+    deliver = pytest.importorskip("collector.delivery.deliver")
+    from trust_support import make_collection
+
+    from evidence import custody, keys
+    from evidence.seal import seal_collection
+
+    made = keys.generate_keys(tmp_path / "keys" / "examiner", name="Examiner")
+    signing = keys.load_signing_key(made.signing_private)
+    collection = make_collection(tmp_path / "collection", signing, b"ledger " * 40_000)
+    archive = tmp_path / "out" / "CASE-17-37191.zip"
+    archive.parent.mkdir()
+    recipient = keys.load_recipient(made.recipient_public)
+    seal_collection(collection, archive, signing, recipient=recipient)
+    local_sha256 = sha256(archive)
+
+    async with server.destination(chunk_size=CHUNK) as destination:
+        await destination.prepare()
+        await deliver.deliver_archive(archive, destination, signing)
+
+    remote_archive = server.remote_file(f"/incoming/{archive.name}")
+    assert sha256(remote_archive) == local_sha256
+    sidecar = custody.sidecar_path(archive)
+    remote_sidecar = server.remote_file(f"/incoming/{sidecar.name}")
+    assert remote_sidecar.read_bytes() == sidecar.read_bytes()
+    lines = remote_sidecar.read_bytes().split(b"\n")[:-1]
+    first = json.loads(lines[0])
+    custody.verify_chain(remote_sidecar.read_bytes(), first_prev=first["prev"], signed=True)
+    delivered = json.loads(lines[-1])
+    assert delivered["kind"] == "delivered"
+    assert delivered["payload"]["destination"] == server.url()
+    assert local_sha256 in json.dumps(delivered["payload"])
+    assert archive.exists(), "the local archive is kept"
