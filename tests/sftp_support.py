@@ -51,6 +51,8 @@ class ServerControl:
     readonly: set[str] = field(default_factory=set)
     """Client-visible folders (``/locked``) where nothing may be created, renamed or removed."""
     logins: int = 0
+    refusal: str = "Permission denied"
+    """The reason the server gives when it refuses a write in a read-only folder."""
 
 
 class RecordingSftpServer(asyncssh.SFTPServer):
@@ -70,7 +72,7 @@ class RecordingSftpServer(asyncssh.SFTPServer):
 
     def _refuse_in_locked(self, *paths: bytes) -> None:
         if any(self._locked(path) for path in paths):
-            raise asyncssh.SFTPPermissionDenied("Permission denied")
+            raise asyncssh.SFTPPermissionDenied(self.control.refusal)
 
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         writing = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC

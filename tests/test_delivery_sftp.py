@@ -414,6 +414,16 @@ async def test_a_read_only_folder_is_refused_by_prepare(server: SftpServer) -> N
     assert list((server.control.root / "locked").iterdir()) == []
 
 
+async def test_a_server_reason_is_shown_escaped_and_bounded(server: SftpServer) -> None:
+    server.control.refusal = "\x1b]0;owned\x07denied\u202e" + "x" * 1000
+    async with server.destination("/locked") as destination:
+        with pytest.raises(DestinationUnusable) as refusal:
+            await destination.prepare()
+    message = str(refusal.value)
+    assert "\\x1b]0;owned\\x07denied\\u202e" in message
+    assert message.isprintable() and len(message) < 400
+
+
 async def test_the_probe_leaves_nothing_behind(server: SftpServer) -> None:
     async with server.destination() as destination:
         await destination.prepare()

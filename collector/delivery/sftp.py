@@ -166,9 +166,19 @@ def shown(text: object, limit: int = REMOTE_TEXT_LIMIT) -> str:
     """Server-controlled text for one line of an error: non-printable characters escaped, cut
     at ``limit`` (this layer cannot use the CLI's terminal module)."""
     value = str(text)
-    cut = value[:limit]
-    escaped = "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in cut)
+    escaped = "".join(c if c.isprintable() else _escape(c) for c in value[:limit])
     return escaped + ("…" if len(value) > limit else "")
+
+
+def _escape(character: str) -> str:
+    code = ord(character)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
 
 
 class _HostKeyCheck(asyncssh.SSHClient):
