@@ -13,7 +13,8 @@ import random
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncssh
@@ -48,6 +49,32 @@ def no_user_ssh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 async def server(tmp_path: Path) -> AsyncIterator[SftpServer]:
     async with sftp_server(tmp_path / "sftp") as running:
         yield running
+
+
+@pytest.fixture
+def server_thread(tmp_path: Path) -> Iterator[SftpServer]:
+    """The server on an event loop of its own in a thread, for tests that run their own
+    loops (``asyncio.run``) as a command-line tool does."""
+    loop = asyncio.new_event_loop()
+    started: list[SftpServer] = []
+    stop = asyncio.Event()
+    ready = threading.Event()
+
+    async def serve() -> None:
+        async with sftp_server(tmp_path / "sftp") as running:
+            started.append(running)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(30), "the SFTP server did not start"
+    try:
+        yield started[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        loop.close()
 
 
 def make_archive(folder: Path, size: int = SIZE, seed: int = 7, name: str = "case.zip") -> Path:
@@ -317,6 +344,25 @@ async def test_a_server_that_stops_answering_is_a_dropped_link_not_a_hang(
         with pytest.raises(DestinationUnusable, match="no answer in time"):
             await destination.prepare()
     assert server.control.logins == 3
+
+
+def test_a_preflight_in_one_event_loop_and_the_upload_in_another(
+    server_thread: SftpServer, tmp_path: Path
+) -> None:
+    """What a CLI does with ``asyncio.run(prepare)`` before collecting, then a second
+    ``asyncio.run`` for the delivery: the destination reconnects instead of failing."""
+    archive = make_archive(tmp_path)
+    destination = server_thread.destination(chunk_size=CHUNK)
+    asyncio.run(destination.prepare())
+    state = DeliveryJournal(archive).state(archive.name, destination.url)
+
+    async def deliver() -> object:
+        async with destination:
+            return await destination.upload(archive, archive.name, state)
+
+    receipt = asyncio.run(deliver())
+    assert sha256(server_thread.remote_file(receipt.location)) == sha256(archive)
+    assert server_thread.control.logins == 2
 
 
 # -- host keys --------------------------------------------------------------------------------

@@ -318,6 +318,7 @@ class SftpDestination(Destination):
         self._sftp: asyncssh.SFTPClient | None = None
         self._host_key: str | None = None
         self._fsync = True
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
         self._requests = asyncio.Semaphore(MAX_REQUESTS)
 
@@ -429,6 +430,13 @@ class SftpDestination(Destination):
         return sftp
 
     async def _session(self) -> asyncssh.SFTPClient:
+        """The open SFTP session, or a new one. A connection made under another event loop
+        (a preflight run by ``asyncio.run`` before the collection's own loop) is abandoned:
+        its loop, and with it the socket, is gone."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._conn, self._sftp = loop, None, None
+            self._lock, self._requests = asyncio.Lock(), asyncio.Semaphore(MAX_REQUESTS)
         async with self._lock:
             if self._sftp is not None:
                 return self._sftp
