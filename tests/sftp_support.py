@@ -46,6 +46,10 @@ class ServerControl:
     """Abort the connection once this many bytes (in total) have been written; then unset."""
     drops: int = 0
     write_delay: float = 0.0
+    stall: str | None = None
+    """Writes to files whose names end with this wait :attr:`stall_seconds` first (a server
+    whose SFTP side stops answering while SSH still does)."""
+    stall_seconds: float = 3.0
     corrupt_at: int | None = None
     """Flip the byte at this file offset in the next write that covers it; then unset."""
     readonly: set[str] = field(default_factory=set)
@@ -98,6 +102,8 @@ class RecordingSftpServer(asyncssh.SFTPServer):
         control = self.control
         if control.write_delay:
             await asyncio.sleep(control.write_delay)
+        if control.stall and os.fsdecode(getattr(file_obj, "name", b"")).endswith(control.stall):
+            await asyncio.sleep(control.stall_seconds)
         corrupt = control.corrupt_at
         if corrupt is not None and offset <= corrupt < offset + len(data):
             control.corrupt_at = None
