@@ -589,6 +589,8 @@ class SftpDestination(Destination):
     ) -> Receipt:
         present = await self._already_there(sftp, job)
         if present is not None:
+            if progress is not None:
+                progress(job.size)
             return present
         handle = await self._open_partial(sftp, job, state)
         try:
@@ -634,10 +636,14 @@ class SftpDestination(Destination):
                 f"{self.url}: cannot stat {shown(job.final)}: {shown(exc.reason)}"
             ) from None
         if attrs.size == job.size:
-            local = await self._local(
-                f"hashing {job.path.name}", _hash_local_file, job.path, self._chunk_size
+            local, remote = await _all(
+                [
+                    self._local(
+                        f"hashing {job.path.name}", _hash_local_file, job.path, self._chunk_size
+                    ),
+                    self._reread(sftp, job.final, job.size),
+                ]
             )
-            remote = await self._reread(sftp, job.final, job.size)
             if hmac.compare_digest(local, remote):
                 job.offset = job.size
                 return self._receipt(job, local, already_present=True)
