@@ -10,13 +10,18 @@ agent (``SSH_AUTH_SOCK``) and unencrypted default keys, as ``ssh`` would; a pass
 identity belongs in the agent (``ssh-add``), so no passphrase ever passes through here.
 ``~/.ssh/config`` is not read: the URL and the options say everything.
 
-An upload writes ``NAME.partial`` chunk by chunk at explicit offsets, asks the server to fsync
-(``fsync@openssh.com``, when offered) and only then records the chunk in the delivery journal:
-the confirmed offset and a hash chain over the chunks' SHA-256 digests. A resume re-reads the
-remote prefix and checks it against the chain, so a partial that was shortened or modified
-between runs is truncated and sent again, never completed into a wrong file. At the end the
-remote partial is read back in full; only when its SHA-256 equals the local file's is it renamed
-to ``NAME``. The standard SFTP rename is used first because it never replaces an existing file
+An upload writes ``NAME.partial`` chunk by chunk at explicit offsets (two chunks in flight),
+asks the server to fsync (``fsync@openssh.com``, when offered) and only then records the chunk
+in the delivery journal: the confirmed offset and a hash chain over the chunks' SHA-256
+digests. A resume from the journal of an earlier process re-reads the remote prefix and checks
+it against the chain, so a partial that was shortened or modified between runs is truncated and
+sent again, never completed into a wrong file; a reconnection within one upload only checks the
+partial's size. At the end the remote partial is read back in full; only when its SHA-256
+equals the local file's is it renamed to ``NAME`` (a mismatch starts the file over, once).
+Every remote request has a time limit and a dropped link is retried a few times within one
+upload; after that the journal keeps the confirmed offset for the next delivery.
+
+The standard SFTP rename is used first because it never replaces an existing file
 (OpenSSH implements it with ``link``, atomically); ``posix-rename@openssh.com``, which replaces,
 is the fallback only for servers whose plain rename fails while the name is still free.
 
