@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,10 @@ class ServerControl:
     """Client-visible folders (``/locked``) where nothing may be created, renamed or removed."""
     logins: int = 0
     refusal: str = "Permission denied"
+    plain_rename_fails: bool = False
+    """Refuse the standard rename as some servers do (where ``link`` is unavailable)."""
+    before_rename: Callable[[], None] | None = None
+    """Called just before a ``.partial`` is renamed (to put a file in the way)."""
     """The reason the server gives when it refuses a write in a read-only folder."""
 
 
@@ -86,13 +90,24 @@ class RecordingSftpServer(asyncssh.SFTPServer):
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         self._refuse_in_locked(oldpath, newpath)
+        self._before_rename(oldpath)
+        if self.control.plain_rename_fails and not os.fsdecode(oldpath).startswith("/incoming/."):
+            raise asyncssh.SFTPFailure("Operation unsupported")
         self.control.renames.append((os.fsdecode(oldpath), os.fsdecode(newpath)))
         super().rename(oldpath, newpath)
 
     def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
         self._refuse_in_locked(oldpath, newpath)
-        self.control.renames.append((os.fsdecode(oldpath), os.fsdecode(newpath)))
+        self._before_rename(oldpath)
+        self.control.renames.append(("posix", os.fsdecode(newpath)))
         super().posix_rename(oldpath, newpath)
+
+    def _before_rename(self, oldpath: bytes) -> None:
+        if not oldpath.endswith(b".partial"):
+            return
+        hook, self.control.before_rename = self.control.before_rename, None
+        if hook is not None:
+            hook()
 
     def remove(self, path: bytes) -> None:
         self._refuse_in_locked(path)

@@ -318,6 +318,31 @@ async def test_an_existing_different_file_is_never_overwritten(
     assert existing.read_bytes() == same_size
 
 
+async def test_posix_rename_is_the_fallback_when_the_plain_rename_fails(
+    server: SftpServer, tmp_path: Path
+) -> None:
+    archive = make_archive(tmp_path)
+    server.control.plain_rename_fails = True
+    receipt = await upload(server, archive)
+    assert server.control.renames[-1] == ("posix", "/incoming/case.zip")
+    assert sha256(server.remote_file(receipt.location)) == sha256(archive)
+
+
+@pytest.mark.parametrize("plain_rename_fails", [False, True])
+async def test_a_file_that_appears_at_the_last_moment_is_not_replaced(
+    server: SftpServer, tmp_path: Path, plain_rename_fails: bool
+) -> None:
+    archive = make_archive(tmp_path)
+    squatter = server.remote_file("/incoming/case.zip")
+    server.control.plain_rename_fails = plain_rename_fails
+    server.control.before_rename = lambda: squatter.write_bytes(b"someone else's")
+    with pytest.raises(DeliveryError, match="already exists with other content"):
+        await upload(server, archive)
+    assert squatter.read_bytes() == b"someone else's"
+    assert incoming(server) == ["case.zip", "case.zip.partial"]
+    assert ("posix", "/incoming/case.zip") not in server.control.renames
+
+
 async def test_the_same_file_already_there_counts_as_delivered_without_sending(
     server: SftpServer, tmp_path: Path
 ) -> None:
