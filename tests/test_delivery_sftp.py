@@ -626,9 +626,15 @@ async def test_a_sealed_archive_delivered_through_deliver_archive(
     seal_collection(collection, archive, signing, recipient=recipient)
     local_sha256 = sha256(archive)
 
-    async with server.destination(chunk_size=CHUNK) as destination:
-        await destination.prepare()
-        await deliver.deliver_archive(archive, destination, signing)
+    options = deliver.DeliveryOptions(sftp_identity=server.identity, known_hosts=server.known_hosts)
+    destination = deliver.open_destination(server.url(), options)
+    assert isinstance(destination, SftpDestination)
+    try:
+        await deliver.prepare_all([destination])
+        outcome = await deliver.deliver_archive(archive, [destination], signing)
+    finally:
+        await deliver.finish_all([destination])
+    assert outcome.complete, outcome.failures
 
     remote_archive = server.remote_file(f"/incoming/{archive.name}")
     assert sha256(remote_archive) == local_sha256
@@ -640,6 +646,10 @@ async def test_a_sealed_archive_delivered_through_deliver_archive(
     custody.verify_chain(remote_sidecar.read_bytes(), first_prev=first["prev"], signed=True)
     delivered = json.loads(lines[-1])
     assert delivered["kind"] == "delivered"
-    assert delivered["payload"]["destination"] == server.url()
-    assert local_sha256 in json.dumps(delivered["payload"])
+    payload = delivered["payload"]
+    assert payload["destination"] == server.url()
+    assert payload["location"] == f"/incoming/{archive.name}"
+    assert payload["sha256"] == local_sha256
+    assert payload["confirmation"] == "sftp-reread-sha256"
+    assert payload["extra"]["host_key"] == server.fingerprint
     assert archive.exists(), "the local archive is kept"
