@@ -6,11 +6,13 @@ import hashlib
 import io
 import json
 import os
+import random
 import shutil
 import stat
 import subprocess
 import tracemalloc
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,6 +278,28 @@ def test_compression_is_chosen_by_measurement(tmp_path: Path, lab: Lab) -> None:
     assert methods["artifacts/C/Windows/Prefetch/CMD.EXE-0BD30981.pf"] == "store"
     assert methods["artifacts/C/logs/app.log"] == "deflate"
     assert verify_archive(tmp_path / "x.zip", passphrase=PASSPHRASE.encode()).ok
+
+
+def test_a_small_file_is_judged_by_a_probe_only_when_the_probe_is_decisive(
+    tmp_path: Path,
+) -> None:
+    size = 100 * 1024
+    rng = random.Random(11)
+    cases = {
+        "random": rng.randbytes(size),
+        "text": b"2026-11-29T07:00:00Z sensor checked in\n" * (size // 39),
+        # 64 symbols: about 0.75 of its size deflated, so the probe decides nothing
+        "in-between": bytes(rng.choice(range(64)) for _ in range(size)),
+    }
+    ratios = {}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        ratios[name] = archive_format.measure_compressibility(path, len(data))
+    assert ratios["random"] >= archive_format.PROBE_STORE > archive_format.DEFLATE_THRESHOLD
+    assert ratios["text"] <= archive_format.PROBE_DEFLATE
+    whole = cases["in-between"]
+    assert ratios["in-between"] == len(zlib.compress(whole, archive_format.DEFLATE_LEVEL)) / size
 
 
 def test_seal_refuses_a_collection_whose_artifact_changed(tmp_path: Path, lab: Lab) -> None:
