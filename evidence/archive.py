@@ -136,7 +136,8 @@ middle: one that does not shrink at all (encrypted, compressed, random: most of 
 small files) is stored, one that halves is deflated, and only one in between is sampled
 whole. Deflate is slowest on bytes it cannot shrink (~17 ms of CPU per MiB on the reference
 machine), and for a small file the samples are the whole file: the probe took the seal of
-a 500-file triage (random bytes) from 1.9 to 0.9 ms of CPU per file. Large files are sampled as before."""
+a 500-file triage (random bytes) from 1.9 to 0.9 ms of CPU per file. Large files are
+sampled as before."""
 
 
 def measure_compressibility(path: Path, size: int) -> float:
