@@ -1,7 +1,8 @@
 """CPU cost per MiB collected and sealed, per phase, against the primitives' cost in the same run.
 
-``python scripts/bench_cost.py [--size 512MiB] [--files 500] [--runs 3] [--link loopback]``
-(``--size 2GiB`` for the issue's image; ``--quick`` for a smoke run)
+``python scripts/bench_cost.py [--size 512MiB] [--files 500] [--runs 3] [--link loopback]
+[--json FILE]`` (``--size 2GiB`` for the issue's image; ``--quick`` for a smoke run);
+``--report FILE...`` prints the runs saved by ``--json`` (one version's interleaved A/B runs)
 
 The emulator (in its own process, so its CPU is not counted) serves one device with a
 memory image of ``--size`` pseudo-random bytes and a triage set of ``--files`` small files
@@ -434,6 +435,13 @@ def main() -> None:
     parser.add_argument("--tmp", default=None)
     parser.add_argument("--json", default=None, help="also write the raw runs here")
     parser.add_argument(
+        "--report",
+        nargs="+",
+        default=None,
+        help="print the report of runs saved with --json (several files: their runs merged, "
+        "as for interleaved A/B runs of one version each)",
+    )
+    parser.add_argument(
         "--phase",
         choices=("collect", "seal", "both", "triage", "primitives"),
         help=argparse.SUPPRESS,
@@ -444,6 +452,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         run_phase(args)
+        return
+    if args.report:
+        saved = [json.loads(Path(name).read_text()) for name in args.report]
+        runs = [run for one in saved for run in one["runs"]]
+        files = triage_files(saved[0]["files"])
+        triage_bytes = sum(f["random"]["size"] for f in files)
+        report(runs, saved[0]["image"], triage_bytes, saved[0]["files"])
         return
     bench(args)
 
