@@ -152,9 +152,9 @@ def run_phase(args: argparse.Namespace) -> None:
 
 
 def child(*extra: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, __file__, *extra], check=True, capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(extra[:2])} failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
