@@ -207,7 +207,8 @@ def main() -> None:
                     child("--phase", phase, "--folder", str(folder), "--out", str(out),
                           "--files", str(list_file), "--key", str(key_file))
                 )  # fmt: skip
-                out.unlink()
+                for written in root.glob(out.name + "*"):  # the archive, its custody sidecar
+                    written.unlink()
     print(
         f"cores: {os.cpu_count()}; payload: image {image / MIB:g} MiB + {small} small files "
         f"= {payload / MIB:.1f} MiB; {rounds} interleaved rounds; load after: {os.getloadavg()}"
