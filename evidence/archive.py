@@ -128,10 +128,30 @@ class _HashingSink(io.RawIOBase):
         self._handle.flush()
 
 
+PROBE_BYTES = 4096
+PROBE_STORE = 0.98
+PROBE_DEFLATE = 0.5
+"""A file no larger than the samples is judged first from a ``PROBE_BYTES`` probe in its
+middle: one that does not shrink at all (encrypted, compressed, random: most of a triage's
+small files) is stored, one that halves is deflated, and only one in between is sampled
+whole. Deflate is slowest on bytes it cannot shrink (~17 ms of CPU per MiB on the reference
+machine), and for a small file the samples are the whole file: the probe took the seal of
+a 500-file triage (random bytes) from 1.9 to 0.9 ms of CPU per file. Large files are
+sampled as before."""
+
+
 def measure_compressibility(path: Path, size: int) -> float:
-    """Compressed/original ratio of up to ``SAMPLES`` windows spread through the file."""
+    """Compressed/original ratio of up to ``SAMPLES`` windows spread through the file (for a
+    small file, of a probe when it is decisive: see ``PROBE_BYTES``)."""
     if size == 0:
         return 1.0
+    if PROBE_BYTES < size <= SAMPLES * SAMPLE_BYTES:
+        with open(path, "rb") as handle:
+            handle.seek((size - PROBE_BYTES) // 2)
+            probe = handle.read(PROBE_BYTES)
+        ratio = len(zlib.compress(probe, DEFLATE_LEVEL)) / len(probe) if probe else 1.0
+        if ratio >= PROBE_STORE or ratio <= PROBE_DEFLATE:
+            return ratio
     window = min(SAMPLE_BYTES, size)
     span = max(size - window, 0)
     offsets = sorted({span * index // max(SAMPLES - 1, 1) for index in range(SAMPLES)})

@@ -192,16 +192,22 @@ def build_collection(
     signing_key: ed25519.Ed25519PrivateKey,
     created: str | None = None,
     run_log: bytes = b"",
+    recheck_digests: bool = True,
 ) -> Path:
     """Write the evidence documents into ``folder`` (which holds the staged artifacts).
 
-    Blocking (small files only); returns the manifest path. Raises ``CollectionError`` when
-    a planned artifact has no record, a collected one has no staged file of its size, or a
-    recorded digest differs from the staged bytes.
+    Blocking; returns the manifest path. Raises ``CollectionError`` when a planned artifact
+    has no record, a collected one has no staged file of its size, or (with
+    ``recheck_digests``) a recorded digest differs from the staged bytes. Without the
+    recheck the staged bytes are not read at all: only for a caller that checks them itself
+    before anything leaves its hands (sealing while collecting: every sealed member's SHA-256
+    must equal the manifest's, or the archive is abandoned and the folder sealed again, with
+    the recheck).
     """
     root = Path(folder)
     _check_records(root, plan, artifacts)
-    _check_digests(root, artifacts)
+    if recheck_digests:
+        _check_digests(root, artifacts)
     created = created or utc_now()
     chained = custody.chain_events(events)
     custody_bytes = custody.render(chained)

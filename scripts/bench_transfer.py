@@ -1,7 +1,7 @@
 """Transfer benchmark: this collector against the link's physical limit and the SDK's way.
 
 ``python scripts/bench_transfer.py [--links loopback,lan,wan] [--quick] [--sets large,triage]
-[--large-mib N]``
+[--large-mib N] [--rounds 3] [--sweep 8x8,16x8,32x8]``
 
 For each link model (``cblr-collect emulator --link NAME``, the emulator in its own process so
 it shares neither event loop nor interpreter lock with the collector) and each file set (one
@@ -32,6 +32,12 @@ Under ``wan`` the small-file triage takes about 1.5 s a file SDK-style, so (b) r
 first ``--sdk-sample`` files of a set and is scaled to the whole set by file count (it is
 strictly sequential, so its time is linear in the count); the table says so. (a) downloads
 the objects (b) made, and is scaled by bytes in the same way.
+
+The methods run ``--rounds`` times, interleaved (a, b, then every (c) setting, then again), so
+the shared machine's load moves them alike; rows give the median seconds and note the min,
+the ratio (c)/(b) of the medians (above 1: faster than the SDK's way) and the engine's CPU
+(``time.process_time``: every thread of this process, not the emulator's) per MiB and per
+file. The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -353,54 +360,86 @@ async def bench_set(
     files = file_set.files
     sample = files if not args.sdk_sample or args.sdk_sample >= len(files) else None
     sample = sample or files[: args.sdk_sample]
-    sdk_seconds, objects = await sdk_style(client, session, sample, folder / "sdk.bin")
-    for item, (_, digest) in zip(sample, objects, strict=True):
-        if digest != file_set.expected[item.path]:
-            raise SystemExit(f"SDK-style: SHA-256 mismatch on {item.path}")
-    ceiling_digests, ceiling_seconds = await ceiling(
-        client.base_url, session.session_id, [o for o, _ in objects]
-    )
-    if ceiling_digests != [d for _, d in objects]:
-        raise SystemExit("ceiling: SHA-256 mismatch")
-    for file, _ in objects:
-        await session.delete_file_object(file)
     sampled_bytes = sum(f.size for f in sample)
     scale_bytes = file_set.bytes / sampled_bytes
     scale_files = len(files) / len(sample)
-    ceiling_seconds *= scale_bytes
-    sdk_seconds *= scale_files
-    route_rate = file_set.bytes / ceiling_seconds
-    bound = lower_bound(link, file_set, route_rate)
     note = "" if len(sample) == len(files) else f"{len(sample)} of {len(files)} files, scaled"
-    rows = [
-        Row(link, file_set.name, "(a) ceiling: raw route", ceiling_seconds, bound, note),
-        Row(link, file_set.name, "(b) SDK-style", sdk_seconds, bound, note),
-    ]
     observed = await planner_observations(session, files)
     runs: list[tuple[int, int, bool]]
     if file_set.name == "large":
-        runs = [(chunk, parallel, True) for chunk, parallel in plan.large_sweep]
+        sweep = parse_sweep(args.sweep) if args.sweep else plan.large_sweep
+        runs = [(chunk, parallel, True) for chunk, parallel in sweep]
     else:
         runs = [(DEFAULT_CHUNK_SIZE, parallel, True) for parallel in plan.triage_sweep]
         if args.own_listing:
             runs.append((DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL, False))
-    best = math.inf
-    for chunk, parallel, with_plan in runs:
-        workspace = folder / f"ws-{link}-{file_set.name}-{chunk}-{parallel}-{with_plan}"
-        seconds = await engine_run(
-            session, file_set, workspace, chunk, parallel, observed if with_plan else None
+    sdk_times: list[float] = []
+    ceiling_times: list[float] = []
+    engine_times: dict[tuple[int, int, bool], list[float]] = {run: [] for run in runs}
+    engine_cpu: dict[tuple[int, int, bool], list[float]] = {run: [] for run in runs}
+    for round_index in range(args.rounds):
+        # Interleaved: every method once per round, so the machine's load moves them alike.
+        sdk_seconds, objects = await sdk_style(client, session, sample, folder / "sdk.bin")
+        for item, (_, digest) in zip(sample, objects, strict=True):
+            if digest != file_set.expected[item.path]:
+                raise SystemExit(f"SDK-style: SHA-256 mismatch on {item.path}")
+        ceiling_digests, ceiling_seconds = await ceiling(
+            client.base_url, session.session_id, [o for o, _ in objects]
         )
-        best = min(best, seconds)
+        if ceiling_digests != [d for _, d in objects]:
+            raise SystemExit("ceiling: SHA-256 mismatch")
+        for file, _ in objects:
+            await session.delete_file_object(file)
+        sdk_times.append(sdk_seconds * scale_files)
+        ceiling_times.append(ceiling_seconds * scale_bytes)
+        for chunk, parallel, with_plan in runs:
+            workspace = folder / f"ws-{link}-{file_set.name}-{chunk}-{parallel}-{with_plan}"
+            cpu = time.process_time()
+            seconds = await engine_run(
+                session, file_set, workspace, chunk, parallel, observed if with_plan else None
+            )
+            engine_cpu[(chunk, parallel, with_plan)].append(time.process_time() - cpu)
+            engine_times[(chunk, parallel, with_plan)].append(seconds)
+            print(
+                f"  {link} {file_set.name} round {round_index + 1}: SDK-style {sdk_times[-1]:.2f}"
+                f" s; engine {chunk // MIB} MiB x {parallel} {seconds:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    route_rate = file_set.bytes / statistics.median(ceiling_times)
+    bound = lower_bound(link, file_set, route_rate)
+    sdk_median = statistics.median(sdk_times)
+    rows = [
+        Row(link, file_set.name, "(a) ceiling: raw route", min(ceiling_times), bound, note),
+        Row(link, file_set.name, "(b) SDK-style", sdk_median, bound, spread(sdk_times, note)),
+    ]
+    for (chunk, parallel, with_plan), times in engine_times.items():
         label = f"(c) engine {chunk // MIB} MiB x {parallel}"
         default = chunk == DEFAULT_CHUNK_SIZE and parallel == DEFAULT_PARALLEL
         extra = "default" if default else ""
         if not with_plan:
             extra = "own listing" + (", default" if default else "")
-        rows.append(Row(link, file_set.name, label, seconds, bound, extra))
-        print(f"  {link} {file_set.name}: {label} {seconds:.2f} s", file=sys.stderr, flush=True)
-    return [(row, file_set) for row in rows] + [
-        (Row(link, file_set.name, "speed-up of best (c) over (b)", sdk_seconds / best, 0.0), None)
-    ]
+        cpu = statistics.median(engine_cpu[(chunk, parallel, with_plan)])
+        per_mib = 1000 * cpu / (file_set.bytes / MIB)
+        per = f"CPU {per_mib:.2f} ms/MiB, {1000 * cpu / len(files):.1f} ms/file"
+        ratio = f"(c)/(b) {sdk_median / statistics.median(times):.2f}"
+        rows.append(
+            Row(link, file_set.name, label, statistics.median(times), bound,
+                spread(times, ", ".join(filter(None, [extra, ratio, per]))))
+        )  # fmt: skip
+    return [(row, file_set) for row in rows]
+
+
+def parse_sweep(text: str) -> tuple[tuple[int, int], ...]:
+    """``8x8,16x8`` as ((8 MiB, 8), (16 MiB, 8))."""
+    pairs = [item.split("x") for item in text.split(",")]
+    return tuple((int(chunk) * MIB, int(parallel)) for chunk, parallel in pairs)
+
+
+def spread(times: Sequence[float], note: str = "") -> str:
+    """The runs' min and count, for a row whose seconds are their median."""
+    head = f"median of {len(times)}, min {min(times):.2f} s"
+    return "; ".join(filter(None, [head, note]))
 
 
 def print_table(results: Sequence[tuple], sets_seen: dict[str, str]) -> None:
@@ -423,7 +462,8 @@ async def bench(args: argparse.Namespace) -> None:
     print(
         f"cores: {os.cpu_count()}; python {sys.version.split()[0]}; defaults: chunk "
         f"{DEFAULT_CHUNK_SIZE // MIB} MiB, parallel {DEFAULT_PARALLEL}"
-        + ("; --quick" if args.quick else ""),
+        + ("; --quick" if args.quick else "")
+        + f"; load {os.getloadavg()}",
         flush=True,
     )
     results: list[tuple] = []
@@ -438,6 +478,7 @@ async def bench(args: argparse.Namespace) -> None:
                 sets_seen[f"{link}/{file_set.name}"] = file_set.describe()
             print(f"  {link}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     print_table(results, sets_seen)
+    print(f"load after: {os.getloadavg()}")
 
 
 def main() -> None:
@@ -451,6 +492,14 @@ def main() -> None:
         type=int,
         default=20,
         help="files of a set the SDK-style run fetches (0: all); scaled to the set",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; rows give medians and mins"
+    )
+    parser.add_argument(
+        "--sweep",
+        default=None,
+        help="large-file settings to time, as CHUNK_MIBxPARALLEL,... (default: the link's)",
     )
     parser.add_argument(
         "--own-listing",

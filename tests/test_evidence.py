@@ -6,11 +6,13 @@ import hashlib
 import io
 import json
 import os
+import random
 import shutil
 import stat
 import subprocess
 import tracemalloc
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from evidence import archive as archive_format
 from evidence import custody, envelope, keys
 from evidence.assurance import Assurance
 from evidence.hashes import Digests, hash_file
-from evidence.manifest import build_collection
+from evidence.manifest import CollectionError, build_collection
 from evidence.records import (
     ArtifactRecord,
     CaseInfo,
@@ -277,6 +279,55 @@ def test_compression_is_chosen_by_measurement(tmp_path: Path, lab: Lab) -> None:
     assert methods["artifacts/C/Windows/Prefetch/CMD.EXE-0BD30981.pf"] == "store"
     assert methods["artifacts/C/logs/app.log"] == "deflate"
     assert verify_archive(tmp_path / "x.zip", passphrase=PASSPHRASE.encode()).ok
+
+
+def test_a_small_file_is_judged_by_a_probe_only_when_the_probe_is_decisive(
+    tmp_path: Path,
+) -> None:
+    size = 100 * 1024
+    rng = random.Random(11)
+    cases = {
+        "random": rng.randbytes(size),
+        "text": b"2026-11-29T07:00:00Z sensor checked in\n" * (size // 39),
+        # 64 symbols: about 0.75 of its size deflated, so the probe decides nothing
+        "in-between": bytes(rng.choice(range(64)) for _ in range(size)),
+    }
+    ratios = {}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        ratios[name] = archive_format.measure_compressibility(path, len(data))
+    assert ratios["random"] >= archive_format.PROBE_STORE > archive_format.DEFLATE_THRESHOLD
+    assert ratios["text"] <= archive_format.PROBE_DEFLATE
+    whole = cases["in-between"]
+    assert ratios["in-between"] == len(zlib.compress(whole, archive_format.DEFLATE_LEVEL)) / size
+
+
+def test_the_folder_re_hashes_the_staged_bytes_unless_its_caller_checks_them(
+    tmp_path: Path, lab: Lab
+) -> None:
+    """Sealing while collecting builds the folder without the re-hash (each member's SHA-256
+    is checked as it is sealed); every other caller gets it, and a journal that disagrees
+    with the bytes is not signed."""
+    folder = tmp_path / "c"
+    data = b"2026-11-29T07:00:00Z evidence\n" * 1000
+    staged = folder / "artifacts" / "C" / "x.bin"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(data)
+    right = hash_file(staged)
+    record = ArtifactRecord(
+        artifact_id="a1", name="x.bin", kind="file", source="C:\\x.bin", method="get_file",
+        status="collected", size=len(data), staged_path="artifacts/C/x.bin",
+        digests=Digests(md5="0" * 32, sha1=right.sha1, sha256=right.sha256),
+    )  # fmt: skip
+    plan = [PlannedArtifact("a1", "x.bin", "file", "", "C:\\x.bin")]
+    case = (CaseInfo("CASE-7", "E"), ToolInfo("cblr-collector", "t"), DeviceInfo("1"))
+    args = (*case, ProfileInfo("p"), plan, [record], [], lab.signing)
+    with pytest.raises(CollectionError, match="the recorded md5 differ from the staged bytes"):
+        build_collection(folder, *args)
+    assert not (folder / "manifest.sig").exists()
+    build_collection(folder, *args, recheck_digests=False)
+    assert (folder / "manifest.sig").is_file()
 
 
 def test_seal_refuses_a_collection_whose_artifact_changed(tmp_path: Path, lab: Lab) -> None:

@@ -301,6 +301,28 @@ def test_invalid_options_are_refused_as_pyzipper_refuses_them() -> None:
         archive.open("x", "w")
 
 
+@pytest.mark.parametrize("seekable", [True, False], ids=["seekable", "stream"])
+def test_an_ae2_member_is_written_without_computing_its_unused_crc(
+    monkeypatch: pytest.MonkeyPatch, seekable: bool
+) -> None:
+    checked: list[int] = []
+    real_crc32 = pyzipper.zipfile.crc32
+
+    def counting_crc32(data: bytes, value: int = 0) -> int:
+        checked.append(len(data))
+        return real_crc32(data, value)
+
+    monkeypatch.setattr(pyzipper.zipfile, "crc32", counting_crc32)
+    data = payload(MIB + 5)
+    options = {"nbits": 256, "force_wz_aes_version": 2}
+    archive = write_archive(FastAESZipFile, {"evidence.zip": data}, seekable=seekable, **options)
+    assert checked == [len(b'{"plain": true}')]  # the plain envelope member alone
+    assert read_member(pyzipper.AESZipFile, archive, "evidence.zip") == data
+    checked.clear()
+    write_archive(FastAESZipFile, {"evidence.zip": data}, nbits=256, force_wz_aes_version=1)
+    assert sum(checked) == len(b'{"plain": true}') + len(data)  # AE-1 keeps its CRC
+
+
 # -- 7-Zip -----------------------------------------------------------------------------------
 
 

@@ -178,8 +178,15 @@ class StagedCopyRemoved(ValueError):
     """The workspace's staged copy is gone (its archive was sealed and verified)."""
 
 
-def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
-    """(Re)build ``workspace.collection`` from the journal and staged files; blocking."""
+def build_evidence_folder(
+    workspace: Workspace, signing_key: Any, recheck_digests: bool = True
+) -> Path:
+    """(Re)build ``workspace.collection`` from the journal and staged files; blocking.
+
+    ``recheck_digests=False`` signs the journal's digests without reading the staged bytes
+    again (``evidence.manifest.build_collection``): for an archive whose members were each
+    checked against the journal's SHA-256 as they were sealed.
+    """
     with Journal.open(workspace.root, readonly=True) as journal:
         removed = [e.payload for e in journal.events() if e.kind == PLAINTEXT_REMOVED_EVENT]
     if removed:
@@ -252,6 +259,7 @@ def build_evidence_folder(workspace: Workspace, signing_key: Any) -> Path:
         events,
         signing_key,
         run_log=run_log_snapshot(workspace),
+        recheck_digests=recheck_digests,
     )
     return folder
 

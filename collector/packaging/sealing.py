@@ -137,8 +137,15 @@ def seal_workspace(workspace: Workspace, out: Path, seal_keys: SealKeys) -> Seal
 
 
 def finish_followed(workspace: Workspace, seal: StreamingSeal, signing_key: Any) -> SealResult:
-    """Finish an archive whose artifacts were added while collecting; blocking."""
-    return seal.finish(build_evidence_folder(workspace, signing_key))
+    """Finish an archive whose artifacts were added while collecting; blocking.
+
+    The folder is built without re-reading the staged bytes: each member was hashed as it
+    was sealed, and ``StreamingSeal.finish`` requires every member's SHA-256 to be the one
+    the manifest lists (else the archive is abandoned and the caller seals the folder, which
+    re-reads and re-checks everything). MD5 and SHA-1 are this run's own, computed in the
+    same pass over the received bytes as the SHA-256 that the sealed bytes match.
+    """
+    return seal.finish(build_evidence_folder(workspace, signing_key, recheck_digests=False))
 
 
 def record_sealed(workspace: Workspace, result: SealResult) -> SealedArchive:

@@ -91,12 +91,15 @@ T = TypeVar("T")
 MIB = 1024 * 1024
 FILE_KIND = "file"
 METHOD = "get file, chunked"
-# Chosen with scripts/bench_transfer.py (2 cores, emulator in its own process): on "lan" the
-# 2 GiB file gave no consistent winner among 8/16/32 MiB x 8 (the collector's CPU decides,
-# not the link); on "wan" 4 MiB x 4 and 8 MiB x 8 both reach ~0.9 of the link's bound; the
-# 500-file triage is the same at 8 and 16 in flight. 8 MiB x 8 keeps what a kill -9 can cost
-# (the chunks in flight) at 64 MiB.
-DEFAULT_CHUNK_SIZE = 8 * MIB
+# Chosen with scripts/bench_transfer.py --rounds 3 (2 cores shared, emulator in its own
+# process; 512 MiB on loopback and lan, 100 MiB on wan; 8, 16 and 32 MiB x 8, interleaved):
+# the collector's CPU per MiB fell from 5.8 / 6.9 / 8.2 ms (loopback / lan / wan) at 8 MiB to
+# 5.1 / 5.7 / 7.2 at 16 MiB and 5.2 / 5.2 / 7.1 at 32 MiB (fewer commands, fsyncs and journal
+# commits per MiB); wall times were too noisy on the shared machine to rank 16 against 32.
+# 16 MiB keeps a 2 GiB image at 128 "get file" commands, within the tenant's 250 per session
+# (8 MiB needed 256: a session rotation), and what a kill -9 can cost (the chunks in flight)
+# at 128 MiB, half of 32 MiB's. The 500-file triage is the same at 8 and 16 in flight.
+DEFAULT_CHUNK_SIZE = 16 * MIB
 DEFAULT_PARALLEL = 8
 MAX_PARALLEL = 64
 READ_BACK_BLOCK = 4 * MIB
