@@ -60,9 +60,12 @@ MIN_PART_SIZE = 5 * MIB
 """S3's smallest part (all but the last)."""
 MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_PARTS = 10_000
-DEFAULT_PART_SIZE = 16 * MIB
-DEFAULT_CONCURRENCY = 4
-"""Parts in flight at once; memory is about twice this many parts."""
+DEFAULT_PART_SIZE = 8 * MIB
+"""As boto3's; a larger file gets larger parts (at most ``MAX_PARTS`` of them)."""
+DEFAULT_CONCURRENCY = 10
+"""Parts in flight at once (as boto3); memory is about this many parts, plus ``READ_AHEAD`` and one."""
+READ_AHEAD = 2
+"""Parts read and hashed ahead, waiting for a sender."""
 MAX_PART_ATTEMPTS = 4
 """How often one part is sent when the service refuses its checksum."""
 DIGEST_ERRORS = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
@@ -565,7 +568,7 @@ class S3Destination(Destination):
         accepted = [sum(int(p["size"]) for p in done.values())]
         if progress is not None:
             progress(accepted[0])
-        queue: asyncio.Queue[tuple[int, bytes, bytes] | None] = asyncio.Queue(self.concurrency)
+        queue: asyncio.Queue[tuple[int, bytes, bytes] | None] = asyncio.Queue(READ_AHEAD)
         saving = asyncio.Lock()
 
         async def sender() -> None:

@@ -87,7 +87,7 @@ def add_delivery_options(parser: argparse.ArgumentParser, *, collect: bool) -> N
         type=parse_part_size,
         default=None,
         metavar="SIZE",
-        help="bytes per multipart part, 5MiB to 5GiB (default: 16MiB, more for huge files)",
+        help="bytes per multipart part, 5MiB to 5GiB (default: 8MiB, more for huge files)",
     )
     group.add_argument(
         "--object-lock",
