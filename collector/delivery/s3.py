@@ -63,7 +63,7 @@ MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * MIB
 """As boto3's; a larger file gets larger parts (at most ``MAX_PARTS`` of them)."""
 DEFAULT_CONCURRENCY = 10
-"""Parts in flight at once (as boto3); memory is about this many parts, plus ``READ_AHEAD`` and one."""
+"""Parts in flight at once, as boto3; memory: about this many parts, ``READ_AHEAD`` and one."""
 READ_AHEAD = 2
 """Parts read and hashed ahead, waiting for a sender."""
 MAX_PART_ATTEMPTS = 4
