@@ -85,9 +85,7 @@ def open_destination(url: str, options: DeliveryOptions) -> Destination:
             object_lock=options.object_lock,
             part_size=options.part_size or DEFAULT_PART_SIZE,
         )
-    if options.object_lock is not None:
-        raise DestinationUnusable(f"{display_url(url)}: --object-lock is for s3:// destinations")
-    if scheme == "sftp":
+    if scheme == "sftp":  # --object-lock is S3's; an SFTP destination beside it has none
         from collector.delivery.sftp import SftpDestination  # type: ignore[import-not-found]
 
         destination: Destination = SftpDestination(
