@@ -126,14 +126,18 @@ async def deliver_archive(
     """Deliver ``archive`` (and its custody sidecar) to every destination not yet done."""
     outcome = DeliveryOutcome(archive)
     sidecar = custody.sidecar_path(archive)
-    if not archive.is_file():
-        outcome.failures = {d.url: f"{archive.name}: no such archive" for d in destinations}
+    try:
+        journal = await asyncio.to_thread(DeliveryJournal, archive)
+    except DeliveryError as error:
+        outcome.failures = {d.url: str(error) for d in destinations}
         return outcome
-    if not sidecar.is_file():
-        outcome.failures = {d.url: f"{sidecar.name}: no custody sidecar" for d in destinations}
-        return outcome
-    journal = await asyncio.to_thread(DeliveryJournal, archive)
     for destination in destinations:
+        done = journal.entry(journal.key(archive.name, destination.url)).get("done")
+        missing = next((p for p in (archive, sidecar) if not p.is_file()), None)
+        if missing is not None and not done:
+            # Gone after an earlier --delete-after-delivery is fine where it was delivered.
+            outcome.failures[destination.url] = f"{missing.name}: no such file"
+            continue
         try:
             receipt = await _deliver_one(
                 archive, destination, journal, signing_key, events, timestamper
@@ -144,7 +148,7 @@ async def deliver_archive(
             log.info("%s: %s not delivered: %s", destination.url, archive.name, message)
             outcome.failures[destination.url] = message
             _emit(events, "delivery_failed", destination, archive.name, error=message)
-    if delete_after and outcome.complete and destinations:
+    if delete_after and outcome.complete and destinations and archive.exists():
         await asyncio.to_thread(archive.unlink)
         outcome.deleted = True
         log.info("%s: deleted after delivery to %d destination(s)", archive, len(destinations))

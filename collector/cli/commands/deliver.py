@@ -119,7 +119,13 @@ def register(commands: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    deliver.add_argument("archives", nargs="+", type=Path, metavar="ARCHIVE")
+    deliver.add_argument(
+        "archives",
+        nargs="+",
+        type=Path,
+        metavar="ARCHIVE",
+        help="sealed archives, each with its ARCHIVE.custody.jsonl beside it",
+    )
     add_delivery_options(deliver, collect=False)
     deliver.add_argument(
         "--signing-key",
