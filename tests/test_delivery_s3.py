@@ -459,6 +459,55 @@ def test_a_part_corrupted_in_flight_is_sent_again(lab: Lab, s3: S3Server, tmp_pa
     assert len(accepted) == 1
 
 
+def test_without_the_services_part_check_a_corrupted_object_is_not_counted(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """moto as it is (no check of a part's SHA-256) stores the flipped byte; the composite
+    checksum it then reports, computed from what it stored, is not the archive's, so the
+    delivery fails, the archive stays, and no 'delivered' event is written."""
+    port = free_port()
+    with open(tmp_path / "plain-moto.log", "w", encoding="utf-8") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", *server_args(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            plain = S3Server(f"http://127.0.0.1:{port}", port, tmp_path / "plain-moto.log")
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    plain.client().create_bucket(Bucket=PLAIN)
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, "moto did not start within 30 s"
+                    time.sleep(0.1)
+            archive = fresh_archive(lab, tmp_path / "out")
+            sidecar_before = Path(f"{archive}.custody.jsonl").read_bytes()
+            flipping = Proxy(port, flip_at=3 * MIB)
+            try:
+                failed = run_cli(
+                    *deliver_args(archive, f"s3://{PLAIN}/unchecked", flipping.url),
+                    env=lab_env(lab, plain, tmp_path),
+                    cwd=tmp_path,
+                )
+            finally:
+                flipping.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=15)
+
+    assert flipping.flipped == 1
+    assert failed.returncode == 1, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert f"not delivered to s3://{PLAIN}/unchecked" in last
+    assert "the service reports" in last and "archive is kept" in last
+    assert "Traceback" not in failed.stderr
+    assert archive.exists()
+    assert Path(f"{archive}.custody.jsonl").read_bytes() == sidecar_before
+
+
 # ---- failures and preflight
 
 

@@ -182,6 +182,8 @@ def plan_delivery(args: argparse.Namespace) -> DeliveryPlan | None:
     before anything is collected. ``None`` without ``--deliver``."""
     if not args.deliver:
         return None
+    if getattr(args, "no_seal", False):
+        raise DeliveryUsageError("--deliver sends sealed archives; it cannot go with --no-seal")
     options = delivery_options(args)
 
     async def preflight() -> None:
