@@ -9,7 +9,9 @@ link (so a delivery is still running when it is killed), flip one byte of the re
 What the corrupted-part test proves: the collector computes each part's checksum from the
 local file, not from what went out; a refused part is sent again, and the object ends equal
 to the archive. That the *service* notices the flipped byte is S3's behaviour, added to moto
-by ``tests/moto_s3.py`` as S3 documents it.
+by ``tests/moto_s3.py`` as S3 documents it. Against moto as it is, which stores the flipped
+byte, the test after it shows the second line: the composite checksum the service reports
+is not the archive's, so nothing is counted as delivered.
 
 AWS credentials are fake and come from the environment; AWS_CONFIG_FILE and
 AWS_SHARED_CREDENTIALS_FILE point into the test's folder and the instance metadata service is
@@ -690,3 +692,37 @@ def test_collect_deliver_to_a_locked_bucket_end_to_end(
     for path in out.rglob("*"):
         if path.is_file() and path.suffix in (".json", ".jsonl", ".log", ".txt"):
             assert FAKE_SECRET not in path.read_text(errors="replace"), path
+
+
+def test_governance_retention_is_set_confirmed_and_recorded(
+    lab: Lab, s3: S3Server, tmp_path: Path
+) -> None:
+    archive = fresh_archive(lab, tmp_path / "out")
+    env = lab_env(lab, s3, tmp_path)
+    delivered = run_cli(
+        *deliver_args(archive, f"s3://{LOCKED}/gov", s3.url),
+        "--object-lock",
+        "governance:3",
+        "--json",
+        "--signing-key",
+        lab.signing_key,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert delivered.returncode == 0, delivered.stderr
+    events = [json.loads(line) for line in delivered.stdout.splitlines()]
+    assert [e["event"] for e in events if e["event"].startswith("delivered")] == ["delivered"]
+    sidecar = Path(f"{archive}.custody.jsonl").read_text().splitlines()
+    payload = json.loads(sidecar[-1])["payload"]
+    lock = payload["lock"]
+    assert lock["mode"] == "GOVERNANCE"
+    retain_until = datetime.fromisoformat(lock["retain_until"].replace("Z", "+00:00"))
+    days = (retain_until - datetime.now(UTC)).total_seconds() / 86400
+    assert 2.9 < days <= 3.0
+    key = f"gov/{archive.name}"
+    client = s3.client()
+    head = client.head_object(Bucket=LOCKED, Key=key, VersionId=payload["version_id"])
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    with pytest.raises(ClientError):
+        client.delete_object(Bucket=LOCKED, Key=key, VersionId=payload["version_id"])
+    assert object_sha256(s3, LOCKED, key) == file_sha256(archive)
