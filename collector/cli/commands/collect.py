@@ -20,6 +20,12 @@ from typing import Any
 import yaml
 
 from collector.acquisition.runner import RunSettings
+from collector.cli.commands.deliver import (
+    DeliveryUsageError,
+    add_delivery_options,
+    deliver_collected,
+    plan_delivery,
+)
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list, resolve_device_names
 from collector.cli.exitcodes import (
@@ -219,6 +225,7 @@ def register(commands: Any) -> None:
         help="live response sessions this run holds at once, 1 to 100 (the organisation's pool "
         "is shared with every analyst)",
     )
+    add_delivery_options(collect, collect=True)
     _add_output(collect)
     collect.set_defaults(handler=run_collect)
 
@@ -298,12 +305,19 @@ def run_collect(args: argparse.Namespace) -> int:
                 args.recipient or "", args.password_env or "", args.signing_key, args.tsa or ""
             )
         )
+        delivery = plan_delivery(args)  # before any session: an unusable destination is exit 2
     except ProfileError as error:
         # One problem a line, as 'profiles check' prints them (file:line: field: problem).
         joint = "\n" if len(error.problems) > 1 else " "
         message = f"profile {args.profile!r} is not valid:{joint}{error}"
         return fail("collect", message, EXIT_USAGE, args)
-    except (UsageError, DeviceListError, CredentialsError, SealKeyError) as error:
+    except (
+        UsageError,
+        DeviceListError,
+        CredentialsError,
+        SealKeyError,
+        DeliveryUsageError,
+    ) as error:
         return fail("collect", str(error), EXIT_USAGE, args)
     except (ConnectionFailedError, AuthenticationError) as error:
         return fail("collect", f"looking up the devices by name: {error}", EXIT_UNREACHABLE, args)
@@ -346,7 +360,7 @@ def run_collect(args: argparse.Namespace) -> int:
         session_options=SessionOptions(checkin_timeout=args.checkin_timeout),
         max_sessions=args.max_sessions,
     )
-    return execute(job, args, "collect", finished, devices)
+    return deliver_collected(delivery, args, execute(job, args, "collect", finished, devices))
 
 
 def _one_line(text: str) -> str:
