@@ -56,11 +56,11 @@ class ServerControl:
     """Client-visible folders (``/locked``) where nothing may be created, renamed or removed."""
     logins: int = 0
     refusal: str = "Permission denied"
+    """The reason the server gives when it refuses a write in a read-only folder."""
     plain_rename_fails: bool = False
     """Refuse the standard rename as some servers do (where ``link`` is unavailable)."""
     before_rename: Callable[[], None] | None = None
     """Called just before a ``.partial`` is renamed (to put a file in the way)."""
-    """The reason the server gives when it refuses a write in a read-only folder."""
 
 
 class RecordingSftpServer(asyncssh.SFTPServer):

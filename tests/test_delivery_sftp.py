@@ -653,3 +653,61 @@ async def test_a_sealed_archive_delivered_through_deliver_archive(
     assert payload["confirmation"] == "sftp-reread-sha256"
     assert payload["extra"]["host_key"] == server.fingerprint
     assert archive.exists(), "the local archive is kept"
+
+
+# -- through the installed command ---------------------------------------------------------
+
+
+def sealed_archive(folder: Path) -> tuple[Path, Path]:
+    """A sealed archive with its sidecar, and the signing key that sealed it."""
+    from trust_support import make_collection
+
+    from evidence import keys
+    from evidence.seal import seal_collection
+
+    made = keys.generate_keys(folder / "keys" / "examiner", name="Examiner")
+    signing = keys.load_signing_key(made.signing_private)
+    collection = make_collection(folder / "collection", signing, b"ledger " * 40_000)
+    archive = folder / "out" / "CASE-18-51003.zip"
+    archive.parent.mkdir()
+    seal_collection(
+        collection, archive, signing, recipient=keys.load_recipient(made.recipient_public)
+    )
+    return archive, made.signing_private
+
+
+def test_deliver_over_sftp_through_the_installed_command(
+    server_thread: SftpServer, tmp_path: Path
+) -> None:
+    """``cblr-collect deliver --to sftp://...``: exit 0, the archive and sidecar arrive
+    byte-exact; a re-run sends nothing but the preflight probe; with a known_hosts that lacks the server's key the
+    command refuses in one line with exit 2, naming the offered key, and sends nothing."""
+    from cli_harness import clean_env, run_cli
+
+    archive, signing_key = sealed_archive(tmp_path)
+    env = clean_env(tmp_path / "home")
+    (tmp_path / "home").mkdir(exist_ok=True)
+    common = ["deliver", archive, "--to", server_thread.url(), "--signing-key", signing_key]
+    common += ["--sftp-identity", server_thread.identity, "--quiet"]
+
+    done = run_cli(*common, "--known-hosts", server_thread.known_hosts, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sha256(server_thread.remote_file(f"/incoming/{archive.name}")) == sha256(archive)
+    sidecar = archive.with_name(archive.name + ".custody.jsonl")
+    remote_sidecar = server_thread.remote_file(f"/incoming/{sidecar.name}")
+    assert remote_sidecar.read_bytes() == sidecar.read_bytes()
+    assert json.loads(sidecar.read_bytes().split(b"\n")[-2])["kind"] == "delivered"
+
+    written = server_thread.control.written
+    again = run_cli(*common, "--known-hosts", server_thread.known_hosts, env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    probe = server_thread.control.written - written
+    assert probe < 64, "a re-run sends only the preflight's probe file, not the archive again"
+
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    refused = run_cli(*common, "--known-hosts", empty, env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert server_thread.fingerprint in refused.stderr
+    assert server_thread.control.written == written + probe, "refused before anything is sent"
