@@ -1,7 +1,7 @@
 """The layering DESIGN.md states holds in the code: every import points down, never up.
 
 Inside ``collector`` the layers are, lowest first: liveresponse, transfer, acquisition,
-packaging, fleet, cli. ``evidence`` and ``profiles`` use neither ``collector`` nor each other's
+packaging, delivery, fleet, cli. ``evidence`` and ``profiles`` use neither ``collector`` nor each other's
 callers, and ``emulator`` uses none of the project's other packages.
 """
 

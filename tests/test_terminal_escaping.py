@@ -16,7 +16,7 @@ from cli_harness import (
     write_scenario,
 )
 
-from collector.cli.terminal import printable
+from collector.liveresponse.remotetext import printable
 
 HOSTILE = 140
 HOSTNAME = "FIN\x1b]0;owned\x07-WS\x1b[2J\u202etxt.exe"

@@ -2,5 +2,5 @@
 registry walks, the ``.reg`` export, the acquirer, the per-device runner and the events it reports.
 
 May import ``collector.liveresponse``, ``collector.transfer``, ``profiles`` and ``evidence``;
-nothing above (packaging, fleet, cli).
+nothing above (packaging, delivery, fleet, cli).
 """

@@ -14,7 +14,6 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from collector.cli.terminal import printable
 from collector.liveresponse.client import LiveResponseClient
 from collector.liveresponse.credentials import Credentials
 from collector.liveresponse.devices import DeviceSearchUnsupported, search_devices
@@ -23,6 +22,7 @@ from collector.liveresponse.errors import (
     ConnectionFailedError,
     LiveResponseError,
 )
+from collector.liveresponse.remotetext import printable
 
 DEVICE_COLUMNS = ("device", "deviceid", "id")
 """Header names of the device column, compared without case, spaces or underscores: the

@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.text import Text
 
 from collector.acquisition.reporter import Reporter
-from collector.cli.terminal import printable
+from collector.liveresponse.remotetext import printable
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
-from collector.cli.terminal import printable
 from collector.fleet.run import DeviceResult, DeviceStatus
+from collector.liveresponse.remotetext import printable
 from collector.transfer.workspace import human_bytes
 
 MAX_FAILURES_SHOWN = 10

@@ -58,6 +58,7 @@ from collector.delivery.base import (
     Receipt,
     UploadState,
 )
+from collector.liveresponse.remotetext import printable
 
 CHUNK_SIZE = 8 * 1024 * 1024
 """Bytes confirmed (written, fsynced, journalled) at a time; asyncssh pipelines each chunk's
@@ -168,22 +169,8 @@ def normalise_fingerprint(pin: str) -> str:
 
 
 def shown(text: object, limit: int = REMOTE_TEXT_LIMIT) -> str:
-    """Server-controlled text for one line of an error: non-printable characters escaped, cut
-    at ``limit`` (this layer cannot use the CLI's terminal module)."""
-    value = str(text)
-    escaped = "".join(c if c.isprintable() else _escape(c) for c in value[:limit])
-    return escaped + ("…" if len(value) > limit else "")
-
-
-def _escape(character: str) -> str:
-    code = ord(character)
-    return (
-        f"\\x{code:02x}"
-        if code < 0x100
-        else f"\\u{code:04x}"
-        if code < 0x10000
-        else f"\\U{code:08x}"
-    )
+    """Server-controlled text for one line of an error, escaped and cut at ``limit``."""
+    return printable(text, limit)
 
 
 class _HostKeyCheck(asyncssh.SSHClient):

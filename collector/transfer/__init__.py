@@ -2,5 +2,5 @@
 files, source-side hashing, and the per-device workspace that holds them.
 
 May import ``collector.liveresponse`` and ``evidence``; nothing above (acquisition,
-packaging, fleet, cli).
+packaging, delivery, fleet, cli).
 """

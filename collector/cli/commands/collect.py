@@ -45,7 +45,6 @@ from collector.cli.summary import (
     print_summary,
     write_case_summary,
 )
-from collector.cli.terminal import printable
 from collector.fleet.run import (
     DeviceResult,
     FleetJob,
@@ -57,6 +56,7 @@ from collector.fleet.run import (
 from collector.fleet.runlog import close_run_log, open_run_log
 from collector.liveresponse.credentials import CredentialsError
 from collector.liveresponse.errors import AuthenticationError, ConnectionFailedError
+from collector.liveresponse.remotetext import printable
 from collector.liveresponse.sessions import SessionOptions
 from collector.packaging.sealing import SealKeyError, load_seal_keys
 from collector.transfer.engine import DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL

@@ -18,7 +18,7 @@ from collector.cli.exitcodes import (
     EXIT_PARTIAL,
     EXIT_USAGE,
 )
-from collector.cli.terminal import printable
+from collector.liveresponse.remotetext import printable
 from collector.transfer.workspace import human_bytes
 
 EXAMPLES = """examples:

@@ -12,7 +12,6 @@ from typing import IO, Any
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, parse_device_id
 from collector.cli.exitcodes import EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
-from collector.cli.terminal import printable
 from collector.fleet.run import make_client, refusal_message
 from collector.liveresponse.credentials import Credentials, CredentialsError
 from collector.liveresponse.devices import (
@@ -29,6 +28,7 @@ from collector.liveresponse.errors import (
     NotFoundError,
     RequestRejectedError,
 )
+from collector.liveresponse.remotetext import printable
 
 CSV_COLUMNS = ("device_id", "name", "os", "status", "last_contact", "live_response")
 """The CSV header; ``collect --devices FILE`` reads the ``device_id`` column back."""

@@ -1,10 +1,12 @@
-"""Text from the server or the endpoint, made safe to show on a terminal.
+"""Text from the server or the endpoint, made safe to show on a terminal or in an error line.
 
 Remote names, hostnames and server messages are attacker-controlled. Printed raw, an escape
 sequence in a file name can retitle the window, rewrite what the examiner sees above it, or
 (with some terminals) answer back as keystrokes; a bidirectional override can make
 ``exe.txt`` read as ``txt.exe``. Every human-readable output passes such text through
-:func:`printable`; ``--json`` output needs nothing more than JSON's own escaping.
+:func:`printable`; ``--json`` output needs nothing more than JSON's own escaping. It sits in
+the lowest layer, where remote text comes in, so that every layer above (the CLI, a delivery
+destination quoting an SSH server) escapes the same way.
 """
 
 from __future__ import annotations
