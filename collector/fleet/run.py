@@ -7,16 +7,18 @@ recorded as such and the others carry on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 from collector.acquisition.reporter import Reporter
 from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_device, outcome_of
-from collector.fleet.runlog import CURRENT_DEVICE
+from collector.fleet.runlog import CURRENT_DEVICE, FleetLogs
 from collector.liveresponse.client import LiveResponseClient
 from collector.liveresponse.credentials import Credentials
 from collector.liveresponse.errors import (
@@ -107,6 +109,8 @@ class FleetJob:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     seal_while_collecting: bool = True
     """Write each device's archive as its artifacts arrive (``collector.packaging.streamseal``)."""
+    logs: FleetLogs | None = None
+    """Where each device's run log goes while it works (None: the caller logs)."""
 
 
 def make_client(credentials: Credentials) -> LiveResponseClient:
@@ -174,17 +178,43 @@ async def _run_devices(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
             ),
         )
         limiter = asyncio.Semaphore(max(s.parallel for _, _, s in job.devices) * 4)
+        gates = Gates(
+            collecting=asyncio.Semaphore(job.max_sessions),
+            sealing=asyncio.Semaphore(SEALING_AT_ONCE),
+        )
         try:
             return list(
                 await asyncio.gather(
                     *(
-                        _one_device(job, device, workspace, settings, manager, reporter, limiter)
+                        _one_device(
+                            job, device, workspace, settings, manager, reporter, limiter, gates
+                        )
                         for device, workspace, settings in job.devices
                     )
                 )
             )
         finally:
             await manager.close_all()
+
+
+SEALING_AT_ONCE = 4
+"""Devices finishing their archives at once, after their sessions closed (on top of the
+devices collecting): enough that a slow seal does not hold up the next device's session."""
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What a device waits for before it opens anything.
+
+    A device holds a ``collecting`` place (one per session the run may hold) from before its
+    workspace is locked until its session is closed, then trades it for a ``sealing`` place
+    while its archive is finished. Its workspace lock, run log, journal and sealing thread
+    exist only while it holds one of the two, so a fleet's open files and threads grow with
+    the sessions in use, never with the number of devices waiting.
+    """
+
+    collecting: asyncio.Semaphore
+    sealing: asyncio.Semaphore
 
 
 async def _one_device(
@@ -195,28 +225,102 @@ async def _one_device(
     manager: SessionManager,
     reporter: Reporter,
     limiter: asyncio.Semaphore,
+    gates: Gates,
 ) -> DeviceResult:
     CURRENT_DEVICE.set(device_id)  # this task's context: its log lines go to its own run.log
     result = DeviceResult(device_id=device_id, workspace=workspace.root)
-    began = time.monotonic()
-    sealing = settings.seal and job.seal_keys is not None
-    try:
-        with workspace:
-            follower = None
-            if sealing and job.seal_while_collecting:
-                follower = SealFollower.start(workspace, settings, job.seal_keys)
-            try:
-                await _collect(job, workspace, settings, manager, reporter, limiter, result)
-                if sealing and not result.error:
-                    await _seal(workspace, settings, job.seal_keys, result, reporter, follower)
-            finally:
-                if follower is not None:  # inside the lock: its unfinished archive is here
-                    await follower.close()
-    except WorkspaceError as error:
-        result.error = str(error)
-        result.workspace_unusable = True
-    result.seconds = time.monotonic() - began
+    async with _Place(gates) as place:
+        began = time.monotonic()
+        try:
+            with workspace, _device_log(job, device_id, workspace):
+                await _collect_and_seal(
+                    job, workspace, settings, manager, reporter, limiter, result, place
+                )
+                _log_result(result)
+        except WorkspaceError as error:
+            result.error = str(error)
+            result.workspace_unusable = True
+        result.seconds = time.monotonic() - began
     return result
+
+
+async def _collect_and_seal(
+    job: FleetJob,
+    workspace: Workspace,
+    settings: RunSettings,
+    manager: SessionManager,
+    reporter: Reporter,
+    limiter: asyncio.Semaphore,
+    result: DeviceResult,
+    place: _Place,
+) -> None:
+    sealing = settings.seal and job.seal_keys is not None
+    follower = None
+    # Creating a journal commits (fsync) its schema: off the loop, where a fleet's other
+    # devices keep transferring meanwhile.
+    if sealing and job.seal_while_collecting:
+        assert job.seal_keys is not None
+        follower = await asyncio.to_thread(SealFollower.start, workspace, settings, job.seal_keys)
+    else:
+        await asyncio.to_thread(_create_journal, workspace)
+    try:
+        await _collect(job, workspace, settings, manager, reporter, limiter, result)
+        if sealing and not result.error:
+            assert job.seal_keys is not None
+            await place.to_sealing()
+            await _seal(workspace, settings, job.seal_keys, result, reporter, follower)
+    finally:
+        if follower is not None:  # inside the lock: its unfinished archive is here
+            await follower.close()
+
+
+def _create_journal(workspace: Workspace) -> None:
+    Journal.open(workspace.root).close()
+
+
+class _Place:
+    """A device's place in the ``Gates``: collecting, then (maybe) sealing; given back on
+    every way out."""
+
+    def __init__(self, gates: Gates) -> None:
+        self._gates = gates
+        self._held: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> _Place:
+        await self._gates.collecting.acquire()
+        self._held = self._gates.collecting
+        return self
+
+    async def to_sealing(self) -> None:
+        """Take a sealing place, then give the collecting one to the next device (in that
+        order: a device never waits for a place without holding one)."""
+        if self._held is self._gates.collecting:
+            await self._gates.sealing.acquire()
+            self._gates.collecting.release()
+            self._held = self._gates.sealing
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None
+
+
+@contextlib.contextmanager
+def _device_log(job: FleetJob, device_id: int, workspace: Workspace) -> Iterator[None]:
+    """The device's run log, open while the device holds its place (when the run logs)."""
+    if job.logs is None:
+        yield
+        return
+    job.logs.open_device(device_id, workspace.log_path)
+    try:
+        yield
+    finally:
+        job.logs.close_device(device_id)
+
+
+def _log_result(result: DeviceResult) -> None:
+    problem = f": {result.error or result.seal_error}" if not result.complete else ""
+    log.info("device %s: %s%s", result.device_id, result.status, problem)
 
 
 async def _collect(

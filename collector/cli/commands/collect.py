@@ -38,7 +38,7 @@ from collector.fleet.run import (
     run_fleet,
     settings_for,
 )
-from collector.fleet.runlog import close_run_log, open_run_log
+from collector.fleet.runlog import FleetLogs
 from collector.liveresponse.credentials import CredentialsError
 from collector.liveresponse.errors import AuthenticationError, ConnectionFailedError
 from collector.liveresponse.sessions import SessionOptions
@@ -481,10 +481,8 @@ def execute(
     secrets = [job.credentials.token.reveal()]
     if job.seal_keys is not None and job.seal_keys.passphrase:
         secrets.append(job.seal_keys.passphrase.decode(errors="replace"))
-    handlers = []
-    for device_id, workspace, _ in job.devices:
-        workspace.create()
-        handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
+    logs = FleetLogs(secrets).install()  # each device's log opens when the device starts
+    job = replace(job, logs=logs)
     settings = job.devices[0][2] if job.devices else None
     if not (args.json or args.quiet):
         print_signer(job.seal_keys, "signing with")
@@ -506,9 +504,6 @@ def execute(
         if job.devices:
             with reporter:
                 results = asyncio.run(_run_until_stopped(job, reporter))
-        for result in results:
-            problem = f": {result.error or result.seal_error}" if not result.complete else ""
-            log.info("device %s: %s%s", result.device_id, result.status, problem)
     except ServerUnreachable as error:
         log.error("%s", error)
         return fail(command, str(error), EXIT_UNREACHABLE, args)
@@ -532,8 +527,7 @@ def execute(
         )
         return fail(command, message, EXIT_PARTIAL, args)
     finally:
-        for handler in handlers:
-            close_run_log(handler)
+        logs.close()
     position = {device: index for index, device in enumerate(order)}
     everything = sorted([*results, *finished], key=lambda r: position.get(r.device_id, 0))
     signer = signer_of(job.seal_keys)
