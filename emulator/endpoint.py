@@ -87,6 +87,9 @@ class Endpoint:
     def bind_loop(self) -> None:
         """Create the asyncio primitives inside the serving loop."""
         self.online_event = asyncio.Event()
+        if self.spec.online_after is not None:
+            self.online = False
+            asyncio.get_running_loop().call_later(self.spec.online_after, self.set_online, True)
         if self.online:
             self.online_event.set()
         self.slots = asyncio.Semaphore(self.spec.link.max_commands)

@@ -9,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from collector.acquisition.reporter import Reporter
 from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_device, outcome_of
+from collector.fleet.hunt import DeviceState, Hunt, parse_utc, utc_iso
+from collector.fleet.pool import AdaptiveLimit
 from collector.fleet.runlog import CURRENT_DEVICE, FleetLogs
 from collector.liveresponse.client import LiveResponseClient
 from collector.liveresponse.credentials import Credentials
+from collector.liveresponse.devices import DeviceRecord, lookup_devices
 from collector.liveresponse.errors import (
     V6_PERMISSIONS,
     AuthenticationError,
@@ -30,7 +35,7 @@ from collector.liveresponse.errors import (
     RequestRejectedError,
     SessionStartError,
 )
-from collector.liveresponse.sessions import SessionManager, SessionOptions
+from collector.liveresponse.sessions import PoolWait, SessionManager, SessionOptions
 from collector.packaging.cleanup import Cleanup, remove_plaintext
 from collector.packaging.sealing import SealedArchive, SealKeys, seal_workspace
 from collector.packaging.streamseal import SealFollower
@@ -78,6 +83,11 @@ class DeviceResult:
     """Whether the staged plaintext was removed after sealing (None: kept as asked, or no seal)."""
     workspace_unusable: bool = False
     """The workspace is another run's (locked) or not a workspace: a usage problem."""
+    permanent: bool = False
+    """Failed for a reason another attempt will not change (unknown device, refused, over
+    its limits, live response disabled): a hunt does not try it again."""
+    received: int = 0
+    """Bytes fetched from the device in this run."""
 
     @property
     def complete(self) -> bool:
@@ -99,6 +109,20 @@ class DeviceResult:
         return DeviceStatus.PARTIAL
 
 
+RETRY_FIRST = 60.0
+RETRY_MOST = 900.0
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """Per-device limits, as GRR's hunts have: a device over one is failed, not retried."""
+
+    max_bytes: int | None = None
+    """Bytes one device may send (its plan, or what arrives)."""
+    max_seconds: float | None = None
+    """Seconds one attempt may hold its session place."""
+
+
 @dataclass
 class FleetJob:
     devices: list[tuple[int, Workspace, RunSettings]]
@@ -111,6 +135,14 @@ class FleetJob:
     """Write each device's archive as its artifacts arrive (``collector.packaging.streamseal``)."""
     logs: FleetLogs | None = None
     """Where each device's run log goes while it works (None: the caller logs)."""
+    hunt: Hunt | None = None
+    """The fleet's durable device list (``collector.fleet.hunt``); None: no record kept."""
+    until: float | None = None
+    """When the hunt expires (epoch seconds): devices that did not check in are tried again
+    until then. None: each device is tried once in this run."""
+    limits: DeviceLimits = field(default_factory=lambda: DeviceLimits())
+    retry_first: float = RETRY_FIRST
+    """Seconds before an offline device is first tried again (doubling, up to RETRY_MOST)."""
 
 
 def make_client(credentials: Credentials) -> LiveResponseClient:
@@ -164,37 +196,53 @@ async def run_fleet(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
 async def _run_devices(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
     async with make_client(job.credentials) as client:
         await check_server(client, job.devices[0][0])
-        manager = SessionManager(
-            client,
-            max_sessions=job.max_sessions,
-            options=job.session_options,
-            on_pool_full=lambda wait: reporter.event(
+        collecting = AdaptiveLimit(
+            job.max_sessions,
+            on_change=lambda limit, why: _pool_changed(reporter, limit, why),
+        )
+
+        def pool_full(wait: PoolWait) -> None:
+            collecting.congested("the organisation's session pool is full")
+            reporter.event(
                 "session_pool_full",
                 device_id=wait.device_id,
                 tries=wait.refusals,
                 waited=round(wait.waited, 1),
                 retry_in=round(wait.delay, 1),
                 reason=wait.reason,
-            ),
+            )
+
+        client.on_rate_limited = lambda: collecting.congested("the server throttles (HTTP 429)")
+        manager = SessionManager(
+            client,
+            max_sessions=job.max_sessions,
+            options=job.session_options,
+            on_pool_full=pool_full,
         )
-        limiter = asyncio.Semaphore(max(s.parallel for _, _, s in job.devices) * 4)
-        gates = Gates(
-            collecting=asyncio.Semaphore(job.max_sessions),
-            sealing=asyncio.Semaphore(SEALING_AT_ONCE),
+        run = _Run(
+            job=job,
+            client=client,
+            manager=manager,
+            reporter=reporter,
+            limiter=asyncio.Semaphore(max(s.parallel for _, _, s in job.devices) * 4),
+            gates=Gates(collecting=collecting, sealing=asyncio.Semaphore(SEALING_AT_ONCE)),
         )
         try:
             return list(
                 await asyncio.gather(
                     *(
-                        _one_device(
-                            job, device, workspace, settings, manager, reporter, limiter, gates
-                        )
+                        _hunt_device(run, device, workspace, settings)
                         for device, workspace, settings in job.devices
                     )
                 )
             )
         finally:
             await manager.close_all()
+
+
+def _pool_changed(reporter: Reporter, limit: int, why: str) -> None:
+    log.warning("fleet: now holding at most %d sessions at once: %s", limit, why)
+    reporter.event("session_budget", sessions=limit, reason=why)
 
 
 SEALING_AT_ONCE = 4
@@ -213,29 +261,136 @@ class Gates:
     the sessions in use, never with the number of devices waiting.
     """
 
-    collecting: asyncio.Semaphore
+    collecting: AdaptiveLimit
     sealing: asyncio.Semaphore
 
 
-async def _one_device(
-    job: FleetJob,
-    device_id: int,
-    workspace: Workspace,
-    settings: RunSettings,
-    manager: SessionManager,
-    reporter: Reporter,
-    limiter: asyncio.Semaphore,
-    gates: Gates,
+@dataclass(frozen=True)
+class _Run:
+    """What every device task of one fleet run shares."""
+
+    job: FleetJob
+    client: LiveResponseClient
+    manager: SessionManager
+    reporter: Reporter
+    limiter: asyncio.Semaphore
+    gates: Gates
+
+
+async def _hunt_device(
+    run: _Run, device_id: int, workspace: Workspace, settings: RunSettings
 ) -> DeviceResult:
-    CURRENT_DEVICE.set(device_id)  # this task's context: its log lines go to its own run.log
+    """Attempts at one device until it is finished, fails for good, or the hunt expires;
+    each attempt's outcome goes into the hunt file."""
+    CURRENT_DEVICE.set(device_id)
+    job = run.job
+    delay = job.retry_first
+    while True:
+        result = await _one_device(run, device_id, workspace, settings)
+        state, again = _judged(result, job)
+        if not again:
+            _record(job, result, state)
+            return result
+        retry_at = time.time() + delay * random.uniform(0.8, 1.0)
+        delay = min(delay * 2, RETRY_MOST)
+        if job.until is None or retry_at > job.until:
+            if job.until is not None:
+                result.permanent = True
+                state = DeviceState.FAILED
+                _record(job, result, state, reason="not collected before the hunt expired")
+                return result
+            _record(job, result, state)
+            return result
+        _record(job, result, state, next_attempt=retry_at)
+        run.reporter.event("device_retry", device_id=device_id, at=utc_iso(retry_at))
+        gone = await _wait_to_retry(run, device_id, retry_at)
+        if gone:
+            result.error, result.permanent = gone, True
+            _record(job, result, DeviceState.FAILED)
+            return result
+
+
+def _judged(result: DeviceResult, job: FleetJob) -> tuple[DeviceState, bool]:
+    """The device's state after an attempt, and whether to try it again."""
+    if result.archive is not None:
+        return DeviceState.SEALED, False
+    if result.complete:
+        return DeviceState.COLLECTED, False
+    if result.permanent or result.workspace_unusable or result.seal_error:
+        return DeviceState.FAILED, False
+    if result.offline:
+        return DeviceState.OFFLINE, True
+    return DeviceState.WAITING, True
+
+
+def _record(
+    job: FleetJob,
+    result: DeviceResult,
+    state: DeviceState,
+    next_attempt: float | None = None,
+    reason: str = "",
+) -> None:
+    if job.hunt is None:
+        return
+    reason = reason or result.error or result.seal_error
+    if state is DeviceState.SEALED and result.outcome is not None and result.outcome.failed:
+        reason = f"{result.outcome.failed} artifact(s) failed; see the manifest"
+    job.hunt.ended(
+        result.device_id,
+        state,
+        reason=reason,
+        next_attempt=next_attempt,
+        seconds=result.seconds,
+        received=result.received or None,
+        archive=str(result.archive.path) if result.archive else "",
+        archive_sha256=result.archive.sha256 if result.archive else "",
+    )
+
+
+async def _wait_to_retry(run: _Run, device_id: int, retry_at: float) -> str:
+    """Sleep (holding nothing) until the device is worth another session; returns why it
+    never will be, or "" to try. Where the server tells when a device last checked in (v6),
+    a device silent since it was last tried is not given a session, only a later look."""
+    job = run.job
+    tried_at = time.time()
+    while True:
+        await asyncio.sleep(max(0.0, retry_at - time.time()))
+        record = await _look_up(run.client, device_id)
+        if record is None:
+            return ""
+        if record.live_response is False:
+            return f"live response is disabled on device {device_id}"
+        contact = parse_utc(record.last_contact) if record.last_contact else None
+        if job.hunt is not None and record.last_contact:
+            job.hunt.seen(device_id, record.last_contact)
+        if contact is None or contact >= tried_at - 1 or run.client.dialect.name != "v6":
+            return ""
+        retry_at = time.time() + job.retry_first
+        if job.until is not None and retry_at > job.until:
+            return ""  # one last try before the hunt ends
+
+
+async def _look_up(client: LiveResponseClient, device_id: int) -> DeviceRecord | None:
+    try:
+        found = await lookup_devices(client, [device_id])
+    except LiveResponseError as error:
+        log.info("device %s: looking it up before trying again: %s", device_id, error)
+        return None
+    return found[0] if found else None
+
+
+async def _one_device(
+    run: _Run, device_id: int, workspace: Workspace, settings: RunSettings
+) -> DeviceResult:
+    job = run.job
     result = DeviceResult(device_id=device_id, workspace=workspace.root)
-    async with _Place(gates) as place:
+    async with _Place(run.gates) as place:
+        if job.hunt is not None:
+            job.hunt.started(device_id)
         began = time.monotonic()
         try:
             with workspace, _device_log(job, device_id, workspace):
-                await _collect_and_seal(
-                    job, workspace, settings, manager, reporter, limiter, result, place
-                )
+                await _collect_and_seal(run, workspace, settings, result, place)
                 _log_result(result)
         except WorkspaceError as error:
             result.error = str(error)
@@ -245,15 +400,13 @@ async def _one_device(
 
 
 async def _collect_and_seal(
-    job: FleetJob,
+    run: _Run,
     workspace: Workspace,
     settings: RunSettings,
-    manager: SessionManager,
-    reporter: Reporter,
-    limiter: asyncio.Semaphore,
     result: DeviceResult,
     place: _Place,
 ) -> None:
+    job = run.job
     sealing = settings.seal and job.seal_keys is not None
     follower = None
     # Creating a journal commits (fsync) its schema: off the loop, where a fleet's other
@@ -264,14 +417,73 @@ async def _collect_and_seal(
     else:
         await asyncio.to_thread(_create_journal, workspace)
     try:
-        await _collect(job, workspace, settings, manager, reporter, limiter, result)
-        if sealing and not result.error:
+        watch = _DeviceWatch(run, settings.device_id)
+        await watch.limited(_collect(run, workspace, settings, watch, result), result)
+        result.received = watch.received
+        if result.error:
+            _record_failure(workspace, result.error)
+            run.reporter.event("device_failed", device_id=settings.device_id, reason=result.error)
+        elif sealing:
             assert job.seal_keys is not None
             await place.to_sealing()
-            await _seal(workspace, settings, job.seal_keys, result, reporter, follower)
+            await _seal(workspace, settings, job.seal_keys, result, run.reporter, follower)
     finally:
         if follower is not None:  # inside the lock: its unfinished archive is here
             await follower.close()
+
+
+class _DeviceWatch(Reporter):
+    """The fleet's reporter as one device's run sees it: passes every event on, counts the
+    device's bytes, tells the session budget and the hunt that the device checked in, and
+    stops the device once it is over a per-device limit."""
+
+    def __init__(self, run: _Run, device_id: int) -> None:
+        self._run = run
+        self._device_id = device_id
+        self._limits = run.job.limits
+        self.received = 0
+        self.over_limit = ""
+        self._task: asyncio.Task[None] | None = None
+
+    async def limited(self, collecting: Coroutine[Any, Any, None], result: DeviceResult) -> None:
+        """Run ``collecting`` within the device's limits; over one, the device fails for good
+        (its journal stays resumable: what was fetched is kept)."""
+        self._task = asyncio.current_task()
+        try:
+            async with asyncio.timeout(self._limits.max_seconds):
+                await collecting
+        except TimeoutError:
+            self.over_limit = f"over the per-device time limit ({self._limits.max_seconds:g} s)"
+        except asyncio.CancelledError:
+            if not self.over_limit or self._task is None or self._task.uncancel() > 0:
+                raise  # not (only) this watch's doing: Ctrl-C, SIGTERM, the run ending
+        if self.over_limit:
+            result.error = self.over_limit
+            result.permanent = True
+
+    def _stop(self, why: str) -> None:
+        if not self.over_limit and self._task is not None:
+            self.over_limit = why
+            self._task.cancel()
+
+    def event(self, kind: str, /, **fields: Any) -> None:
+        self._run.reporter.event(kind, **fields)
+        if kind == "session_established":
+            self._run.gates.collecting.established()
+            if self._run.job.hunt is not None:
+                self._run.job.hunt.seen(self._device_id)
+        elif kind == "plan_ready":
+            planned = int(fields.get("bytes") or 0)
+            limit = self._limits.max_bytes
+            if limit is not None and planned > limit:
+                self._stop(f"its plan is {planned} bytes, over the per-device limit of {limit}")
+
+    def bytes(self, device_id: int, artifact_id: int, count: int) -> None:
+        self._run.reporter.bytes(device_id, artifact_id, count)
+        self.received += count
+        limit = self._limits.max_bytes
+        if limit is not None and self.received > limit:
+            self._stop(f"more than the per-device limit of {limit} bytes arrived")
 
 
 def _create_journal(workspace: Workspace) -> None:
@@ -324,26 +536,26 @@ def _log_result(result: DeviceResult) -> None:
 
 
 async def _collect(
-    job: FleetJob,
+    run: _Run,
     workspace: Workspace,
     settings: RunSettings,
-    manager: SessionManager,
     reporter: Reporter,
-    limiter: asyncio.Semaphore,
     result: DeviceResult,
 ) -> None:
     device_id = settings.device_id
     try:
         result.outcome = await collect_device(
-            workspace, settings, job.profile, manager, reporter, limiter
+            workspace, settings, run.job.profile, run.manager, reporter, run.limiter
         )
     except SessionStartError as error:
         result.offline = True
         result.error = f"offline: {error}"
     except NotFoundError:
         result.error = f"device {device_id} is not known to the server (HTTP 404)"
+        result.permanent = True
     except AuthenticationError as error:
         result.error = f"refused: {error}"
+        result.permanent = True
     except NotEnoughSpaceError as error:
         result.error = str(error)
         result.outcome = _outcome_so_far(workspace, device_id)
@@ -351,9 +563,9 @@ async def _collect(
         # The session or the server went away mid-run: what is done stays done.
         result.error = f"cut off: {error}; finish with: cblr-collect resume {workspace.root}"
         result.outcome = _outcome_so_far(workspace, device_id)
-    if result.error:
-        _record_failure(workspace, result.error)
-        reporter.event("device_failed", device_id=device_id, reason=result.error)
+    except asyncio.CancelledError:
+        result.outcome = _outcome_so_far(workspace, device_id)
+        raise
 
 
 def _outcome_so_far(workspace: Workspace, device_id: int) -> DeviceOutcome:

@@ -18,6 +18,14 @@ from typing import Any
 import yaml
 
 from collector.acquisition.runner import RunSettings
+from collector.cli.commands.fleet import (
+    DEFAULT_FLEET_SESSIONS,
+    add_hunt_options,
+    hunt_jobs,
+    hunt_pending,
+    hunt_settings,
+    open_hunt,
+)
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list, resolve_device_names
 from collector.cli.exitcodes import (
@@ -30,6 +38,7 @@ from collector.cli.exitcodes import (
 )
 from collector.cli.progress import make_reporter, utc_now
 from collector.cli.summary import case_summary, exit_code_of, print_summary, write_case_summary
+from collector.fleet.hunt import Hunt, HuntError
 from collector.fleet.run import (
     DeviceResult,
     FleetJob,
@@ -208,11 +217,12 @@ def register(commands: Any) -> None:
     tuning.add_argument(
         "--max-sessions",
         type=int,
-        default=10,
+        default=DEFAULT_FLEET_SESSIONS,
         metavar="N",
         help="live response sessions this run holds at once, 1 to 100 (the organisation's pool "
-        "is shared with every analyst)",
+        "is shared with every analyst; a full pool or HTTP 429 lowers it for a while)",
     )
+    add_hunt_options(collect, parse_size)
     _add_output(collect)
     collect.set_defaults(handler=run_collect)
 
@@ -226,7 +236,10 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument(
-        "workspace", type=Path, help="a device's workspace, or the workspaces folder of a fleet"
+        "workspace",
+        type=Path,
+        help="a device's workspace, the workspaces folder of a fleet, or a fleet folder "
+        "(--out of a collect: its hunt goes on where it stopped)",
     )
     add_connection(resume)
     resume.add_argument("--password-env", metavar="VAR", help="passphrase variable, if sealing")
@@ -330,15 +343,22 @@ def run_collect(args: argparse.Namespace) -> int:
         jobs, finished = plan_devices(devices, template, profile, args)
     except (UsageError, WorkspaceError) as error:
         return fail("collect", str(error), EXIT_USAGE, args)
-    job = FleetJob(
-        devices=jobs,
-        profile=profile,
-        credentials=credentials,
-        seal_keys=seal_keys,
-        session_options=SessionOptions(checkin_timeout=args.checkin_timeout),
-        max_sessions=args.max_sessions,
-    )
-    return execute(job, args, "collect", finished, devices)
+    try:
+        hunt = open_hunt(args.out.resolve(), devices, template, profile, args)
+    except HuntError as error:
+        return fail("collect", str(error), EXIT_USAGE, args)
+    with hunt:
+        jobs, given_up = hunt_pending(hunt, jobs)
+        job = FleetJob(
+            devices=jobs,
+            profile=profile,
+            credentials=credentials,
+            seal_keys=seal_keys,
+            session_options=SessionOptions(checkin_timeout=args.checkin_timeout),
+            max_sessions=args.max_sessions,
+            **hunt_settings(hunt, args.checkin_timeout),
+        )
+        return execute(job, args, "collect", [*finished, *given_up], devices)
 
 
 def _one_line(text: str) -> str:
@@ -411,6 +431,8 @@ def _continuation(
 
 
 def run_resume(args: argparse.Namespace) -> int:
+    if Hunt.exists(args.workspace):
+        return resume_hunt(args)
     try:
         workspaces = find_workspaces(args.workspace.resolve())
         jobs = []
@@ -451,6 +473,50 @@ def run_resume(args: argparse.Namespace) -> int:
     )
     order = [settings.device_id for _, settings, _ in jobs] + [r.device_id for r in finished]
     return execute(job, args, "resume", finished, order)
+
+
+def resume_hunt(args: argparse.Namespace) -> int:
+    """``resume FLEET_FOLDER``: the hunt goes on with the devices it has not finished, each
+    setting as its ``collect`` recorded it."""
+    folder = args.workspace.resolve()
+    try:
+        meta, pending = hunt_jobs(folder)
+        template = RunSettings.from_settings(dict(meta["template"]))
+        profile = profile_from_record(dict(meta.get("resolved_profile") or {}))
+        credentials = credentials_from(args, template)
+        seal_keys = None
+        if template.seal:
+            seal_keys = load_seal_keys(
+                template.recipient,
+                args.password_env or template.archive_key_env,
+                template.signing_key,
+                template.tsa,
+            )
+        recorded = argparse.Namespace(
+            out=folder,
+            workspace=Path(meta["workspace_root"]) if meta.get("workspace_root") else None,
+        )
+        devices = [device for device, _, _ in pending]
+        jobs, finished = plan_devices(devices, template, profile, recorded)
+        hunt = Hunt.open(folder)
+    except (HuntError, CredentialsError, SealKeyError, UsageError, WorkspaceError) as error:
+        return fail("resume", str(error), EXIT_USAGE, args)
+    except (ProfileError, TypeError, KeyError) as error:
+        message = f"the fleet's recorded settings are unusable: {_one_line(str(error))}"
+        return fail("resume", message, EXIT_USAGE, args)
+    checkin = float(meta.get("checkin_timeout") or args.checkin_timeout)
+    with hunt:
+        jobs, given_up = hunt_pending(hunt, jobs)
+        job = FleetJob(
+            devices=jobs,
+            profile=profile,
+            credentials=credentials,
+            seal_keys=seal_keys,
+            session_options=SessionOptions(checkin_timeout=checkin),
+            max_sessions=int(meta.get("max_sessions") or DEFAULT_FLEET_SESSIONS),
+            **hunt_settings(hunt, checkin),
+        )
+        return execute(job, args, "resume", [*finished, *given_up], devices)
 
 
 async def _run_until_stopped(job: FleetJob, reporter: Any) -> list[DeviceResult]:

@@ -1,0 +1,259 @@
+"""``cblr-collect fleet status``, and the hunt options ``collect`` takes (issue 21).
+
+A fleet folder (``collect --out``) holds the hunt file (``collector.fleet.hunt``): every
+device's state, attempts and when it was last seen. ``collect`` creates or continues it;
+``resume FLEET_FOLDER`` continues it; ``fleet status`` reads it, also while a run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from collector.acquisition.runner import RunSettings
+from collector.cli.exitcodes import EXIT_OK, EXIT_USAGE
+from collector.cli.terminal import printable
+from collector.fleet.hunt import (
+    FINAL,
+    DeviceState,
+    Hunt,
+    HuntDevice,
+    HuntError,
+    parse_utc,
+    read_hunt,
+    utc_iso,
+)
+from collector.fleet.pool import DEFAULT_SHARE
+from collector.fleet.run import RETRY_FIRST, DeviceLimits, DeviceResult
+from collector.transfer.workspace import Workspace, device_workspace, human_bytes
+from profiles import ResolvedProfile
+
+ORG_SESSIONS = 100
+"""Carbon Black's live response sessions per organisation, shared with every analyst."""
+DEFAULT_FLEET_SESSIONS = ORG_SESSIONS // DEFAULT_SHARE
+SLOWEST_SHOWN = 5
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``72h``, ``90m``, ``3d``, ``45s`` as seconds."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 72h, 90m or 3d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def add_hunt_options(parser: argparse.ArgumentParser, parse_size: Callable[[str], int]) -> None:
+    hunt = parser.add_argument_group("fleet (a durable hunt in --out)")
+    hunt.add_argument(
+        "--until",
+        type=parse_duration,
+        metavar="DURATION",
+        help="keep trying the devices that do not check in, until this long from now "
+        "(72h, 90m, 3d); without it each device is tried once per run, and a re-run or "
+        "'resume DIR' tries the offline ones again",
+    )
+    hunt.add_argument(
+        "--device-max-bytes",
+        type=parse_size,
+        metavar="SIZE",
+        help="a device whose plan (or what arrives) exceeds this fails, and is not retried",
+    )
+    hunt.add_argument(
+        "--device-max-time",
+        type=parse_duration,
+        metavar="DURATION",
+        help="a device whose attempt takes longer fails (what it sent is kept), not retried",
+    )
+
+
+def open_hunt(
+    folder: Path,
+    devices: Sequence[int],
+    template: RunSettings,
+    profile: ResolvedProfile,
+    args: argparse.Namespace,
+) -> Hunt:
+    """The fleet folder's hunt, created or continued with this run's devices and settings."""
+    hunt = Hunt.open(folder)
+    try:
+        recorded = hunt.meta()
+        if recorded.get("case_id") not in (None, template.case_id):
+            raise HuntError(
+                f"{folder} holds the fleet of case {recorded['case_id']!r}; choose another --out"
+            )
+        now = time.time()
+        hunt.set_meta(
+            {
+                "case_id": template.case_id,
+                "template": template.as_settings(),
+                "resolved_profile": profile.to_dict(),
+                "workspace_root": str(args.workspace.resolve()) if args.workspace else "",
+                "created": recorded.get("created") or utc_iso(now),
+                "run_started": utc_iso(now),
+                "until": utc_iso(now + args.until) if args.until else "",
+                "max_bytes": args.device_max_bytes,
+                "max_seconds": args.device_max_time,
+                "max_sessions": args.max_sessions,
+                "checkin_timeout": args.checkin_timeout,
+            }
+        )
+        hunt.add_devices(devices)
+    except BaseException:
+        hunt.close()
+        raise
+    return hunt
+
+
+def hunt_settings(hunt: Hunt, checkin_timeout: float) -> dict[str, Any]:
+    """The ``FleetJob`` fields a hunt sets: the file, expiry, limits, first retry delay."""
+    meta = hunt.meta()
+    seconds = meta.get("max_seconds")
+    most = meta.get("max_bytes")
+    return {
+        "hunt": hunt,
+        "until": parse_utc(str(meta.get("until") or "")),
+        "limits": DeviceLimits(
+            max_bytes=int(most) if most else None,
+            max_seconds=float(seconds) if seconds else None,
+        ),
+        "retry_first": min(RETRY_FIRST, max(1.0, checkin_timeout)),
+    }
+
+
+def hunt_pending(
+    hunt: Hunt, jobs: list[tuple[int, Workspace, RunSettings]]
+) -> tuple[list[tuple[int, Workspace, RunSettings]], list[DeviceResult]]:
+    """The devices to run, and those the hunt gave up on for good (failed: not retried)."""
+    states = {device.device_id: device for device in hunt.devices()}
+    pending = []
+    given_up = []
+    for device_id, workspace, settings in jobs:
+        known = states.get(device_id)
+        if known is not None and known.state is DeviceState.FAILED:
+            given_up.append(
+                DeviceResult(
+                    device_id=device_id,
+                    workspace=workspace.root,
+                    error=known.reason or "failed",
+                    skipped=True,
+                    permanent=True,
+                )
+            )
+        else:
+            pending.append((device_id, workspace, settings))
+    return pending, given_up
+
+
+def hunt_jobs(folder: Path) -> tuple[dict[str, Any], list[tuple[int, Workspace, RunSettings]]]:
+    """A hunt's settings and every device not finished or failed, with its workspace."""
+    meta, devices = read_hunt(folder)
+    template = RunSettings.from_settings(dict(meta.get("template") or {}))
+    root = Path(meta["workspace_root"]) if meta.get("workspace_root") else None
+    jobs = []
+    for device in devices:
+        if device.state in FINAL:
+            continue
+        settings = replace(template, device_id=device.device_id)
+        jobs.append((device.device_id, device_workspace(folder, device.device_id, root), settings))
+    return meta, jobs
+
+
+# ---- fleet status
+
+
+def register(commands: Any) -> None:
+    fleet = commands.add_parser(
+        "fleet",
+        help="a fleet's progress",
+        description="Read a fleet folder's hunt (collect --out): how many devices are in each "
+        "state, the bytes, an estimate of the time left and the slowest devices.",
+    )
+    actions = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    status = actions.add_parser(
+        "status",
+        help="counts per state, bytes, ETA, slowest devices",
+        description="Print a fleet's progress; safe while its run goes on.",
+    )
+    status.add_argument("folder", type=Path, help="the fleet folder (collect --out)")
+    status.add_argument("--json", action="store_true", help="one JSON object, for dashboards")
+    status.set_defaults(handler=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    try:
+        meta, devices = read_hunt(args.folder)
+    except HuntError as error:
+        print(f"cblr-collect fleet status: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    report = fleet_status(meta, devices)
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print_status(report)
+    return EXIT_OK
+
+
+def fleet_status(meta: dict[str, Any], devices: Sequence[HuntDevice]) -> dict[str, Any]:
+    counts = Counter(str(device.state) for device in devices)
+    done = [d for d in devices if d.state in FINAL and d.state is not DeviceState.FAILED]
+    left = [d for d in devices if d.state not in FINAL]
+    sessions = int(meta.get("max_sessions") or DEFAULT_FLEET_SESSIONS)
+    mean = sum(d.seconds for d in done) / len(done) if done else None
+    eta = None if mean is None else round(mean * len(left) / max(1, sessions), 1)
+    slowest = sorted((d for d in devices if d.seconds), key=lambda d: -d.seconds)
+    return {
+        "case_id": meta.get("case_id", ""),
+        "created": meta.get("created", ""),
+        "until": meta.get("until", ""),
+        "devices": len(devices),
+        "states": {str(state): counts.get(str(state), 0) for state in DeviceState},
+        "bytes": sum(d.bytes for d in devices),
+        "attempts": sum(d.attempts for d in devices),
+        "eta_seconds": eta,
+        "slowest": [
+            {
+                "device_id": d.device_id,
+                "state": str(d.state),
+                "seconds": round(d.seconds, 1),
+                "bytes": d.bytes,
+            }
+            for d in slowest[:SLOWEST_SHOWN]
+        ],
+        "failed": [
+            {"device_id": d.device_id, "reason": d.reason, "attempts": d.attempts}
+            for d in devices
+            if d.state is DeviceState.FAILED
+        ],
+    }
+
+
+def print_status(report: dict[str, Any]) -> None:
+    until = f", until {report['until']}" if report["until"] else ""
+    print(f"fleet of case {printable(str(report['case_id']))}: {report['devices']} devices{until}")
+    states = ", ".join(f"{count} {state}" for state, count in report["states"].items())
+    print(f"  {states}")
+    eta = report["eta_seconds"]
+    eta_text = "unknown (no device finished yet)" if eta is None else f"about {eta:.0f} s"
+    print(f"  {human_bytes(report['bytes'])} received; time left: {eta_text}")
+    if report["slowest"]:
+        print("  slowest devices:")
+        for entry in report["slowest"]:
+            print(
+                f"    {entry['device_id']:>12}  {entry['state']:<16} {entry['seconds']:>8.1f} s  "
+                f"{human_bytes(entry['bytes'])}"
+            )
+    if report["failed"]:
+        print("  failed:")
+        for entry in report["failed"]:
+            print(f"    {entry['device_id']:>12}  {printable(entry['reason'])}")
