@@ -18,7 +18,7 @@ A scenario is YAML, a built-in name (``emulator/scenarios/NAME.yaml``) or a path
         hostname: WIN-IA9NQ1GN8OI
         os_version: Windows 10 x64
         address: 10.0.0.5
-        online: true                   # or online_after: 30 (offline until 30 s after start)
+        online: true                   # or online_after: 30 (joins 30 s after first asked for)
         drives: ['A:\\', 'C:\\', 'D:\\']
         memory: {size: 4GiB, seed: 7}
         users:
@@ -190,7 +190,7 @@ class DeviceSpec:
     address: str = "10.0.0.10"
     online: bool = True
     online_after: float | None = None
-    """Seconds after the emulator starts serving until the device checks in: a laptop
+    """Seconds after the first session is asked for until the device checks in: a laptop
     that is offline when a hunt starts and joins later (``online`` is then ignored)."""
     drives: tuple[str, ...] = ("C:\\",)
     memory_size: int = 1024**3

@@ -109,6 +109,7 @@ class DeviceResult:
         return DeviceStatus.PARTIAL
 
 
+EXPIRED = "not collected before the hunt expired"
 RETRY_FIRST = 60.0
 RETRY_MOST = 900.0
 
@@ -297,13 +298,17 @@ async def _hunt_device(
             if job.until is not None:
                 result.permanent = True
                 state = DeviceState.FAILED
-                _record(job, result, state, reason="not collected before the hunt expired")
+                _record(job, result, state, reason=EXPIRED)
                 return result
             _record(job, result, state)
             return result
         _record(job, result, state, next_attempt=retry_at)
         run.reporter.event("device_retry", device_id=device_id, at=utc_iso(retry_at))
         gone = await _wait_to_retry(run, device_id, retry_at)
+        if gone == EXPIRED:
+            result.permanent = True
+            _record(job, result, DeviceState.FAILED, reason=EXPIRED)
+            return result
         if gone:
             result.error, result.permanent = gone, True
             _record(job, result, DeviceState.FAILED)
@@ -367,7 +372,7 @@ async def _wait_to_retry(run: _Run, device_id: int, retry_at: float) -> str:
             return ""
         retry_at = time.time() + job.retry_first
         if job.until is not None and retry_at > job.until:
-            return ""  # one last try before the hunt ends
+            return EXPIRED
 
 
 async def _look_up(client: LiveResponseClient, device_id: int) -> DeviceRecord | None:

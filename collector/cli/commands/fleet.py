@@ -156,14 +156,13 @@ def hunt_pending(
 
 
 def hunt_jobs(folder: Path) -> tuple[dict[str, Any], list[tuple[int, Workspace, RunSettings]]]:
-    """A hunt's settings and every device not finished or failed, with its workspace."""
+    """A hunt's settings and every device, with its workspace (those finished earlier are
+    found so by their workspaces, those failed for good by ``hunt_pending``)."""
     meta, devices = read_hunt(folder)
     template = RunSettings.from_settings(dict(meta.get("template") or {}))
     root = Path(meta["workspace_root"]) if meta.get("workspace_root") else None
     jobs = []
     for device in devices:
-        if device.state in FINAL:
-            continue
         settings = replace(template, device_id=device.device_id)
         jobs.append((device.device_id, device_workspace(folder, device.device_id, root), settings))
     return meta, jobs
