@@ -12,11 +12,11 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from collector.acquisition.reporter import Reporter
 from collector.acquisition.runner import DeviceOutcome, RunSettings, collect_device, outcome_of
@@ -39,6 +39,7 @@ from collector.liveresponse.sessions import PoolWait, SessionManager, SessionOpt
 from collector.packaging.cleanup import Cleanup, remove_plaintext
 from collector.packaging.sealing import SealedArchive, SealKeys, seal_workspace
 from collector.packaging.streamseal import SealFollower
+from collector.transfer.engine import DEFAULT_PARALLEL
 from collector.transfer.gil import short_switch_interval
 from collector.transfer.journal import ArtifactState, Journal
 from collector.transfer.workspace import NotEnoughSpaceError, Workspace, WorkspaceError
@@ -195,8 +196,25 @@ async def run_fleet(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
 
 
 async def _run_devices(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
+    async with fleet_run(job, reporter) as run:
+        await check_server(run.client, job.devices[0][0])
+        return list(
+            await asyncio.gather(
+                *(
+                    hunt_device(run, device, workspace, settings)
+                    for device, workspace, settings in job.devices
+                )
+            )
+        )
+
+
+@contextlib.asynccontextmanager
+async def fleet_run(
+    job: FleetJob, reporter: Reporter, shared: SharedSlots | None = None
+) -> AsyncIterator[FleetRun]:
+    """The client, session manager and gates the devices of ``job`` share; ``shared``: the
+    session slots of an organisation-wide pool held elsewhere (Redis, for several workers)."""
     async with make_client(job.credentials) as client:
-        await check_server(client, job.devices[0][0])
         collecting = AdaptiveLimit(
             job.max_sessions,
             on_change=lambda limit, why: _pool_changed(reporter, limit, why),
@@ -220,25 +238,33 @@ async def _run_devices(job: FleetJob, reporter: Reporter) -> list[DeviceResult]:
             options=job.session_options,
             on_pool_full=pool_full,
         )
-        run = _Run(
+        parallel = max((s.parallel for _, _, s in job.devices), default=DEFAULT_PARALLEL)
+        run = FleetRun(
             job=job,
             client=client,
             manager=manager,
             reporter=reporter,
-            limiter=asyncio.Semaphore(max(s.parallel for _, _, s in job.devices) * 4),
-            gates=Gates(collecting=collecting, sealing=asyncio.Semaphore(SEALING_AT_ONCE)),
+            limiter=asyncio.Semaphore(parallel * 4),
+            gates=Gates(
+                collecting=collecting,
+                sealing=asyncio.Semaphore(SEALING_AT_ONCE),
+                shared=shared,
+            ),
         )
         try:
-            return list(
-                await asyncio.gather(
-                    *(
-                        _hunt_device(run, device, workspace, settings)
-                        for device, workspace, settings in job.devices
-                    )
-                )
-            )
+            yield run
         finally:
             await manager.close_all()
+
+
+class SharedSlots(Protocol):
+    """Session slots shared with other collector hosts (``collector.fleet.queue``)."""
+
+    async def acquire(self) -> str:
+        """Wait for a slot; returns its lease."""
+        ...
+
+    async def release(self, lease: str) -> None: ...
 
 
 def _pool_changed(reporter: Reporter, limit: int, why: str) -> None:
@@ -264,10 +290,12 @@ class Gates:
 
     collecting: AdaptiveLimit
     sealing: asyncio.Semaphore
+    shared: SharedSlots | None = None
+    """Held with ``collecting`` when the organisation's pool is shared by several hosts."""
 
 
 @dataclass(frozen=True)
-class _Run:
+class FleetRun:
     """What every device task of one fleet run shares."""
 
     job: FleetJob
@@ -278,8 +306,8 @@ class _Run:
     gates: Gates
 
 
-async def _hunt_device(
-    run: _Run, device_id: int, workspace: Workspace, settings: RunSettings
+async def hunt_device(
+    run: FleetRun, device_id: int, workspace: Workspace, settings: RunSettings
 ) -> DeviceResult:
     """Attempts at one device until it is finished, fails for good, or the hunt expires;
     each attempt's outcome goes into the hunt file."""
@@ -288,7 +316,7 @@ async def _hunt_device(
     delay = job.retry_first
     while True:
         result = await _one_device(run, device_id, workspace, settings)
-        state, again = _judged(result, job)
+        state, again = judged(result)
         if not again:
             _record(job, result, state)
             return result
@@ -315,7 +343,7 @@ async def _hunt_device(
             return result
 
 
-def _judged(result: DeviceResult, job: FleetJob) -> tuple[DeviceState, bool]:
+def judged(result: DeviceResult) -> tuple[DeviceState, bool]:
     """The device's state after an attempt, and whether to try it again."""
     if result.archive is not None:
         return DeviceState.SEALED, False
@@ -352,7 +380,7 @@ def _record(
     )
 
 
-async def _wait_to_retry(run: _Run, device_id: int, retry_at: float) -> str:
+async def _wait_to_retry(run: FleetRun, device_id: int, retry_at: float) -> str:
     """Sleep (holding nothing) until the device is worth another session; returns why it
     never will be, or "" to try. Where the server tells when a device last checked in (v6),
     a device silent since it was last tried is not given a session, only a later look."""
@@ -385,7 +413,7 @@ async def _look_up(client: LiveResponseClient, device_id: int) -> DeviceRecord |
 
 
 async def _one_device(
-    run: _Run, device_id: int, workspace: Workspace, settings: RunSettings
+    run: FleetRun, device_id: int, workspace: Workspace, settings: RunSettings
 ) -> DeviceResult:
     job = run.job
     result = DeviceResult(device_id=device_id, workspace=workspace.root)
@@ -405,7 +433,7 @@ async def _one_device(
 
 
 async def _collect_and_seal(
-    run: _Run,
+    run: FleetRun,
     workspace: Workspace,
     settings: RunSettings,
     result: DeviceResult,
@@ -442,7 +470,7 @@ class _DeviceWatch(Reporter):
     device's bytes, tells the session budget and the hunt that the device checked in, and
     stops the device once it is over a per-device limit."""
 
-    def __init__(self, run: _Run, device_id: int) -> None:
+    def __init__(self, run: FleetRun, device_id: int) -> None:
         self._run = run
         self._device_id = device_id
         self._limits = run.job.limits
@@ -501,25 +529,39 @@ class _Place:
 
     def __init__(self, gates: Gates) -> None:
         self._gates = gates
-        self._held: asyncio.Semaphore | None = None
+        self._held: AdaptiveLimit | asyncio.Semaphore | None = None
+        self._lease = ""
 
     async def __aenter__(self) -> _Place:
         await self._gates.collecting.acquire()
         self._held = self._gates.collecting
+        if self._gates.shared is not None:
+            try:
+                self._lease = await self._gates.shared.acquire()
+            except BaseException:
+                await self.__aexit__()
+                raise
         return self
 
     async def to_sealing(self) -> None:
-        """Take a sealing place, then give the collecting one to the next device (in that
-        order: a device never waits for a place without holding one)."""
+        """Take a sealing place, then give the collecting one (and the shared slot) to the
+        next device (in that order: a device never waits for a place without holding one)."""
         if self._held is self._gates.collecting:
             await self._gates.sealing.acquire()
+            await self._give_back_lease()
             self._gates.collecting.release()
             self._held = self._gates.sealing
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._give_back_lease()
         if self._held is not None:
             self._held.release()
             self._held = None
+
+    async def _give_back_lease(self) -> None:
+        if self._lease and self._gates.shared is not None:
+            lease, self._lease = self._lease, ""
+            await self._gates.shared.release(lease)
 
 
 @contextlib.contextmanager
@@ -541,7 +583,7 @@ def _log_result(result: DeviceResult) -> None:
 
 
 async def _collect(
-    run: _Run,
+    run: FleetRun,
     workspace: Workspace,
     settings: RunSettings,
     reporter: Reporter,

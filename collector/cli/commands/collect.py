@@ -25,6 +25,7 @@ from collector.cli.commands.fleet import (
     hunt_pending,
     hunt_settings,
     open_hunt,
+    submit_fleet,
 )
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list, resolve_device_names
@@ -339,6 +340,8 @@ def run_collect(args: argparse.Namespace) -> int:
         signer_fingerprint=seal_keys.fingerprint if seal_keys else "",
         tsa=args.tsa or "",
     )
+    if args.queue:
+        return submit_fleet(args, devices, template, profile)
     try:
         jobs, finished = plan_devices(devices, template, profile, args)
     except (UsageError, WorkspaceError) as error:

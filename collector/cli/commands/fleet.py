@@ -8,8 +8,13 @@ device's state, attempts and when it was last seen. ``collect`` creates or conti
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
 import json
+import os
+import platform
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -17,9 +22,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from redis.exceptions import RedisError
 
 from collector.acquisition.runner import RunSettings
-from collector.cli.exitcodes import EXIT_OK, EXIT_USAGE
+from collector.cli.connection import add_connection, credentials_from
+from collector.cli.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from collector.cli.progress import make_reporter
 from collector.cli.terminal import printable
 from collector.fleet.hunt import (
     FINAL,
@@ -32,8 +44,13 @@ from collector.fleet.hunt import (
     utc_iso,
 )
 from collector.fleet.pool import DEFAULT_SHARE
+from collector.fleet.queue import QUEUE_NAME, FleetSpec, job_id, record_fleet
 from collector.fleet.run import RETRY_FIRST, DeviceLimits, DeviceResult
+from collector.fleet.runlog import FleetLogs
+from collector.fleet.worker import JOB_NAME, WorkerRuntime, make_worker
+from collector.liveresponse.credentials import CredentialsError
 from collector.transfer.workspace import Workspace, device_workspace, human_bytes
+from evidence.safepaths import safe_component
 from profiles import ResolvedProfile
 
 ORG_SESSIONS = 100
@@ -68,6 +85,11 @@ def add_hunt_options(parser: argparse.ArgumentParser, parse_size: Callable[[str]
         type=parse_size,
         metavar="SIZE",
         help="a device whose plan (or what arrives) exceeds this fails, and is not retried",
+    )
+    hunt.add_argument(
+        "--queue",
+        metavar="redis://HOST[:PORT]/N",
+        help="enqueue the fleet for 'cblr-collect worker' hosts instead of running it here",
     )
     hunt.add_argument(
         "--device-max-time",
@@ -168,10 +190,150 @@ def hunt_jobs(folder: Path) -> tuple[dict[str, Any], list[tuple[int, Workspace, 
     return meta, jobs
 
 
+# ---- several hosts: a Redis queue
+
+
+def fleet_id_of(case_id: str, out: Path) -> str:
+    """The same ``collect --queue`` (case and --out) is the same fleet: enqueueing it again
+    adds nothing that is queued already."""
+    digest = hashlib.sha256(str(out).encode()).hexdigest()[:10]
+    return f"{safe_component(case_id)[:40]}-{digest}"
+
+
+def shown_url(url: str) -> str:
+    """A Redis URL without its password, for the screen."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{host}{port}", parts.path, "", ""))
+
+
+def submit_fleet(
+    args: argparse.Namespace,
+    devices: Sequence[int],
+    template: RunSettings,
+    profile: ResolvedProfile,
+) -> int:
+    """``collect --queue``: record the fleet in Redis and enqueue one job per device."""
+    out = args.out.resolve()
+    fleet_id = fleet_id_of(template.case_id, out)
+    spec = FleetSpec(
+        fleet_id=fleet_id,
+        settings=template.as_settings(),
+        profile=profile.to_dict(),
+        pool=args.max_sessions,
+        workspace_root=str(args.workspace.resolve()) if args.workspace else "",
+        until=time.time() + args.until if args.until else None,
+        max_bytes=args.device_max_bytes,
+        max_seconds=args.device_max_time,
+        checkin_timeout=args.checkin_timeout,
+    )
+    try:
+        queued = asyncio.run(enqueue(args.queue, spec, list(devices)))
+    except (OSError, RedisError, ValueError, RuntimeError) as error:
+        print(f"cblr-collect collect: the queue {shown_url(args.queue)}: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps({"event": "queued", "fleet": fleet_id, "devices": len(devices),
+                          "new_jobs": queued}))  # fmt: skip
+    else:
+        print(
+            f"fleet {fleet_id}: {len(devices)} devices queued on {shown_url(args.queue)} "
+            f"({queued} new jobs); run: cblr-collect worker --queue {shown_url(args.queue)}"
+        )
+    return EXIT_OK
+
+
+async def enqueue(url: str, spec: FleetSpec, devices: list[int]) -> int:
+    redis = await create_pool(RedisSettings.from_dsn(url), default_queue_name=QUEUE_NAME)
+    try:
+        await record_fleet(redis, spec, devices)
+        queued = 0
+        for device_id in devices:
+            job = await redis.enqueue_job(
+                JOB_NAME, spec.fleet_id, device_id, _job_id=job_id(spec.fleet_id, device_id)
+            )
+            queued += job is not None
+        return queued
+    finally:
+        await redis.aclose()
+
+
+def add_worker(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="a collector host taking devices from a shared queue",
+        description="Take devices of the fleets enqueued with 'collect --queue' from Redis, "
+        "collect and seal each (workspaces and archives where the fleet's --out says), "
+        "holding the fleet's session pool together with every other worker.",
+    )
+    worker.add_argument("--queue", required=True, metavar="redis://HOST[:PORT]/N")
+    worker.add_argument(
+        "--max-sessions",
+        type=int,
+        default=DEFAULT_FLEET_SESSIONS,
+        metavar="N",
+        help="sessions this worker holds at most (the fleet's pool limits all workers)",
+    )
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument("--name", default="", help="this worker's name in the fleet's status")
+    add_connection(worker)
+    mode = worker.add_mutually_exclusive_group()
+    mode.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    mode.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    worker.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    if not 1 <= args.max_sessions <= ORG_SESSIONS:
+        return _fail("worker", f"--max-sessions must be between 1 and {ORG_SESSIONS}")
+    try:
+        credentials = credentials_from(args)
+        RedisSettings.from_dsn(args.queue)
+    except CredentialsError as error:
+        return _fail("worker", str(error))
+    except RuntimeError as error:
+        return _fail("worker", f"--queue: {error}")
+    name = args.name or f"{platform.node()}-{os.getpid()}"
+    logs = FleetLogs([credentials.token.reveal()]).install()
+    reporter = make_reporter(json_lines=args.json, quiet=not args.json)
+    runtime = WorkerRuntime(credentials, reporter, args.max_sessions)
+    try:
+        with reporter:
+            asyncio.run(_work(runtime, args.queue, args.burst, name))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return EXIT_INTERRUPTED
+    except (OSError, RedisError) as error:
+        print(f"cblr-collect worker: the queue {shown_url(args.queue)}: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        logs.close()
+    return EXIT_OK
+
+
+async def _work(runtime: WorkerRuntime, url: str, burst: bool, name: str) -> None:
+    worker = make_worker(runtime, url, burst=burst, name=name)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        await worker.async_run()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await worker.close()
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"cblr-collect {command}: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 # ---- fleet status
 
 
 def register(commands: Any) -> None:
+    add_worker(commands)
     fleet = commands.add_parser(
         "fleet",
         help="a fleet's progress",
