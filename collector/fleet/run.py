@@ -37,7 +37,12 @@ from collector.liveresponse.errors import (
 )
 from collector.liveresponse.sessions import PoolWait, SessionManager, SessionOptions
 from collector.packaging.cleanup import Cleanup, remove_plaintext
-from collector.packaging.sealing import SealedArchive, SealKeys, seal_workspace
+from collector.packaging.sealing import (
+    SealedArchive,
+    SealKeys,
+    adopt_unrecorded_seal,
+    seal_workspace,
+)
 from collector.packaging.streamseal import SealFollower
 from collector.transfer.engine import DEFAULT_PARALLEL
 from collector.transfer.gil import short_switch_interval
@@ -623,8 +628,11 @@ def _outcome_so_far(workspace: Workspace, device_id: int) -> DeviceOutcome:
 def finished_result(workspace: Workspace, settings: RunSettings) -> DeviceResult | None:
     """The result of a device an earlier run finished (sealed, or complete when not sealing).
 
-    A re-run of the same ``collect`` skips such devices and resumes the others.
+    A re-run of the same ``collect`` skips such devices and resumes the others. An archive
+    that a killed run put in place without recording it is recorded now, not sealed again.
     """
+    if settings.seal:
+        adopt_unrecorded_seal(workspace, Path(settings.out))
     with Journal.open(workspace.root, readonly=True) as journal:
         events = journal.events()
         outcome = outcome_of(journal, settings.device_id)

@@ -44,7 +44,7 @@ from collector.fleet.hunt import (
     utc_iso,
 )
 from collector.fleet.pool import DEFAULT_SHARE
-from collector.fleet.queue import QUEUE_NAME, FleetSpec, job_id, record_fleet
+from collector.fleet.queue import LEASE_SECONDS, QUEUE_NAME, FleetSpec, job_id, record_fleet
 from collector.fleet.run import RETRY_FIRST, DeviceLimits, DeviceResult
 from collector.fleet.runlog import FleetLogs
 from collector.fleet.worker import JOB_NAME, WorkerRuntime, make_worker
@@ -276,6 +276,14 @@ def add_worker(commands: Any) -> None:
         help="sessions this worker holds at most (the fleet's pool limits all workers)",
     )
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument(
+        "--lease",
+        type=float,
+        default=LEASE_SECONDS,
+        metavar="SECONDS",
+        help="how long a session slot or a device this worker holds stays taken should it "
+        "die: how soon other workers take them over",
+    )
     worker.add_argument("--name", default="", help="this worker's name in the fleet's status")
     add_connection(worker)
     mode = worker.add_mutually_exclusive_group()
@@ -287,6 +295,8 @@ def add_worker(commands: Any) -> None:
 def run_worker(args: argparse.Namespace) -> int:
     if not 1 <= args.max_sessions <= ORG_SESSIONS:
         return _fail("worker", f"--max-sessions must be between 1 and {ORG_SESSIONS}")
+    if not 1 <= args.lease <= 3600:
+        return _fail("worker", "--lease must be between 1 and 3600 seconds")
     try:
         credentials = credentials_from(args)
         RedisSettings.from_dsn(args.queue)
@@ -297,7 +307,7 @@ def run_worker(args: argparse.Namespace) -> int:
     name = args.name or f"{platform.node()}-{os.getpid()}"
     logs = FleetLogs([credentials.token.reveal()]).install()
     reporter = make_reporter(json_lines=args.json, quiet=not args.json)
-    runtime = WorkerRuntime(credentials, reporter, args.max_sessions)
+    runtime = WorkerRuntime(credentials, reporter, args.max_sessions, lease_seconds=args.lease)
     try:
         with reporter:
             asyncio.run(_work(runtime, args.queue, args.burst, name))
