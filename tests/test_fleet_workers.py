@@ -127,10 +127,12 @@ def test_workers_share_the_pool_and_survive_one_killed(
     (tmp_path / "devices.txt").write_text("".join(f"{d}\n" for d in DEVICES), encoding="utf-8")
     (tmp_path / "notes.yaml").write_text(DATA_PROFILE, encoding="utf-8")
     out = tmp_path / "hold"
+    keys = run_cli("keygen", "--out", tmp_path / "lab", env=env, cwd=tmp_path)
+    assert keys.returncode == 0, keys.stderr
     queued = run_cli(
         "collect", "--devices", tmp_path / "devices.txt", "--profile", tmp_path / "notes.yaml",
         "--case", CASE, "--examiner", "Legal Ops", "--out", out,
-        "--password-env", "CBLR_E2E_ARCHIVE_PASS", "--max-sessions", str(POOL),
+        "--recipient", tmp_path / "lab.recipient.pub", "--max-sessions", str(POOL),
         "--checkin-timeout", "5", "--queue", redis_url, "--json",
         env=env, cwd=tmp_path,
     )  # fmt: skip
