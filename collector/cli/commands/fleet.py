@@ -190,6 +190,18 @@ def hunt_jobs(folder: Path) -> tuple[dict[str, Any], list[tuple[int, Workspace, 
     return meta, jobs
 
 
+WORKER_EXAMPLES = """examples:
+  cblr-collect collect --devices hold.csv --profile legal-hold --case LH-17 \\
+      --examiner "Legal Ops" --out /shared/hold --recipient lab.pem --queue redis://q1/0
+  cblr-collect worker --queue redis://q1/0            (on each collector host)
+  cblr-collect worker --queue redis://q1/0 --burst    (exit once the queue is empty)
+"""
+
+STATUS_EXAMPLES = """examples:
+  cblr-collect fleet status hold/
+  cblr-collect fleet status hold/ --json | jq .states
+"""
+
 # ---- several hosts: a Redis queue
 
 
@@ -266,8 +278,15 @@ def add_worker(commands: Any) -> None:
         description="Take devices of the fleets enqueued with 'collect --queue' from Redis, "
         "collect and seal each (workspaces and archives where the fleet's --out says), "
         "holding the fleet's session pool together with every other worker.",
+        epilog=WORKER_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    worker.add_argument("--queue", required=True, metavar="redis://HOST[:PORT]/N")
+    worker.add_argument(
+        "--queue",
+        required=True,
+        metavar="redis://HOST[:PORT]/N",
+        help="the Redis database 'collect --queue' enqueued the fleets in",
+    )
     worker.add_argument(
         "--max-sessions",
         type=int,
@@ -355,6 +374,8 @@ def register(commands: Any) -> None:
         "status",
         help="counts per state, bytes, ETA, slowest devices",
         description="Print a fleet's progress; safe while its run goes on.",
+        epilog=STATUS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument("folder", type=Path, help="the fleet folder (collect --out)")
     status.add_argument("--json", action="store_true", help="one JSON object, for dashboards")
