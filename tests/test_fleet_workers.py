@@ -171,6 +171,14 @@ def test_workers_share_the_pool_and_survive_one_killed(
                 hashes.setdefault(event["device_id"], set()).add(event["sha256"])
     for device_id, seen in hashes.items():
         assert seen == {hashlib.sha256(note(device_id).encode()).hexdigest()}
+    shown = run_cli(
+        "fleet", "status", submitted["fleet"], "--queue", redis_url, "--json",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["devices"] == 100
+    assert report["states"]["sealed"] == 100
     stats = tenant.stats()
     assert stats["most_open_sessions"] <= POOL
     assert all(s["status"] not in ("PENDING", "ACTIVE") for s in tenant.sessions())

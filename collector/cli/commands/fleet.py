@@ -44,7 +44,16 @@ from collector.fleet.hunt import (
     utc_iso,
 )
 from collector.fleet.pool import DEFAULT_SHARE
-from collector.fleet.queue import LEASE_SECONDS, QUEUE_NAME, FleetSpec, job_id, record_fleet
+from collector.fleet.queue import (
+    LEASE_SECONDS,
+    QUEUE_NAME,
+    FleetSpec,
+    device_states,
+    fleet_key,
+    job_id,
+    load_fleet,
+    record_fleet,
+)
 from collector.fleet.run import RETRY_FIRST, DeviceLimits, DeviceResult
 from collector.fleet.runlog import FleetLogs
 from collector.fleet.worker import JOB_NAME, WorkerRuntime, make_worker
@@ -200,6 +209,7 @@ WORKER_EXAMPLES = """examples:
 STATUS_EXAMPLES = """examples:
   cblr-collect fleet status hold/
   cblr-collect fleet status hold/ --json | jq .states
+  cblr-collect fleet status LH-17-0a1b2c3d4e --queue redis://q1/0
 """
 
 # ---- several hosts: a Redis queue
@@ -377,23 +387,77 @@ def register(commands: Any) -> None:
         epilog=STATUS_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status.add_argument("folder", type=Path, help="the fleet folder (collect --out)")
+    status.add_argument(
+        "folder",
+        type=Path,
+        metavar="FOLDER|FLEET",
+        help="the fleet folder (collect --out), or with --queue the fleet's id",
+    )
+    status.add_argument(
+        "--queue",
+        metavar="redis://HOST[:PORT]/N",
+        help="read a queued fleet's state from Redis, as its workers record it",
+    )
     status.add_argument("--json", action="store_true", help="one JSON object, for dashboards")
     status.set_defaults(handler=run_status)
 
 
 def run_status(args: argparse.Namespace) -> int:
     try:
-        meta, devices = read_hunt(args.folder)
+        if args.queue:
+            meta, devices = asyncio.run(queued_fleet(args.queue, str(args.folder)))
+        else:
+            meta, devices = read_hunt(args.folder)
     except HuntError as error:
         print(f"cblr-collect fleet status: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except (OSError, RedisError, RuntimeError) as error:
+        message = f"the queue {shown_url(args.queue)}: {error}"
+        print(f"cblr-collect fleet status: {message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     report = fleet_status(meta, devices)
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:
         print_status(report)
     return EXIT_OK
+
+
+async def queued_fleet(url: str, fleet_id: str) -> tuple[dict[str, Any], list[HuntDevice]]:
+    """A queued fleet's settings and devices, from what its workers recorded in Redis."""
+    redis = await create_pool(RedisSettings.from_dsn(url))
+    try:
+        spec = await load_fleet(redis, fleet_id)
+        if spec is None:
+            raise HuntError(f"no fleet {fleet_id!r} in the queue")
+        members = await redis.smembers(fleet_key(fleet_id, "devices"))
+        states = await device_states(redis, fleet_id)
+    finally:
+        await redis.aclose()
+    devices = []
+    for device_id in sorted(int(member) for member in members):
+        known = states.get(device_id, {})
+        devices.append(
+            HuntDevice(
+                device_id=device_id,
+                state=DeviceState(known.get("state", DeviceState.WAITING.value)),
+                attempts=int(known.get("tries", 0)),
+                reason=str(known.get("reason", "")),
+                last_seen="",
+                last_attempt="",
+                next_attempt="",
+                seconds=float(known.get("seconds", 0.0)),
+                bytes=0,
+                archive=str(known.get("archive", "")),
+                archive_sha256=str(known.get("archive_sha256", "")),
+            )
+        )
+    meta = {
+        "case_id": spec.settings.get("case_id", ""),
+        "until": utc_iso(spec.until) if spec.until else "",
+        "max_sessions": spec.pool,
+    }
+    return meta, devices
 
 
 def fleet_status(meta: dict[str, Any], devices: Sequence[HuntDevice]) -> dict[str, Any]:
