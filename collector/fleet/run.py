@@ -391,6 +391,7 @@ async def _wait_to_retry(run: FleetRun, device_id: int, retry_at: float) -> str:
     a device silent since it was last tried is not given a session, only a later look."""
     job = run.job
     tried_at = time.time()
+    wait = job.retry_first
     while True:
         await asyncio.sleep(max(0.0, retry_at - time.time()))
         record = await _look_up(run.client, device_id)
@@ -398,12 +399,15 @@ async def _wait_to_retry(run: FleetRun, device_id: int, retry_at: float) -> str:
             return ""
         if record.live_response is False:
             return f"live response is disabled on device {device_id}"
-        contact = parse_utc(record.last_contact) if record.last_contact else None
-        if job.hunt is not None and record.last_contact:
+        if run.client.dialect.name != "v6" or not record.last_contact:
+            return ""  # v3 tells no useful contact time: just try
+        if job.hunt is not None:
             job.hunt.seen(device_id, record.last_contact)
-        if contact is None or contact >= tried_at - 1 or run.client.dialect.name != "v6":
+        contact = parse_utc(record.last_contact)
+        if contact is None or contact >= tried_at - 1:
             return ""
-        retry_at = time.time() + job.retry_first
+        retry_at = time.time() + wait * random.uniform(0.8, 1.0)
+        wait = min(wait * 2, RETRY_MOST)
         if job.until is not None and retry_at > job.until:
             return EXPIRED
 
