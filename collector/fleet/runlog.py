@@ -122,7 +122,8 @@ class FleetLogs(logging.Handler):
 
     def __init__(self, secrets: Iterable[str], level: int = logging.INFO) -> None:
         super().__init__(level)
-        self._redact = RedactingFilter(secrets)
+        self._secrets = list(secrets)
+        self._redact = RedactingFilter(self._secrets)
         self._open: dict[int, RunLogHandler] = {}
         self._preamble: list[logging.LogRecord] = []
         self._finished: list[Path] = []
@@ -144,6 +145,12 @@ class FleetLogs(logging.Handler):
             self._preamble.append(record)
         for handler in list(self._open.values()):
             handler.handle(record)
+
+    def redact_also(self, secret: str) -> None:
+        """A secret learnt during the run (a worker loads each fleet's passphrase)."""
+        with self._guard():
+            self._secrets.append(secret)
+            self._redact = RedactingFilter(self._secrets)
 
     def _append_to_finished(self, record: logging.LogRecord) -> None:
         """A line of the run's end (interrupted, an unexpected error and its traceback) in

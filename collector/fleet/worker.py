@@ -47,7 +47,7 @@ from collector.fleet.run import (
     hunt_device,
     judged,
 )
-from collector.fleet.runlog import CURRENT_DEVICE
+from collector.fleet.runlog import CURRENT_DEVICE, FleetLogs
 from collector.liveresponse.credentials import Credentials
 from collector.liveresponse.sessions import SessionOptions
 from collector.packaging.sealing import load_seal_keys
@@ -73,6 +73,8 @@ class WorkerRuntime:
     reporter: Reporter
     max_sessions: int
     lease_seconds: float = LEASE_SECONDS
+    logs: FleetLogs | None = None
+    """Each device's run log; told every fleet's passphrase, to redact it."""
     _fleets: dict[str, tuple[FleetRun, FleetSpec, RedisSlots]] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
@@ -97,6 +99,8 @@ class WorkerRuntime:
             seal_keys = load_seal_keys(
                 template.recipient, template.archive_key_env, template.signing_key, template.tsa
             )
+            if seal_keys.passphrase and self.logs is not None:
+                self.logs.redact_also(seal_keys.passphrase.decode(errors="replace"))
         return FleetJob(
             devices=[],
             profile=recorded_profile(spec.profile),
@@ -104,6 +108,7 @@ class WorkerRuntime:
             seal_keys=seal_keys,
             session_options=SessionOptions(checkin_timeout=spec.checkin_timeout),
             max_sessions=self.max_sessions,
+            logs=self.logs,
             limits=DeviceLimits(max_bytes=spec.max_bytes, max_seconds=spec.max_seconds),
             retry_first=min(RETRY_FIRST, max(1.0, spec.checkin_timeout)),
         )

@@ -336,7 +336,9 @@ def run_worker(args: argparse.Namespace) -> int:
     name = args.name or f"{platform.node()}-{os.getpid()}"
     logs = FleetLogs([credentials.token.reveal()]).install()
     reporter = make_reporter(json_lines=args.json, quiet=not args.json)
-    runtime = WorkerRuntime(credentials, reporter, args.max_sessions, lease_seconds=args.lease)
+    runtime = WorkerRuntime(
+        credentials, reporter, args.max_sessions, lease_seconds=args.lease, logs=logs
+    )
     try:
         with reporter:
             asyncio.run(_work(runtime, args.queue, args.burst, name))
