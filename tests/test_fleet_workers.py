@@ -33,6 +33,8 @@ from cli_harness import (
     write_scenario,
 )
 
+from collector.cli.exitcodes import EXIT_OK
+
 DEVICES = [8001 + n for n in range(100)]
 POOL = 10
 LEASE = "3"
@@ -171,6 +173,11 @@ def test_workers_share_the_pool_and_survive_one_killed(
                 hashes.setdefault(event["device_id"], set()).add(event["sha256"])
     for device_id, seen in hashes.items():
         assert seen == {hashlib.sha256(note(device_id).encode()).hexdigest()}
+    checked = run_cli(
+        "verify", archives[0], "--identity", tmp_path / "lab.recipient.key", "--json",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert checked.returncode == EXIT_OK, checked.stdout + checked.stderr
     shown = run_cli(
         "fleet", "status", submitted["fleet"], "--queue", redis_url, "--json",
         env=env, cwd=tmp_path,
