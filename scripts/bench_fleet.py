@@ -32,6 +32,7 @@ import copy
 import json
 import os
 import resource
+import socket
 import sys
 import tempfile
 import threading
@@ -166,6 +167,65 @@ async def timed_fleet(job: FleetJob, sampler: Sampler | None = None) -> tuple[fl
     return elapsed, complete, collected
 
 
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def queued_fleet(
+    args: argparse.Namespace,
+    ready: dict,
+    devices: list[int],
+    root: Path,
+    profile_path: Path,
+    slots: int,
+) -> tuple[float, int]:
+    """The fleet through ``collect --queue`` and ``--workers`` worker processes on a private
+    ``redis-server``; the seconds from enqueueing until the last worker exits, and how many
+    devices ended with an archive (sealed for a public key made here)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redis = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(root), stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {**os.environ, "CBLR_URL": ready["url"], "CBLR_TOKEN": ready["token"]}
+    env["HOME"] = str(root)
+    cli = [sys.executable, "-m", "collector.cli"]
+    try:
+        await asyncio.sleep(0.5)
+        devices_file = root / "devices.txt"
+        devices_file.write_text("".join(f"{d}\n" for d in devices))
+        out = root / "queued"
+        await run(env, *cli, "keygen", "--out", str(root / "lab"))
+        started = time.perf_counter()
+        await run(
+            env, *cli, "collect", "--devices", str(devices_file), "--profile", str(profile_path),
+            "--case", "BENCH-QUEUE", "--examiner", "Bench", "--out", str(out),
+            "--recipient", str(root / "lab.recipient.pub"), "--max-sessions", str(slots),
+            "--queue", url, "--quiet",
+        )  # fmt: skip
+        worker = [*cli, "worker", "--queue", url, "--burst", "--quiet"]
+        worker += ["--max-sessions", str(slots)]
+        workers = [
+            await asyncio.create_subprocess_exec(*worker, env=env) for _ in range(args.workers)
+        ]
+        for worker in workers:
+            await worker.wait()
+        return time.perf_counter() - started, len(list(out.glob("*.zip")))
+    finally:
+        redis.terminate()
+        await redis.wait()
+
+
+async def run(env: dict[str, str], *command: str) -> None:
+    process = await asyncio.create_subprocess_exec(*command, env=env)
+    if await process.wait() != 0:
+        raise SystemExit(f"{' '.join(command[3:5])} failed (exit {process.returncode})")
+
+
 def seal_keys_for(args: argparse.Namespace, root: Path) -> SealKeys | None:
     if not args.seal:
         return None
@@ -198,20 +258,29 @@ async def bench(args: argparse.Namespace) -> None:
                     raise SystemExit(f"device {device} did not complete alone")
                 singles.append(seconds)
             per_device = sum(singles) / len(singles)
-            job = make_job(
-                ready, all_devices[:count], root / "fleet", profile_path, slots, seal_keys
-            )
             sampler = Sampler()
-            cpu_before = cpu_seconds()
-            total, complete, collected = await timed_fleet(job, sampler)
-            cpu = cpu_seconds() - cpu_before
+            if args.workers:
+                cpu_before = children_cpu_seconds()
+                total, complete = await queued_fleet(
+                    args, ready, all_devices[:count], root, profile_path, slots
+                )
+                cpu, collected = children_cpu_seconds() - cpu_before, 0
+            else:
+                job = make_job(
+                    ready, all_devices[:count], root / "fleet", profile_path, slots, seal_keys
+                )
+                cpu_before = cpu_seconds()
+                total, complete, collected = await timed_fleet(job, sampler)
+                cpu = cpu_seconds() - cpu_before
         finally:
             process.terminate()
             await process.wait()
     ideal = per_device * count / slots
     alone = ", ".join(f"{s:.2f}" for s in singles)
     sealing = "not sealed"
-    if args.seal:
+    if args.workers:
+        sealing = f"{args.workers} worker(s) on Redis, sealed for a public key"
+    elif args.seal:
         sealing = "sealed for a public key" if args.recipient else "sealed for a passphrase"
     files = f"files <= {SMALL_FILE}" if args.small else "the scenario's files"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -224,8 +293,11 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"fleet run:                          {total:8.2f} s  ({complete}/{count} complete)")
     print(f"artifacts collected:                {collected:8d}")
     print(f"fleet / ideal:                      {total / ideal:8.2f}  (target <= 1.2)")
-    print(f"CPU per device (all threads):       {cpu / count * 1000:8.0f} ms")
-    print(f"most threads / open files:          {sampler.threads:8d} / {sampler.files}")
+    if args.workers:
+        print(f"CPU per device (worker processes):  {cpu / count * 1000:8.0f} ms")
+    else:
+        print(f"CPU per device (all threads):       {cpu / count * 1000:8.0f} ms")
+        print(f"most threads / open files:          {sampler.threads:8d} / {sampler.files}")
     print(f"peak resident memory:               {rss:8.0f} MiB")
 
 
@@ -240,6 +312,13 @@ def main() -> None:
         "--recipient", action="store_true", help="with --seal: for a public key, not a passphrase"
     )
     parser.add_argument("--small", action="store_true", help=f"every file at most {SMALL_FILE}")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the fleet through a private redis-server and this many 'cblr-collect "
+        "worker' processes (sealed for a public key) instead of in this process",
+    )
     parser.add_argument("--tmp", default=None)
     asyncio.run(bench(parser.parse_args()))
 
