@@ -163,6 +163,15 @@ async def get_device(request: web.Request) -> web.Response:
     return web.json_response({"success": True, "message": "Success", "deviceInfo": info})
 
 
+STATS_ROUTE = "/emulator/stats"
+"""Not part of the service: the emulator's own counters (sessions started, the most open at
+once, refusals), for tests and benchmarks that run it in another process."""
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return web.json_response(dict(request.app[TENANT].stats))
+
+
 def create_app(tenant: Tenant) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware, fault_middleware],
@@ -186,6 +195,7 @@ def create_app(tenant: Tenant) -> web.Application:
     app.router.add_delete(f"{session}/{{id}}/file/{{fid}}", delete_file)
     app.router.add_get(f"{session}/{{id}}/file/{{fid}}/content", file_content)
     app.router.add_get(f"{API_ROOT}/device/{{id}}", get_device)
+    app.router.add_get(STATS_ROUTE, get_stats)
     add_v6_routes(app.router)
 
     async def on_startup(_: web.Application) -> None:

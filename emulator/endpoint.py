@@ -83,14 +83,23 @@ class Endpoint:
     slots: asyncio.Semaphore | None = None
     pipe: UploadPipe | None = None
     next_pid: int = 5000
+    joining: bool = False
 
     def bind_loop(self) -> None:
         """Create the asyncio primitives inside the serving loop."""
         self.online_event = asyncio.Event()
+        if self.spec.online_after is not None:
+            self.online = False  # until online_after seconds after the first session request
         if self.online:
             self.online_event.set()
         self.slots = asyncio.Semaphore(self.spec.link.max_commands)
         self.pipe = UploadPipe(self.spec.link.upload_bandwidth)
+
+    def asked_for(self) -> None:
+        """A session was requested: a device with ``online_after`` starts its countdown."""
+        if self.spec.online_after is not None and not self.joining:
+            self.joining = True
+            asyncio.get_running_loop().call_later(self.spec.online_after, self.set_online, True)
 
     def set_online(self, online: bool) -> None:
         self.online = online

@@ -18,7 +18,7 @@ A scenario is YAML, a built-in name (``emulator/scenarios/NAME.yaml``) or a path
         hostname: WIN-IA9NQ1GN8OI
         os_version: Windows 10 x64
         address: 10.0.0.5
-        online: true
+        online: true                   # or online_after: 30 (joins 30 s after first asked for)
         drives: ['A:\\', 'C:\\', 'D:\\']
         memory: {size: 4GiB, seed: 7}
         users:
@@ -189,6 +189,9 @@ class DeviceSpec:
     os_version: str = "Windows 10 x64"
     address: str = "10.0.0.10"
     online: bool = True
+    online_after: float | None = None
+    """Seconds after the first session is asked for until the device checks in: a laptop
+    that is offline when a hunt starts and joins later (``online`` is then ignored)."""
     drives: tuple[str, ...] = ("C:\\",)
     memory_size: int = 1024**3
     memory_seed: int = 0
@@ -472,6 +475,7 @@ class _Reader:
                 "os_version",
                 "address",
                 "online",
+                "online_after",
                 "drives",
                 "memory",
                 "users",
@@ -495,6 +499,11 @@ class _Reader:
             os_version=self.text(item.get("os_version", "Windows 10 x64"), f"{where}.os_version"),
             address=self.text(item.get("address", "10.0.0.10"), f"{where}.address"),
             online=self.flag(item.get("online", True), f"{where}.online"),
+            online_after=(
+                None
+                if item.get("online_after") is None
+                else self.number(item["online_after"], f"{where}.online_after")
+            ),
             drives=drives or ("C:\\",),
             memory_size=self.size(memory.get("size", 1024**3), f"{where}.memory.size"),
             memory_seed=self.integer(memory.get("seed", 0), f"{where}.memory.seed"),

@@ -311,6 +311,7 @@ class Tenant:
         sensor_id = body.get("sensor_id", endpoint.spec.id)
         if str(sensor_id) != str(endpoint.spec.id):
             raise ApiError(400, f"sensor_id {sensor_id!r} does not match device {endpoint.spec.id}")
+        endpoint.asked_for()
         open_now = self.open_sessions()
         for session in open_now:
             if session.endpoint is endpoint:
@@ -334,6 +335,7 @@ class Tenant:
         self.sessions[session.id] = session
         session.check_in = self._spawn(self._check_in(session))
         self.stats["sessions_started"] += 1
+        self.stats["most_open_sessions"] = max(self.stats["most_open_sessions"], len(open_now) + 1)
         return session
 
     async def _check_in(self, session: Session) -> None:

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -105,10 +106,16 @@ def seal_for_recipient(password: bytes, recipient: keys.RecipientPublicKey) -> b
     return canonical_bytes({**header, "nonce": _b64(nonce), "wrapped_password": _b64(wrapped)})
 
 
+_KDF_AT_ONCE = threading.BoundedSemaphore(os.cpu_count() or 2)
+"""scrypt derivations running at once: each takes 32 MiB and a core for about 0.1 s, so a
+fleet sealing many archives at once needs no more of either than the machine has cores."""
+
+
 def _passphrase_check(passphrase: bytes, salt: bytes) -> bytes:
-    derived = hashlib.scrypt(
-        passphrase, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=64 * 1024 * 1024
-    )
+    with _KDF_AT_ONCE:
+        derived = hashlib.scrypt(
+            passphrase, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=64 * 1024 * 1024
+        )
     return hmac.new(derived, b"cblr-collector passphrase check", hashlib.sha256).digest()
 
 

@@ -171,6 +171,14 @@ class Emulator:
         with urllib.request.urlopen(request, timeout=10) as response:
             return list(json.load(response))
 
+    def stats(self) -> dict[str, int]:
+        """The emulator's own counters (``emulator.app.STATS_ROUTE``)."""
+        request = urllib.request.Request(
+            f"{self.url}/emulator/stats", headers={"X-Auth-Token": self.token}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.load(response))
+
     def open_sessions(self, device_id: int) -> list[dict[str, Any]]:
         return [
             s

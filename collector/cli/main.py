@@ -13,7 +13,16 @@ from typing import NoReturn
 from collector import __version__
 from collector.cli.exitcodes import EXIT_PIPE_CLOSED, EXIT_USAGE
 
-COMMAND_MODULES = ("collect", "deliver", "devices", "demo", "emulator", "evidence", "profiles")
+COMMAND_MODULES = (
+    "collect",
+    "deliver",
+    "devices",
+    "demo",
+    "emulator",
+    "evidence",
+    "profiles",
+    "fleet",
+)
 """Modules of ``collector.cli.commands``, in the order their commands appear in ``--help``."""
 
 NamedParser = tuple[str, argparse.ArgumentParser]

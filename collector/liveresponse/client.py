@@ -235,6 +235,8 @@ class LiveResponseClient:
         held whole: a hostile or broken server cannot exhaust the examiner's memory."""
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.on_rate_limited: Callable[[], None] | None = None
+        """Called on each 429 (before it is retried): a fleet slows all its devices down."""
         self._http: aiohttp.ClientSession | None = None
         self._anonymous_http: aiohttp.ClientSession | None = None
         self._claimed_commands: dict[str, set[int]] = {}
@@ -802,6 +804,8 @@ class LiveResponseClient:
         if status == 404:
             raise NotFoundError(what, url=path)
         if status == 429:
+            if self.on_rate_limited is not None:
+                self.on_rate_limited()
             retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
             raise _Retryable(
                 RateLimitedError(what, retry_after=retry_after),

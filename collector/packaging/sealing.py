@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +19,8 @@ from evidence import custody, keys, timestamps
 from evidence.passphrase import weakness
 from evidence.safepaths import safe_component
 from evidence.seal import SealResult, StreamingSeal, seal_collection
+
+log = logging.getLogger(__name__)
 
 
 class SealKeyError(ValueError):
@@ -124,9 +128,11 @@ def seal_workspace(workspace: Workspace, out: Path, seal_keys: SealKeys) -> Seal
         run = RunSettings.from_settings(journal.settings())
     folder = build_evidence_folder(workspace, seal_keys.signing_key)
     partial = prepare_out(workspace, out)
+    target = out / archive_name(run.case_id, run.device_id)
+    record_sealing(workspace, target)
     result = seal_collection(
         folder,
-        out / archive_name(run.case_id, run.device_id),
+        target,
         seal_keys.signing_key,
         recipient=seal_keys.recipient,
         passphrase=seal_keys.passphrase,
@@ -145,7 +151,50 @@ def finish_followed(workspace: Workspace, seal: StreamingSeal, signing_key: Any)
     re-reads and re-checks everything). MD5 and SHA-1 are this run's own, computed in the
     same pass over the received bytes as the SHA-256 that the sealed bytes match.
     """
-    return seal.finish(build_evidence_folder(workspace, signing_key, recheck_digests=False))
+    folder = build_evidence_folder(workspace, signing_key, recheck_digests=False)
+    record_sealing(workspace, seal.target)
+    return seal.finish(folder)
+
+
+SEALING_EVENT = "collection.sealing"
+"""The archive a seal is about to put in place: should the process die after the rename and
+before ``collection.sealed`` is recorded, the next run finds the archive by this name
+(``adopt_unrecorded_seal``) instead of sealing the device a second time."""
+
+
+def record_sealing(workspace: Workspace, target: Path) -> None:
+    with Journal.open(workspace.root) as journal:
+        journal.add_event(SEALING_EVENT, {"archive": target.name})
+
+
+def adopt_unrecorded_seal(workspace: Workspace, out: Path) -> SealedArchive | None:
+    """The archive an earlier run put in place but was stopped before recording, recorded
+    now; None when there is none. The archive is whole: it is put in place by one rename,
+    after its fsync and its signed custody sidecar, whose recorded SHA-256 it must match."""
+    with Journal.open(workspace.root, readonly=True) as journal:
+        events = [(e.kind, e.payload) for e in journal.events()]
+    recorded = {str(p.get("archive")) for kind, p in events if kind == "collection.sealed"}
+    intended = [str(p.get("archive")) for kind, p in events if kind == SEALING_EVENT]
+    if not intended or intended[-1] in recorded:
+        return None
+    archive = out / Path(intended[-1]).name
+    sidecar = custody.sidecar_path(archive)
+    if not archive.is_file() or not sidecar.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(archive, "rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    sealed = [
+        json.loads(line)["payload"]
+        for line in sidecar.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("kind") == "sealed"
+    ]
+    if not sealed or sealed[-1].get("archive_sha256") != digest.hexdigest():
+        return None
+    result = SealResult(archive, sidecar, digest.hexdigest(), archive.stat().st_size, [], 0.0)
+    log.warning("%s: sealed but not recorded; recorded now", archive.name)
+    return record_sealed(workspace, result)
 
 
 def record_sealed(workspace: Workspace, result: SealResult) -> SealedArchive:

@@ -139,6 +139,8 @@ class SealFollower:
         self._namer = MemberNamer(root="artifacts")
         self._collected = threading.Event()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        """Set when the collection ends or stops: an idle poll does not sleep through it."""
         self._poll = POLL_SECONDS
         self._thread = _SerialThread("seal-follower")
         self._following: Future[None] | None = None
@@ -154,12 +156,14 @@ class SealFollower:
         """The sealed archive once the collection has ended, or None when following gave up
         (logged; the caller seals from the evidence folder instead)."""
         self._collected.set()
+        self._wake.set()
         return await _outcome(self._thread.submit(self._finish))
 
     async def close(self) -> None:
         """Stop following and remove an unfinished archive; harmless after ``finish``. The
         removal runs even if this coroutine is cancelled while waiting for it."""
         self._stop.set()
+        self._wake.set()
         removal = self._thread.submit(self._abort)
         self._thread.stop()
         with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -219,7 +223,10 @@ class SealFollower:
     def _pause(self, idle: bool = False) -> None:
         """Wait a little; longer and longer while idle, short again once work shows up."""
         self._poll = min(self._poll * 2, IDLE_POLL_SECONDS) if idle else POLL_SECONDS
-        self._stop.wait(self._poll)
+        if self._collected.is_set():
+            self._stop.wait(POLL_SECONDS)  # the last steps: short waits, no backing off
+        else:
+            self._wake.wait(self._poll)
         self._check_stop()
 
     def _follow_one(self, journal: Journal, artifact_id: int) -> None:

@@ -26,6 +26,15 @@ from collector.cli.commands.deliver import (
     deliver_collected,
     plan_delivery,
 )
+from collector.cli.commands.fleet import (
+    DEFAULT_FLEET_SESSIONS,
+    add_hunt_options,
+    hunt_jobs,
+    hunt_pending,
+    hunt_settings,
+    open_hunt,
+    submit_fleet,
+)
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.devices import DeviceListError, device_list, resolve_device_names
 from collector.cli.exitcodes import (
@@ -45,6 +54,7 @@ from collector.cli.summary import (
     print_summary,
     write_case_summary,
 )
+from collector.fleet.hunt import Hunt, HuntError
 from collector.fleet.run import (
     DeviceResult,
     FleetJob,
@@ -53,7 +63,7 @@ from collector.fleet.run import (
     run_fleet,
     settings_for,
 )
-from collector.fleet.runlog import close_run_log, open_run_log
+from collector.fleet.runlog import FleetLogs
 from collector.liveresponse.credentials import CredentialsError
 from collector.liveresponse.errors import AuthenticationError, ConnectionFailedError
 from collector.liveresponse.remotetext import printable
@@ -220,12 +230,13 @@ def register(commands: Any) -> None:
     tuning.add_argument(
         "--max-sessions",
         type=int,
-        default=10,
+        default=DEFAULT_FLEET_SESSIONS,
         metavar="N",
         help="live response sessions this run holds at once, 1 to 100 (the organisation's pool "
-        "is shared with every analyst)",
+        "is shared with every analyst; a full pool or HTTP 429 lowers it for a while)",
     )
     add_delivery_options(collect, collect=True)
+    add_hunt_options(collect, parse_size)
     _add_output(collect)
     collect.set_defaults(handler=run_collect)
 
@@ -239,7 +250,10 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     resume.add_argument(
-        "workspace", type=Path, help="a device's workspace, or the workspaces folder of a fleet"
+        "workspace",
+        type=Path,
+        help="a device's workspace, the workspaces folder of a fleet, or a fleet folder "
+        "(--out of a collect: its hunt goes on where it stopped)",
     )
     add_connection(resume)
     resume.add_argument("--password-env", metavar="VAR", help="passphrase variable, if sealing")
@@ -305,6 +319,11 @@ def run_collect(args: argparse.Namespace) -> int:
                 args.recipient or "", args.password_env or "", args.signing_key, args.tsa or ""
             )
         )
+        if args.queue and args.deliver:
+            raise UsageError(
+                "--deliver is not carried to queue workers yet: deliver the sealed archives "
+                "with 'cblr-collect deliver' once the workers are done"
+            )
         delivery = plan_delivery(args)  # before any session: an unusable destination is exit 2
     except ProfileError as error:
         # One problem a line, as 'profiles check' prints them (file:line: field: problem).
@@ -348,19 +367,29 @@ def run_collect(args: argparse.Namespace) -> int:
         signer_fingerprint=seal_keys.fingerprint if seal_keys else "",
         tsa=args.tsa or "",
     )
+    if args.queue:
+        return submit_fleet(args, devices, template, profile)
     try:
         jobs, finished = plan_devices(devices, template, profile, args)
     except (UsageError, WorkspaceError) as error:
         return fail("collect", str(error), EXIT_USAGE, args)
-    job = FleetJob(
-        devices=jobs,
-        profile=profile,
-        credentials=credentials,
-        seal_keys=seal_keys,
-        session_options=SessionOptions(checkin_timeout=args.checkin_timeout),
-        max_sessions=args.max_sessions,
-    )
-    return deliver_collected(delivery, args, execute(job, args, "collect", finished, devices))
+    try:
+        hunt = open_hunt(args.out.resolve(), devices, template, profile, args)
+    except HuntError as error:
+        return fail("collect", str(error), EXIT_USAGE, args)
+    with hunt:
+        jobs, given_up = hunt_pending(hunt, jobs)
+        job = FleetJob(
+            devices=jobs,
+            profile=profile,
+            credentials=credentials,
+            seal_keys=seal_keys,
+            session_options=SessionOptions(checkin_timeout=args.checkin_timeout),
+            max_sessions=args.max_sessions,
+            **hunt_settings(hunt, args.checkin_timeout),
+        )
+        outcome = execute(job, args, "collect", [*finished, *given_up], devices)
+        return deliver_collected(delivery, args, outcome)
 
 
 def _one_line(text: str) -> str:
@@ -433,6 +462,8 @@ def _continuation(
 
 
 def run_resume(args: argparse.Namespace) -> int:
+    if Hunt.exists(args.workspace):
+        return resume_hunt(args)
     try:
         workspaces = find_workspaces(args.workspace.resolve())
         jobs = []
@@ -475,6 +506,50 @@ def run_resume(args: argparse.Namespace) -> int:
     return execute(job, args, "resume", finished, order)
 
 
+def resume_hunt(args: argparse.Namespace) -> int:
+    """``resume FLEET_FOLDER``: the hunt goes on with the devices it has not finished, each
+    setting as its ``collect`` recorded it."""
+    folder = args.workspace.resolve()
+    try:
+        meta, pending = hunt_jobs(folder)
+        template = RunSettings.from_settings(dict(meta["template"]))
+        profile = profile_from_record(dict(meta.get("resolved_profile") or {}))
+        credentials = credentials_from(args, template)
+        seal_keys = None
+        if template.seal:
+            seal_keys = load_seal_keys(
+                template.recipient,
+                args.password_env or template.archive_key_env,
+                template.signing_key,
+                template.tsa,
+            )
+        recorded = argparse.Namespace(
+            out=folder,
+            workspace=Path(meta["workspace_root"]) if meta.get("workspace_root") else None,
+        )
+        devices = [device for device, _, _ in pending]
+        jobs, finished = plan_devices(devices, template, profile, recorded)
+        hunt = Hunt.open(folder)
+    except (HuntError, CredentialsError, SealKeyError, UsageError, WorkspaceError) as error:
+        return fail("resume", str(error), EXIT_USAGE, args)
+    except (ProfileError, TypeError, KeyError) as error:
+        message = f"the fleet's recorded settings are unusable: {_one_line(str(error))}"
+        return fail("resume", message, EXIT_USAGE, args)
+    checkin = float(meta.get("checkin_timeout") or args.checkin_timeout)
+    with hunt:
+        jobs, given_up = hunt_pending(hunt, jobs)
+        job = FleetJob(
+            devices=jobs,
+            profile=profile,
+            credentials=credentials,
+            seal_keys=seal_keys,
+            session_options=SessionOptions(checkin_timeout=checkin),
+            max_sessions=int(meta.get("max_sessions") or DEFAULT_FLEET_SESSIONS),
+            **hunt_settings(hunt, checkin),
+        )
+        return execute(job, args, "resume", [*finished, *given_up], devices)
+
+
 async def _run_until_stopped(job: FleetJob, reporter: Any) -> list[DeviceResult]:
     """``run_fleet``, cancelled cleanly by SIGTERM as asyncio already does for Ctrl-C."""
     loop = asyncio.get_running_loop()
@@ -503,17 +578,8 @@ def execute(
     secrets = [job.credentials.token.reveal()]
     if job.seal_keys is not None and job.seal_keys.passphrase:
         secrets.append(job.seal_keys.passphrase.decode(errors="replace"))
-    handlers = []
-    try:
-        for device_id, workspace, _ in job.devices:
-            workspace.create()
-            handlers.append(open_run_log(workspace.log_path, secrets, device_id=device_id))
-    except OSError as error:
-        for handler in handlers:
-            close_run_log(handler)
-        where = "" if error.filename in (None, str(workspace.root)) else f"{error.filename}: "
-        message = f"workspace {workspace.root}: cannot write in it ({where}{error.strerror})"
-        return fail(command, message, EXIT_USAGE, args)
+    logs = FleetLogs(secrets).install()  # each device's log opens when the device starts
+    job = replace(job, logs=logs)
     settings = job.devices[0][2] if job.devices else None
     if not (args.json or args.quiet):
         print_signer(job.seal_keys, "signing with")
@@ -535,9 +601,6 @@ def execute(
         if job.devices:
             with reporter:
                 results = asyncio.run(_run_until_stopped(job, reporter))
-        for result in results:
-            problem = f": {result.error or result.seal_error}" if not result.complete else ""
-            log.info("device %s: %s%s", result.device_id, result.status, problem)
     except ServerUnreachable as error:
         log.error("%s", error)
         return fail(command, str(error), EXIT_UNREACHABLE, args)
@@ -568,8 +631,7 @@ def execute(
         )
         return fail(command, message, EXIT_PARTIAL, args)
     finally:
-        for handler in handlers:
-            close_run_log(handler)
+        logs.close()
     position = {device: index for index, device in enumerate(order)}
     everything = sorted([*results, *finished], key=lambda r: position.get(r.device_id, 0))
     signer = signer_of(job.seal_keys)
