@@ -32,7 +32,6 @@ from collector.acquisition.runner import RunSettings
 from collector.cli.connection import add_connection, credentials_from
 from collector.cli.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from collector.cli.progress import make_reporter
-from collector.cli.terminal import printable
 from collector.fleet.hunt import (
     FINAL,
     DeviceState,
@@ -58,6 +57,7 @@ from collector.fleet.run import RETRY_FIRST, DeviceLimits, DeviceResult
 from collector.fleet.runlog import FleetLogs
 from collector.fleet.worker import JOB_NAME, WorkerRuntime, make_worker
 from collector.liveresponse.credentials import CredentialsError
+from collector.liveresponse.remotetext import printable
 from collector.transfer.workspace import Workspace, device_workspace, human_bytes
 from evidence.safepaths import safe_component
 from profiles import ResolvedProfile
