@@ -567,6 +567,20 @@ def _resume_hint(job: FleetJob, finished: Sequence[DeviceResult]) -> Path:
     return roots[0] if len(roots) == 1 else roots[0].parent
 
 
+def _unwritable_workspace(job: FleetJob) -> str:
+    """The first device workspace this run cannot write in, as one line ("" when none).
+
+    Checked before the run, without opening anything: the folders are made (or their mode
+    set) here, and each device opens its files only when it gets a session."""
+    for _, workspace, _ in job.devices:
+        try:
+            workspace.create()
+        except OSError as error:
+            where = "" if error.filename in (None, str(workspace.root)) else f"{error.filename}: "
+            return f"workspace {workspace.root}: cannot write in it ({where}{error.strerror})"
+    return ""
+
+
 def execute(
     job: FleetJob,
     args: argparse.Namespace,
@@ -578,6 +592,9 @@ def execute(
     secrets = [job.credentials.token.reveal()]
     if job.seal_keys is not None and job.seal_keys.passphrase:
         secrets.append(job.seal_keys.passphrase.decode(errors="replace"))
+    unwritable = _unwritable_workspace(job)
+    if unwritable:
+        return fail(command, unwritable, EXIT_USAGE, args)
     logs = FleetLogs(secrets).install()  # each device's log opens when the device starts
     job = replace(job, logs=logs)
     settings = job.devices[0][2] if job.devices else None
